@@ -1,0 +1,1 @@
+//! The Mall operator. Built out by the operator issue.

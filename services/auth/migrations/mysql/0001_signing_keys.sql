@@ -1,0 +1,6 @@
+-- Ed25519 signing keys. The newest signs; all of them verify, so tokens outlive a rotation.
+CREATE TABLE signing_keys (
+    kid VARCHAR(64) NOT NULL PRIMARY KEY,
+    private_key_pem TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;

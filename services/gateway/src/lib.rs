@@ -1,0 +1,168 @@
+//! The gateway: Mall's public HTTP/JSON API (the contract in docs/api.md), translating each route to
+//! the services' gRPC. It checks tokens itself, rate-limits logins, and gives every response the
+//! envelope and a request id.
+
+mod auth;
+mod envelope;
+mod error;
+mod input;
+mod limit;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use mall_proto::auth::v1::auth_service_client::AuthServiceClient;
+use mall_proto::user::v1::user_service_client::UserServiceClient;
+use mall_runtime::{CancellationToken, RuntimeError, Served};
+use mall_storage::Cache;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, CODES};
+pub use limit::Limits;
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub limits: Limits,
+}
+
+/// Channels to the services the gateway calls.
+#[derive(Clone)]
+pub struct Peers {
+    pub auth: Channel,
+    pub user: Channel,
+}
+
+impl Peers {
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &Channel)> {
+        [("auth", &self.auth), ("user", &self.user)].into_iter()
+    }
+}
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    config: Config,
+    peers: Peers,
+    auth: AuthServiceClient<Channel>,
+    users: UserServiceClient<Channel>,
+    tokens: auth::TokenCheck,
+    cache: Cache,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, peers: Peers, cache: Cache) -> AppState {
+        // Install the recorder before the first request is counted.
+        mall_runtime::metrics_handle();
+        let auth = AuthServiceClient::new(peers.auth.clone());
+        AppState(Arc::new(Inner {
+            config,
+            tokens: auth::TokenCheck::new(auth.clone(), cache.clone()),
+            users: UserServiceClient::new(peers.user.clone()),
+            auth,
+            peers,
+            cache,
+        }))
+    }
+}
+
+/// Every route of the API, with the layers every response goes through.
+pub fn app(state: AppState) -> Router {
+    use routes::{identity, ops, pending};
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/register", post(identity::register))
+        .route("/login", post(identity::login))
+        .route("/logout", post(identity::logout))
+        .route("/user/me", get(identity::me))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/docs", get(ops::docs))
+        .merge(pending::routes())
+        .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(input::BODY_LIMIT))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Counts requests and their latency by route and status, for `/metrics`.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("mall_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("mall_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Unix seconds as RFC 3339 UTC, the API's timestamp format.
+pub(crate) fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Serves the API on `listener` until `shutdown`, then finishes in-flight requests (up to 10 s).
+pub async fn startup(
+    config: Config,
+    peers: Peers,
+    cache: Cache,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Served, RuntimeError> {
+    let addr = listener.local_addr()?;
+    let app = app(AppState::new(config, peers, cache)).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        let stop = shutdown.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let result = tokio::select! {
+            r = server => r,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(10)).await } => {
+                tracing::warn!("gateway drain timed out");
+                Ok(())
+            }
+        };
+        tracing::info!(service = "gateway", "stopped");
+        result.map_err(RuntimeError::from)
+    });
+    tracing::info!(service = "gateway", %addr, "serving HTTP");
+    Ok(Served { name: "gateway", addr, task })
+}

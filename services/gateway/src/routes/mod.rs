@@ -1,0 +1,5 @@
+//! The API's routes, by area.
+
+pub mod identity;
+pub mod ops;
+pub mod pending;

@@ -1,0 +1,212 @@
+//! SQL database access: one pool per service over sqlx's `Any` driver, so the
+//! same queries (with `?` placeholders) run on MySQL/MariaDB and on SQLite.
+//!
+//! [`Db::connect`] creates the service's database (MySQL) or file (SQLite) when
+//! missing and tunes SQLite for concurrent writers (WAL, `busy_timeout`), so
+//! short write transactions from many tasks wait for each other instead of
+//! failing with "database is locked".
+
+pub(crate) mod url;
+
+use std::fmt;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::pool::PoolConnectionMetadata;
+use sqlx::{AnyConnection, AnyPool, Executor, MySql};
+
+use crate::StorageError;
+use url::redact_url;
+
+/// Most connections a pool opens.
+const MAX_CONNECTIONS: u32 = 10;
+/// Longest wait for a pooled connection (and for opening one).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the MySQL server while creating the database.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-connection SQLite settings, run on every new pooled connection.
+/// `busy_timeout` makes a writer wait (up to 5 s) for the write lock instead
+/// of failing at once; `synchronous = NORMAL` is the usual, safe pairing with WAL.
+const SQLITE_CONNECTION_PRAGMAS: [&str; 3] =
+    ["PRAGMA busy_timeout = 5000", "PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"];
+
+/// Which SQL database a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// MySQL or MariaDB (`mysql://`, `mariadb://`).
+    MySql,
+    /// SQLite (`sqlite:`).
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend a URL names: `mysql://` and `mariadb://` are MySQL,
+    /// `sqlite:` is SQLite. Anything else is [`StorageError::UnsupportedUrl`]
+    /// (with any password in the URL redacted).
+    pub fn from_url(url: &str) -> Result<Backend, StorageError> {
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Ok(Backend::MySql)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(StorageError::UnsupportedUrl { url: redact_url(url) })
+        }
+    }
+
+    /// `"mysql"` or `"sqlite"`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A service's migrations, one set per backend (their SQL dialects differ).
+/// Build it with [`migrations!`](crate::migrations).
+#[derive(Debug)]
+pub struct Migrations {
+    /// Migrations run on MySQL/MariaDB.
+    pub mysql: Migrator,
+    /// Migrations run on SQLite.
+    pub sqlite: Migrator,
+}
+
+/// A pool of connections to one service's database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Opens a pool (at most 10 connections, 5 s acquire timeout) to `url`.
+    ///
+    /// * MySQL/MariaDB: the database named in the URL is created first if it
+    ///   does not exist (the URL must name one; see
+    ///   [`service_database_url`](crate::service_database_url)).
+    /// * SQLite: the parent directory and the file are created if missing
+    ///   (unless the URL says `mode=ro`/`mode=rw`), the database is switched to
+    ///   WAL, and every connection gets `busy_timeout = 5000` and
+    ///   `foreign_keys = ON`.
+    pub async fn connect(url: &str) -> Result<Db, StorageError> {
+        install_drivers();
+        let backend = Backend::from_url(url)?;
+        let pool = match backend {
+            Backend::MySql => connect_mysql(url).await?,
+            Backend::Sqlite => connect_sqlite(url).await?,
+        };
+        tracing::debug!(backend = %backend, url = %redact_url(url), "database pool open");
+        Ok(Db { pool, backend })
+    }
+
+    /// The connection pool, for running queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which database this pool talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs the migrations for this pool's backend; already applied
+    /// migrations are skipped, so running it again is a no-op.
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StorageError> {
+        let migrator = match self.backend {
+            Backend::MySql => &migrations.mysql,
+            Backend::Sqlite => &migrations.sqlite,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Checks that the database answers (`SELECT 1`), for readiness probes.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; waits for checked-out connections to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// True when `e` is a unique-key (or primary-key) violation, on MySQL/MariaDB
+/// and SQLite alike.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.is_unique_violation(),
+        _ => false,
+    }
+}
+
+fn install_drivers() {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+}
+
+fn pool_options() -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+async fn connect_mysql(url: &str) -> Result<AnyPool, StorageError> {
+    url::mysql_database_name(url)?;
+    let ensure = async {
+        if !MySql::database_exists(url).await? {
+            if let Err(e) = MySql::create_database(url).await {
+                // Another service replica may have created it meanwhile.
+                if !MySql::database_exists(url).await? {
+                    return Err(e);
+                }
+            } else {
+                tracing::info!(url = %redact_url(url), "created database");
+            }
+        }
+        Ok::<(), sqlx::Error>(())
+    };
+    tokio::time::timeout(CREATE_TIMEOUT, ensure).await.map_err(|_| StorageError::Timeout {
+        what: format!("MySQL server at {}", redact_url(url)),
+        after: CREATE_TIMEOUT,
+    })??;
+    Ok(pool_options().connect(url).await?)
+}
+
+async fn connect_sqlite(url: &str) -> Result<AnyPool, StorageError> {
+    let file = url::sqlite_file_path(url)?;
+    if let Some(dir) = file.as_deref().and_then(|f| f.parent())
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StorageError::Io { path: dir.display().to_string(), source })?;
+    }
+    let url = url::sqlite_with_create_mode(url)?;
+    let pool = pool_options()
+        .after_connect(|conn: &mut AnyConnection, _: PoolConnectionMetadata| {
+            Box::pin(async move {
+                for pragma in SQLITE_CONNECTION_PRAGMAS {
+                    conn.execute(pragma).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    // The journal mode is stored in the database file: set once, it holds
+    // for every connection.
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL").fetch_one(&pool).await?;
+    if file.is_some() && !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(url = %redact_url(&url), mode = %mode, "SQLite did not switch to WAL");
+    }
+    Ok(pool)
+}

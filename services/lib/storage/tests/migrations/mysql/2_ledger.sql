@@ -1,0 +1,11 @@
+CREATE TABLE counters (
+    id BIGINT NOT NULL PRIMARY KEY,
+    n BIGINT NOT NULL
+) ENGINE = InnoDB;
+
+CREATE TABLE ledger (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    counter_id BIGINT NOT NULL,
+    note VARCHAR(64) NOT NULL,
+    CONSTRAINT ledger_counter FOREIGN KEY (counter_id) REFERENCES counters (id)
+) ENGINE = InnoDB;

@@ -1,0 +1,10 @@
+CREATE TABLE counters (
+    id INTEGER NOT NULL PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+
+CREATE TABLE ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    counter_id INTEGER NOT NULL REFERENCES counters (id),
+    note TEXT NOT NULL
+);

@@ -1,0 +1,117 @@
+//! Helpers shared by Mall's tests: where the real test servers are (MariaDB,
+//! Redis) and unique names so parallel tests and CI runs never collide.
+//!
+//! The real-server tests run when `MALL_TEST_DATABASE_URL` /
+//! `MALL_TEST_REDIS_URL` are set. Locally they are skipped with a note when the
+//! variables are missing; in CI (`CI=true`) a missing variable is a hard
+//! failure, so a misconfigured pipeline can never silently skip them.
+
+/// Every database created by a test starts with this prefix, so a CI script can
+/// drop all leftovers with one query
+/// (`SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'mall\_t\_%'`).
+pub const TEST_DATABASE_PREFIX: &str = "mall_t_";
+
+/// Environment variable holding the MariaDB/MySQL base URL for tests,
+/// e.g. `mysql://root@127.0.0.1:3306/mall_test`.
+pub const DATABASE_URL_VAR: &str = "MALL_TEST_DATABASE_URL";
+
+/// Environment variable holding the Redis URL for tests, e.g. `redis://127.0.0.1:6379`.
+pub const REDIS_URL_VAR: &str = "MALL_TEST_REDIS_URL";
+
+/// The MariaDB base URL for tests, or `None` (with a note on stderr) when the
+/// tests should be skipped.
+///
+/// # Panics
+/// When `CI=true` and `MALL_TEST_DATABASE_URL` is not set: the MariaDB tests
+/// must not be skipped in CI.
+pub fn database_url() -> Option<String> {
+    server_url(DATABASE_URL_VAR, "MariaDB")
+}
+
+/// The Redis URL for tests, or `None` (with a note on stderr) when the tests
+/// should be skipped.
+///
+/// # Panics
+/// When `CI=true` and `MALL_TEST_REDIS_URL` is not set: the Redis tests must not
+/// be skipped in CI.
+pub fn redis_url() -> Option<String> {
+    server_url(REDIS_URL_VAR, "Redis")
+}
+
+/// `prefix` + `_` + 12 lowercase hex characters from a random UUID v4.
+///
+/// With a prefix made of ASCII letters, digits and `_` the result is a valid
+/// MySQL database name and a safe Redis key prefix. Use
+/// `unique_name("mall_t")` for test databases (see [`TEST_DATABASE_PREFIX`]).
+pub fn unique_name(prefix: &str) -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    // The first 12 hex digits of a v4 UUID are all random (the version nibble
+    // is the 13th).
+    format!("{prefix}_{}", &hex[..12])
+}
+
+fn server_url(var: &str, what: &str) -> Option<String> {
+    let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+    resolve(value, is_ci(), var, what)
+}
+
+fn is_ci() -> bool {
+    std::env::var("CI").map(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1").unwrap_or(false)
+}
+
+fn resolve(value: Option<String>, ci: bool, var: &str, what: &str) -> Option<String> {
+    match value {
+        Some(url) => Some(url),
+        None if ci => panic!("CI=true but {var} is not set: the {what} tests must not be skipped in CI"),
+        None => {
+            eprintln!("note: {var} is not set; skipping the {what} tests");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn unique_name_has_prefix_and_12_lowercase_hex() {
+        let name = unique_name("mall_t");
+        let hex = name.strip_prefix("mall_t_").expect("prefix kept");
+        assert_eq!(hex.len(), 12, "{name}");
+        assert!(hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{name}");
+        assert!(name.starts_with(TEST_DATABASE_PREFIX));
+    }
+
+    #[test]
+    fn unique_name_is_a_valid_mysql_identifier() {
+        let name = unique_name("mall_t");
+        assert!(name.len() <= 64);
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+
+    #[test]
+    fn unique_names_do_not_repeat() {
+        let names: HashSet<String> = (0..1000).map(|_| unique_name("x")).collect();
+        assert_eq!(names.len(), 1000);
+    }
+
+    #[test]
+    fn resolve_passes_a_set_url_through() {
+        let url = Some("redis://127.0.0.1".to_string());
+        assert_eq!(resolve(url.clone(), true, "V", "Redis"), url, "set in CI");
+        assert_eq!(resolve(url.clone(), false, "V", "Redis"), url);
+    }
+
+    #[test]
+    fn resolve_skips_outside_ci() {
+        assert_eq!(resolve(None, false, "V", "Redis"), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "CI=true but V is not set: the Redis tests must not be skipped in CI")]
+    fn resolve_panics_in_ci() {
+        let _ = resolve(None, true, "V", "Redis");
+    }
+}

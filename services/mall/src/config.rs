@@ -1,0 +1,216 @@
+//! The one configuration loader: every setting is a flag with an environment variable of the same name
+//! (`MALL_*`), parsed by clap; per-service settings (`MALL_<SERVICE>_DATABASE_URL`, `MALL_<SERVICE>_ADDR`)
+//! are resolved by functions that take the lookup as an argument, so they are tested without touching
+//! the process environment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mall",
+    version,
+    about = "Mall: a Kubernetes-native shop backend. `mall up` runs all of it."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole mall in one process: every service on loopback and the gateway on :8889.
+    Up(UpArgs),
+    /// Run one service (what a Kubernetes pod runs).
+    Serve {
+        service: Service,
+        #[command(flatten)]
+        shared: Shared,
+        /// Where a gRPC service listens (the gateway uses --gateway-listen).
+        #[arg(long, env = "MALL_LISTEN", default_value = "0.0.0.0:50051")]
+        listen: String,
+        #[arg(long, env = "MALL_GATEWAY_LISTEN", default_value = "0.0.0.0:8889")]
+        gateway_listen: String,
+    },
+    /// Run one service's database migrations and exit.
+    Migrate {
+        service: Service,
+        #[command(flatten)]
+        shared: Shared,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub shared: Shared,
+    /// Where the gateway listens.
+    #[arg(long, env = "MALL_GATEWAY_LISTEN", default_value = "127.0.0.1:8889")]
+    pub gateway_listen: String,
+}
+
+/// Settings every command shares.
+#[derive(Debug, Clone, Args)]
+pub struct Shared {
+    /// Where the embedded SQLite files live when no database URL is given.
+    #[arg(long, env = "MALL_DATA_DIR", default_value = "mall-data")]
+    pub data_dir: PathBuf,
+    /// MySQL (`mysql://user:pass@host:3306/mall`) or SQLite URL; each service gets its own database,
+    /// named `<database>_<service>`. Unset: SQLite files in the data directory.
+    #[arg(long, env = "MALL_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis for the shared cache, token denylist and rate limits. Unset: an in-process cache.
+    #[arg(long, env = "MALL_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every cache key, so several stacks can share one Redis.
+    #[arg(long, env = "MALL_CACHE_NAMESPACE", default_value = "mall")]
+    pub cache_namespace: String,
+    /// How long a login token lives (e.g. 30m, 24h, 7d).
+    #[arg(long, env = "MALL_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// The admin account seeded at start.
+    #[arg(long, env = "MALL_ADMIN_EMAIL", default_value = "admin@mall.local")]
+    pub admin_email: String,
+    /// Its password; unset, a new admin gets a generated one, printed once.
+    #[arg(long, env = "MALL_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// The auth service's Ed25519 signing key (PKCS#8 PEM). Unset: generated once and kept in auth's
+    /// database.
+    #[arg(long, env = "MALL_AUTH_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+}
+
+/// Every service the `mall` binary can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Service {
+    Auth,
+    User,
+    Product,
+    Cart,
+    Order,
+    Payment,
+    Checkout,
+    Gateway,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Auth => "auth",
+            Service::User => "user",
+            Service::Product => "product",
+            Service::Cart => "cart",
+            Service::Order => "order",
+            Service::Payment => "payment",
+            Service::Checkout => "checkout",
+            Service::Gateway => "gateway",
+        }
+    }
+
+    fn env_prefix(self) -> String {
+        format!("MALL_{}", self.name().to_uppercase())
+    }
+}
+
+/// The database URL of `service`: `MALL_<SERVICE>_DATABASE_URL` as given, else `<database>_<service>`
+/// on the server of `MALL_DATABASE_URL`, else a SQLite file in the data directory.
+pub fn database_url(
+    service: Service,
+    shared_url: Option<&str>,
+    data_dir: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, mall_storage::StorageError> {
+    if let Some(url) = env(&format!("{}_DATABASE_URL", service.env_prefix())).filter(|u| !u.is_empty()) {
+        return Ok(url);
+    }
+    match shared_url.filter(|u| !u.is_empty()) {
+        Some(base) => mall_storage::service_database_url(base, service.name()),
+        None => Ok(mall_storage::sqlite_url_in(data_dir, service.name())),
+    }
+}
+
+/// The address of peer `service` (`MALL_<SERVICE>_ADDR`), required when running one service alone.
+pub fn peer_addr(service: Service, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let name = format!("{}_ADDR", service.env_prefix());
+    env(&name)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| format!("{name} is not set: where does {} listen?", service.name()))
+}
+
+/// `90s`, `30m`, `24h`, `7d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("the duration must be at least one second".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        for bad in ["", "0", "0s", "h", "5w", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn database_urls_resolve_in_order() {
+        let dir = Path::new("/var/mall");
+        let sqlite = database_url(Service::Auth, None, dir, env(&[])).unwrap();
+        assert!(sqlite.starts_with("sqlite:") && sqlite.contains("/var/mall/auth.db"), "{sqlite}");
+
+        let shared = database_url(Service::User, Some("mysql://root@db:3306/mall"), dir, env(&[])).unwrap();
+        assert_eq!(shared, "mysql://root@db:3306/mall_user");
+
+        let own = env(&[("MALL_USER_DATABASE_URL", "mysql://u:p@users:3306/people")]);
+        let url = database_url(Service::User, Some("mysql://root@db:3306/mall"), dir, own).unwrap();
+        assert_eq!(url, "mysql://u:p@users:3306/people");
+    }
+
+    #[test]
+    fn peer_addresses_are_required_and_named_in_the_error() {
+        assert_eq!(
+            peer_addr(Service::Auth, env(&[("MALL_AUTH_ADDR", "http://a:1")])),
+            Ok("http://a:1".into())
+        );
+        let err = peer_addr(Service::User, env(&[])).unwrap_err();
+        assert!(err.contains("MALL_USER_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn the_cli_parses_every_command() {
+        let cli = Cli::try_parse_from(["mall", "serve", "auth", "--listen", "127.0.0.1:0"]).unwrap();
+        assert!(matches!(cli.command, Command::Serve { service: Service::Auth, .. }));
+        let cli =
+            Cli::try_parse_from(["mall", "migrate", "user", "--database-url", "sqlite::memory:"]).unwrap();
+        assert!(matches!(cli.command, Command::Migrate { service: Service::User, .. }));
+        assert!(Cli::try_parse_from(["mall", "serve", "nosuch"]).is_err());
+        assert!(Cli::try_parse_from(["mall", "up", "--token-ttl", "0"]).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Operations routes, the envelope on everything, body limits and content types.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_readiness_metrics_and_docs() {
+    let app = spawn_app().await;
+    let health = app.get("/healthz", None).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.code(), 0);
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    app.get("/user/me", None).await; // something to count
+    let metrics = app.client.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("mall_http_requests_total"), "{metrics}");
+    assert!(metrics.contains("route=\"/user/me\""), "{metrics}");
+
+    let doc = app.get("/openapi.json", None).await;
+    assert_eq!(doc.status, 200);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in ["/register", "/login", "/logout", "/user/me", "/products/{id}", "/checkout", "/readyz"] {
+        assert!(doc.body["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    for (code, _) in mall_gateway::CODES {
+        assert!(doc.body["x-error-codes"].get(code.to_string()).is_some(), "code {code} undocumented");
+    }
+
+    let page = app.client.get(format!("{}/docs", app.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("/openapi.json"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_gateway_whose_services_are_down_is_alive_but_not_ready() {
+    // A gateway alone, pointed at ports where nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let peers = mall_gateway::Peers {
+        auth: mall_runtime::channel(&dead.to_string()).unwrap(),
+        user: mall_runtime::channel(&dead.to_string()).unwrap(),
+    };
+    let shutdown = mall_runtime::CancellationToken::new();
+    let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
+    let cache = mall_storage::Cache::memory("ready-test");
+    let served =
+        mall_gateway::startup(mall_gateway::Config::default(), peers, cache, listener, shutdown.clone())
+            .await
+            .unwrap();
+    let url = format!("http://{}", served.addr);
+    let client = reqwest::Client::new();
+
+    let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["code"], 50301);
+    assert!(body["msg"].as_str().unwrap().contains("auth"), "{body}");
+    assert_eq!(client.get(format!("{url}/healthz")).send().await.unwrap().status(), 200);
+
+    // A call that needs a missing service is a 503 in the envelope, not a 500.
+    let login =
+        client.post(format!("{url}/login")).json(&json!({"email": "a@example.com", "password": PASSWORD}));
+    let login = login.send().await.unwrap();
+    assert_eq!(login.status(), 503);
+    let body: serde_json::Value = login.json().await.unwrap();
+    assert_eq!(body["code"], 50301);
+
+    shutdown.cancel();
+    served.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn every_response_has_a_request_id_and_the_envelope() {
+    let app = spawn_app().await;
+    let a = app.get("/healthz", None).await;
+    let b = app.get("/nowhere", None).await;
+    let id_a = a.headers["x-request-id"].to_str().unwrap();
+    let id_b = b.headers["x-request-id"].to_str().unwrap();
+    assert!(!id_a.is_empty() && id_a != id_b);
+    b.assert_error(404, 40402);
+
+    // A client's own request id is kept.
+    let mine =
+        app.client.get(format!("{}/healthz", app.url)).header("x-request-id", "trace-me-42").send().await;
+    assert_eq!(mine.unwrap().headers()["x-request-id"], "trace-me-42");
+
+    let wrong_method = app.get("/register", None).await;
+    wrong_method.assert_error(405, 40501);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_are_limited_and_typed() {
+    let app = spawn_app().await;
+    let big = json!({ "email": "x".repeat(70 * 1024), "password": PASSWORD, "confirm_password": PASSWORD });
+    app.post_json("/register", &big, None).await.assert_error(413, 41301);
+    app.post_raw("/register", "text/plain", b"email=a".to_vec(), None).await.assert_error(415, 41501);
+    app.post_raw("/register", "application/json", b"{not json".to_vec(), None).await.assert_error(400, 40002);
+    app.post_raw("/register", "application/json", Vec::new(), None).await.assert_error(400, 40002);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn routes_of_later_services_answer_501_in_the_envelope() {
+    let app = spawn_app().await;
+    app.get("/products/list", None).await.assert_error(501, 50101);
+    app.post_json("/checkout", &json!({}), None).await.assert_error(501, 50101);
+    app.stop().await;
+}

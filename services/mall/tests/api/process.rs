@@ -1,0 +1,43 @@
+//! The real `mall` binary: `mall up` on a fresh data directory serves the API, and SIGTERM stops it
+//! gracefully with exit code 0.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn mall_up_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["up", "--gateway-listen", &format!("127.0.0.1:{port}")])
+        .env("MALL_DATA_DIR", dir.path())
+        .env_remove("MALL_DATABASE_URL")
+        .env_remove("MALL_REDIS_URL")
+        .env_remove("MALL_ADMIN_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut up = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+            && r.status() == 200
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "mall up did not become ready");
+    assert!(dir.path().join("auth.db").exists() && dir.path().join("user.db").exists());
+
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "exit: {:?}", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("http://127.0.0.1:{port}")), "{stdout}");
+    assert!(stdout.contains("Admin account created: admin@mall.local / "), "{stdout}");
+}
