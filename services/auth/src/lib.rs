@@ -58,3 +58,6 @@ pub async fn startup(
         });
     Ok(mall_runtime::serve("auth", listener, routes, readiness, shutdown).await?)
 }
+
+#[cfg(test)]
+mod tests;

@@ -34,3 +34,6 @@ pub async fn startup(
     });
     Ok(mall_runtime::serve("user", listener, routes, readiness, shutdown).await?)
 }
+
+#[cfg(test)]
+mod store_tests;

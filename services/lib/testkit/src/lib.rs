@@ -115,3 +115,63 @@ mod tests {
         let _ = resolve(None, true, "V", "Redis");
     }
 }
+
+/// A migrated database for one test: a SQLite file in a temp dir, or a fresh MariaDB database that
+/// [`TestDb::drop_database`] removes.
+pub struct TestDb {
+    pub db: mall_storage::Db,
+    mariadb: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// SQLite, always available.
+    pub async fn sqlite(migrations: &mall_storage::Migrations) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = mall_storage::Db::connect(&mall_storage::sqlite_url_in(dir.path(), "test"))
+            .await
+            .expect("open SQLite");
+        db.migrate(migrations).await.expect("migrate SQLite");
+        TestDb { db, mariadb: None, _dir: Some(dir) }
+    }
+
+    /// A new MariaDB database, or `None` when the tests run without one (never in CI).
+    pub async fn mariadb(migrations: &mall_storage::Migrations) -> Option<TestDb> {
+        let base = database_url()?;
+        let name = unique_name("mall_t");
+        let url = mall_storage::database_url_with_name(&base, &name).expect("test database URL");
+        let db = mall_storage::Db::connect(&url).await.expect("open MariaDB");
+        db.migrate(migrations).await.expect("migrate MariaDB");
+        Some(TestDb { db, mariadb: Some((base, name)), _dir: None })
+    }
+
+    /// Closes the pool and drops a MariaDB database (SQLite files go with the temp dir).
+    pub async fn drop_database(self) {
+        self.db.close().await;
+        if let Some((base, name)) = self.mariadb {
+            drop_databases(&base, &name).await;
+        }
+    }
+}
+
+/// Drops every database whose name starts with `prefix` (a test's `<name>` and `<name>_<service>`).
+pub async fn drop_databases(base: &str, prefix: &str) {
+    use mall_storage::sqlx::{self, Executor as _};
+    assert!(prefix.starts_with(TEST_DATABASE_PREFIX), "only test databases are dropped");
+    let db = mall_storage::Db::connect(base).await.expect("the test server is reachable");
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT schema_name FROM information_schema.schemata")
+        .fetch_all(db.pool())
+        .await
+        .expect("list databases");
+    for (schema,) in rows.into_iter().filter(|(s,)| s.starts_with(prefix)) {
+        let statement = format!("DROP DATABASE `{schema}`");
+        db.pool().execute(sqlx::AssertSqlSafe(statement)).await.expect("drop test database");
+    }
+    db.close().await;
+}
+
+/// A cache on the test Redis with its own namespace, or `None` when the tests run without one.
+pub async fn redis_cache() -> Option<mall_storage::Cache> {
+    let url = redis_url()?;
+    Some(mall_storage::Cache::redis(&url, &unique_name("mall_t")).await.expect("connect to the test Redis"))
+}

@@ -191,21 +191,7 @@ impl TestApp {
             mall.stop().await.expect("the mall stops cleanly");
         }
         if let Some((base, name)) = self.drop_databases.take() {
-            mall_testkit_drop(&base, &name).await;
+            mall_testkit::drop_databases(&base, &name).await;
         }
-    }
-}
-
-/// Drops every database a test created (`<name>_<service>`).
-async fn mall_testkit_drop(base: &str, name: &str) {
-    use mall_storage::sqlx::{self, Executor as _};
-    let db = mall_storage::Db::connect(base).await.expect("the test server is reachable");
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT schema_name FROM information_schema.schemata")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
-    for (schema,) in rows.into_iter().filter(|(s,)| s.starts_with(name)) {
-        let statement = format!("DROP DATABASE `{schema}`");
-        db.pool().execute(sqlx::AssertSqlSafe(statement)).await.unwrap();
     }
 }
