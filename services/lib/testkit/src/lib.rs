@@ -70,52 +70,6 @@ fn resolve(value: Option<String>, ci: bool, var: &str, what: &str) -> Option<Str
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashSet;
-
-    #[test]
-    fn unique_name_has_prefix_and_12_lowercase_hex() {
-        let name = unique_name("mall_t");
-        let hex = name.strip_prefix("mall_t_").expect("prefix kept");
-        assert_eq!(hex.len(), 12, "{name}");
-        assert!(hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{name}");
-        assert!(name.starts_with(TEST_DATABASE_PREFIX));
-    }
-
-    #[test]
-    fn unique_name_is_a_valid_mysql_identifier() {
-        let name = unique_name("mall_t");
-        assert!(name.len() <= 64);
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-    }
-
-    #[test]
-    fn unique_names_do_not_repeat() {
-        let names: HashSet<String> = (0..1000).map(|_| unique_name("x")).collect();
-        assert_eq!(names.len(), 1000);
-    }
-
-    #[test]
-    fn resolve_passes_a_set_url_through() {
-        let url = Some("redis://127.0.0.1".to_string());
-        assert_eq!(resolve(url.clone(), true, "V", "Redis"), url, "set in CI");
-        assert_eq!(resolve(url.clone(), false, "V", "Redis"), url);
-    }
-
-    #[test]
-    fn resolve_skips_outside_ci() {
-        assert_eq!(resolve(None, false, "V", "Redis"), None);
-    }
-
-    #[test]
-    #[should_panic(expected = "CI=true but V is not set: the Redis tests must not be skipped in CI")]
-    fn resolve_panics_in_ci() {
-        let _ = resolve(None, true, "V", "Redis");
-    }
-}
-
 /// A migrated database for one test: a SQLite file in a temp dir, or a fresh MariaDB database that
 /// [`TestDb::drop_database`] removes.
 pub struct TestDb {
@@ -174,4 +128,50 @@ pub async fn drop_databases(base: &str, prefix: &str) {
 pub async fn redis_cache() -> Option<mall_storage::Cache> {
     let url = redis_url()?;
     Some(mall_storage::Cache::redis(&url, &unique_name("mall_t")).await.expect("connect to the test Redis"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn unique_name_has_prefix_and_12_lowercase_hex() {
+        let name = unique_name("mall_t");
+        let hex = name.strip_prefix("mall_t_").expect("prefix kept");
+        assert_eq!(hex.len(), 12, "{name}");
+        assert!(hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{name}");
+        assert!(name.starts_with(TEST_DATABASE_PREFIX));
+    }
+
+    #[test]
+    fn unique_name_is_a_valid_mysql_identifier() {
+        let name = unique_name("mall_t");
+        assert!(name.len() <= 64);
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+
+    #[test]
+    fn unique_names_do_not_repeat() {
+        let names: HashSet<String> = (0..1000).map(|_| unique_name("x")).collect();
+        assert_eq!(names.len(), 1000);
+    }
+
+    #[test]
+    fn resolve_passes_a_set_url_through() {
+        let url = Some("redis://127.0.0.1".to_string());
+        assert_eq!(resolve(url.clone(), true, "V", "Redis"), url, "set in CI");
+        assert_eq!(resolve(url.clone(), false, "V", "Redis"), url);
+    }
+
+    #[test]
+    fn resolve_skips_outside_ci() {
+        assert_eq!(resolve(None, false, "V", "Redis"), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "CI=true but V is not set: the Redis tests must not be skipped in CI")]
+    fn resolve_panics_in_ci() {
+        let _ = resolve(None, true, "V", "Redis");
+    }
 }
