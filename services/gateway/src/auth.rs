@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use mall_proto::auth::v1::ListPublicKeysRequest;
 use mall_proto::auth::v1::auth_service_client::AuthServiceClient;
 use mall_storage::Cache;
-use mall_tokens::{Claims, PublicKey, TokenError, Verifier, now_unix, revoked_key};
+use mall_tokens::{Claims, PublicKey, Role, TokenError, Verifier, now_unix, revoked_key};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
 use tonic::transport::Channel;
@@ -111,6 +111,7 @@ fn token_error(e: TokenError) -> ApiError {
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
     pub user_id: i64,
+    pub role: Role,
     pub token: String,
 }
 
@@ -132,6 +133,22 @@ impl FromRequestParts<AppState> for CurrentUser {
             })?;
         let claims = state.tokens.check(token).await?;
         let user_id = claims.user_id().map_err(token_error)?;
-        Ok(CurrentUser { user_id, token: token.to_owned() })
+        Ok(CurrentUser { user_id, role: claims.role, token: token.to_owned() })
+    }
+}
+
+/// Proof that the caller has the admin role; a customer gets 403 (and no token 401).
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(ApiError::Forbidden("this route is for admins".into()));
+        }
+        Ok(Admin)
     }
 }

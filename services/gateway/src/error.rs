@@ -15,6 +15,7 @@ pub const CODES: &[(u32, &str)] = &[
     (40102, "the token has expired"),
     (40103, "the token has been revoked (logged out)"),
     (40104, "wrong email or password"),
+    (40201, "the card was declined: nothing was charged"),
     (40301, "the token's role may not use this route"),
     (40401, "no such resource"),
     (40402, "no such route"),
@@ -42,6 +43,8 @@ pub enum ApiError {
     TokenRevoked,
     #[error("wrong email or password")]
     WrongCredentials,
+    #[error("{0}")]
+    PaymentDeclined(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::TokenExpired => 40102,
             ApiError::TokenRevoked => 40103,
             ApiError::WrongCredentials => 40104,
+            ApiError::PaymentDeclined(_) => 40201,
             ApiError::Forbidden(_) => 40301,
             ApiError::NotFound(_) => 40401,
             ApiError::NoRoute(_) => 40402,
@@ -144,6 +148,7 @@ mod tests {
             ApiError::TokenExpired,
             ApiError::TokenRevoked,
             ApiError::WrongCredentials,
+            ApiError::PaymentDeclined(String::new()),
             ApiError::Forbidden(String::new()),
             ApiError::NotFound(String::new()),
             ApiError::NoRoute(String::new()),

@@ -7,6 +7,7 @@ mod envelope;
 mod error;
 mod input;
 mod limit;
+mod money;
 mod routes;
 
 use std::net::SocketAddr;
@@ -20,6 +21,11 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use mall_proto::auth::v1::auth_service_client::AuthServiceClient;
+use mall_proto::cart::v1::cart_service_client::CartServiceClient;
+use mall_proto::checkout::v1::checkout_service_client::CheckoutServiceClient;
+use mall_proto::order::v1::order_service_client::OrderServiceClient;
+use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
+use mall_proto::product::v1::product_service_client::ProductServiceClient;
 use mall_proto::user::v1::user_service_client::UserServiceClient;
 use mall_runtime::{CancellationToken, RuntimeError, Served};
 use mall_storage::Cache;
@@ -42,11 +48,25 @@ pub struct Config {
 pub struct Peers {
     pub auth: Channel,
     pub user: Channel,
+    pub product: Channel,
+    pub cart: Channel,
+    pub order: Channel,
+    pub payment: Channel,
+    pub checkout: Channel,
 }
 
 impl Peers {
     fn iter(&self) -> impl Iterator<Item = (&'static str, &Channel)> {
-        [("auth", &self.auth), ("user", &self.user)].into_iter()
+        [
+            ("auth", &self.auth),
+            ("user", &self.user),
+            ("product", &self.product),
+            ("cart", &self.cart),
+            ("order", &self.order),
+            ("payment", &self.payment),
+            ("checkout", &self.checkout),
+        ]
+        .into_iter()
     }
 }
 
@@ -59,6 +79,11 @@ pub struct Inner {
     peers: Peers,
     auth: AuthServiceClient<Channel>,
     users: UserServiceClient<Channel>,
+    products: ProductServiceClient<Channel>,
+    carts: CartServiceClient<Channel>,
+    orders: OrderServiceClient<Channel>,
+    payments: PaymentServiceClient<Channel>,
+    checkouts: CheckoutServiceClient<Channel>,
     tokens: auth::TokenCheck,
     cache: Cache,
 }
@@ -79,6 +104,11 @@ impl AppState {
             config,
             tokens: auth::TokenCheck::new(auth.clone(), cache.clone()),
             users: UserServiceClient::new(peers.user.clone()),
+            products: ProductServiceClient::new(peers.product.clone()),
+            carts: CartServiceClient::new(peers.cart.clone()),
+            orders: OrderServiceClient::new(peers.order.clone()),
+            payments: PaymentServiceClient::new(peers.payment.clone()),
+            checkouts: CheckoutServiceClient::new(peers.checkout.clone()),
             auth,
             peers,
             cache,
@@ -88,19 +118,36 @@ impl AppState {
 
 /// Every route of the API, with the layers every response goes through.
 pub fn app(state: AppState) -> Router {
-    use routes::{identity, ops, pending};
+    use routes::{catalog, commerce, identity, ops};
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/register", post(identity::register))
         .route("/login", post(identity::login))
         .route("/logout", post(identity::logout))
         .route("/user/me", get(identity::me))
+        .route("/products/list", get(catalog::list))
+        .route("/products/search", get(catalog::search))
+        .route("/products/{id}", get(catalog::get))
+        .route("/product/create", post(catalog::create))
+        .route("/product/update", post(catalog::update))
+        .route("/product/delete", post(catalog::delete))
+        .route("/cart/additem", post(commerce::add_item))
+        .route("/cart", get(commerce::get_cart))
+        .route("/cart/get", post(commerce::post_cart))
+        .route("/cart/empty", post(commerce::empty_cart))
+        .route("/order/place", post(commerce::place_order))
+        .route("/order/listorder", post(commerce::list_orders_post))
+        .route("/orders", get(commerce::list_orders_get))
+        .route("/orders/{id}", get(commerce::get_order))
+        .route("/order/cancel", post(commerce::cancel_order))
+        .route("/order/mark-paid", post(commerce::mark_paid))
+        .route("/payment/charge", post(commerce::charge))
+        .route("/checkout", post(commerce::checkout))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/docs", get(ops::docs))
-        .merge(pending::routes())
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(input::BODY_LIMIT))

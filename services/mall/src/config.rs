@@ -49,6 +49,9 @@ pub struct UpArgs {
     /// Where the gateway listens.
     #[arg(long, env = "MALL_GATEWAY_LISTEN", default_value = "127.0.0.1:8889")]
     pub gateway_listen: String,
+    /// Do not load the demo catalog into an empty product database.
+    #[arg(long, env = "MALL_NO_DEMO")]
+    pub no_demo: bool,
 }
 
 /// Settings every command shares.
@@ -70,6 +73,9 @@ pub struct Shared {
     /// How long a login token lives (e.g. 30m, 24h, 7d).
     #[arg(long, env = "MALL_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,
+    /// How long an unpaid order holds its stock before it expires.
+    #[arg(long, env = "MALL_ORDER_TTL", default_value = "30m", value_parser = parse_duration)]
+    pub order_ttl: Duration,
     /// The admin account seeded at start.
     #[arg(long, env = "MALL_ADMIN_EMAIL", default_value = "admin@mall.local")]
     pub admin_email: String,

@@ -1,19 +1,37 @@
-//! Composition of the whole mall: which service runs where, with which database and cache. The `mall`
-//! binary is a thin shell over this; the API tests start the same composition on port 0.
+//! Composition of the whole mall: which service runs where, with which database, cache and peers. The
+//! `mall` binary is a thin shell over this; the API tests start the same composition on port 0.
 
 pub mod config;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mall_runtime::{CancellationToken, Served};
 use mall_storage::{Cache, Db};
 use mall_user::AdminSeed;
+use tonic::transport::Channel;
 
 use crate::config::{Service, Shared};
 
-/// The services `mall up` runs today, in start order (later issues add the commerce services).
-pub const SERVICES: &[Service] = &[Service::Auth, Service::User];
+/// Every gRPC service, in the order `mall up` starts them.
+pub const SERVICES: &[Service] = &[
+    Service::Auth,
+    Service::User,
+    Service::Product,
+    Service::Cart,
+    Service::Order,
+    Service::Payment,
+    Service::Checkout,
+];
+
+/// How `start` runs the mall, beyond the shared settings.
+pub struct StartOptions {
+    pub gateway: mall_gateway::Config,
+    pub gateway_listen: String,
+    /// Load the demo catalog into an empty product database.
+    pub demo: bool,
+}
 
 /// A running mall.
 pub struct Mall {
@@ -30,6 +48,11 @@ impl Mall {
         format!("http://{}", self.gateway.addr)
     }
 
+    /// The gRPC address of one service.
+    pub fn service_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.services.iter().find(|s| s.name == name).map(|s| s.addr)
+    }
+
     /// Asks every server to stop and waits until they have drained.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -43,29 +66,30 @@ impl Mall {
         Ok(())
     }
 
-    /// Runs until Ctrl-C or SIGTERM (or a server fails), then stops gracefully.
+    /// Runs until Ctrl-C or SIGTERM, then stops gracefully.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        let shutdown = self.shutdown.clone();
-        tokio::select! {
-            () = mall_runtime::shutdown_signal() => {}
-            () = shutdown.cancelled() => {}
-        }
+        mall_runtime::shutdown_signal().await;
         self.stop().await
     }
 }
 
 /// Opens and migrates `service`'s database.
 pub async fn open_database(service: Service, shared: &Shared) -> anyhow::Result<Db> {
+    let migrations = match service {
+        Service::Auth => mall_auth::migrations(),
+        Service::User => mall_user::migrations(),
+        Service::Product => mall_product::migrations(),
+        Service::Cart => mall_cart::migrations(),
+        Service::Order => mall_order::migrations(),
+        Service::Payment => mall_payment::migrations(),
+        Service::Checkout => mall_checkout::migrations(),
+        Service::Gateway => bail!("the gateway has no database"),
+    };
     let url = config::database_url(service, shared.database_url.as_deref(), &shared.data_dir, |k| {
         std::env::var(k).ok()
     })?;
     let db =
         Db::connect(&url).await.with_context(|| format!("cannot open the {} database", service.name()))?;
-    let migrations = match service {
-        Service::Auth => mall_auth::migrations(),
-        Service::User => mall_user::migrations(),
-        other => bail!("the {} service is not part of this build yet", other.name()),
-    };
     db.migrate(&migrations).await.with_context(|| format!("migrating the {} database", service.name()))?;
     Ok(db)
 }
@@ -78,44 +102,111 @@ pub async fn open_cache(shared: &Shared) -> anyhow::Result<Cache> {
     Ok(cache)
 }
 
-fn auth_config(shared: &Shared) -> mall_auth::Config {
-    mall_auth::Config { token_ttl: shared.token_ttl, signing_key_pem: shared.signing_key.clone() }
+/// Where each peer is: loopback addresses in `mall up`, `MALL_<SERVICE>_ADDR` in `mall serve`.
+type PeerLookup<'a> = &'a dyn Fn(Service) -> anyhow::Result<Channel>;
+
+/// Starts one gRPC service on `listener` with its (migrated) database.
+async fn start_service(
+    service: Service,
+    shared: &Shared,
+    db: Db,
+    cache: &Cache,
+    peer: PeerLookup<'_>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Served> {
+    let cache = cache.clone();
+    Ok(match service {
+        Service::Auth => {
+            let config = mall_auth::Config {
+                token_ttl: shared.token_ttl,
+                signing_key_pem: shared.signing_key.clone(),
+            };
+            mall_auth::startup(config, db, cache, listener, shutdown).await?
+        }
+        Service::User => mall_user::startup(db, listener, shutdown).await?,
+        Service::Product => mall_product::startup(db, cache, listener, shutdown).await?,
+        Service::Cart => mall_cart::startup(db, peer(Service::Product)?, listener, shutdown).await?,
+        Service::Order => {
+            let config = mall_order::Config { unpaid_ttl: shared.order_ttl, ..mall_order::Config::default() };
+            mall_order::startup(config, db, peer(Service::Product)?, listener, shutdown).await?
+        }
+        Service::Payment => mall_payment::startup(db, peer(Service::Order)?, listener, shutdown).await?,
+        Service::Checkout => {
+            let peers = mall_checkout::Peers {
+                cart: peer(Service::Cart)?,
+                order: peer(Service::Order)?,
+                payment: peer(Service::Payment)?,
+            };
+            mall_checkout::startup(db, peers, listener, shutdown).await?
+        }
+        Service::Gateway => bail!("the gateway is not a gRPC service"),
+    })
 }
 
-/// Starts every service on loopback (port 0) and the gateway on `gateway_listen`; migrations run first.
-pub async fn start(
-    shared: &Shared,
-    gateway: mall_gateway::Config,
-    gateway_listen: &str,
-) -> anyhow::Result<Mall> {
+fn gateway_peers(peer: PeerLookup<'_>) -> anyhow::Result<mall_gateway::Peers> {
+    Ok(mall_gateway::Peers {
+        auth: peer(Service::Auth)?,
+        user: peer(Service::User)?,
+        product: peer(Service::Product)?,
+        cart: peer(Service::Cart)?,
+        order: peer(Service::Order)?,
+        payment: peer(Service::Payment)?,
+        checkout: peer(Service::Checkout)?,
+    })
+}
+
+/// Starts every service on loopback (port 0) and the gateway; migrations run first.
+pub async fn start(shared: &Shared, options: StartOptions) -> anyhow::Result<Mall> {
     if shared.database_url.is_none() {
         std::fs::create_dir_all(&shared.data_dir)
             .with_context(|| format!("cannot create the data directory {}", shared.data_dir.display()))?;
     }
     let cache = open_cache(shared).await?;
+    let mut dbs = HashMap::new();
+    for &service in SERVICES {
+        dbs.insert(service, open_database(service, shared).await?);
+    }
+    let admin =
+        mall_user::seed_admin(&dbs[&Service::User], &shared.admin_email, shared.admin_password.as_deref())
+            .await
+            .context("seeding the admin account (MALL_ADMIN_EMAIL / MALL_ADMIN_PASSWORD)")?;
+    if options.demo
+        && mall_product::load_demo_catalog(&dbs[&Service::Product])
+            .await
+            .context("loading the demo catalog")?
+    {
+        tracing::info!("demo catalog loaded");
+    }
+
+    // Bind every port first, so each service knows where its peers are before any starts.
+    let mut listeners = Vec::new();
+    let mut addrs = HashMap::new();
+    for &service in SERVICES {
+        let listener = mall_runtime::bind("127.0.0.1:0").await?;
+        addrs.insert(service, listener.local_addr()?);
+        listeners.push((service, listener));
+    }
+    let peer = |s: Service| -> anyhow::Result<Channel> {
+        let addr = addrs.get(&s).with_context(|| format!("{} is not part of mall up", s.name()))?;
+        Ok(mall_runtime::channel(&format!("http://{addr}"))?)
+    };
+
     let shutdown = CancellationToken::new();
     let mut services = Vec::new();
-
-    let auth_db = open_database(Service::Auth, shared).await?;
-    let user_db = open_database(Service::User, shared).await?;
-    let admin = mall_user::seed_admin(&user_db, &shared.admin_email, shared.admin_password.as_deref())
-        .await
-        .context("seeding the admin account (MALL_ADMIN_EMAIL / MALL_ADMIN_PASSWORD)")?;
-
-    let listener = mall_runtime::bind("127.0.0.1:0").await?;
-    services.push(
-        mall_auth::startup(auth_config(shared), auth_db, cache.clone(), listener, shutdown.clone()).await?,
-    );
-    let listener = mall_runtime::bind("127.0.0.1:0").await?;
-    services.push(mall_user::startup(user_db, listener, shutdown.clone()).await?);
-
-    let addr_of = |name: &str| services.iter().find(|s| s.name == name).map(|s| format!("http://{}", s.addr));
-    let peers = mall_gateway::Peers {
-        auth: mall_runtime::channel(&addr_of("auth").context("auth is not running")?)?,
-        user: mall_runtime::channel(&addr_of("user").context("user is not running")?)?,
-    };
-    let listener = mall_runtime::bind(gateway_listen).await?;
-    let gateway = mall_gateway::startup(gateway, peers, cache.clone(), listener, shutdown.clone()).await?;
+    for (service, listener) in listeners {
+        let db = dbs.remove(&service).context("database opened above")?;
+        services.push(start_service(service, shared, db, &cache, &peer, listener, shutdown.clone()).await?);
+    }
+    let listener = mall_runtime::bind(&options.gateway_listen).await?;
+    let gateway = mall_gateway::startup(
+        options.gateway,
+        gateway_peers(&peer)?,
+        cache.clone(),
+        listener,
+        shutdown.clone(),
+    )
+    .await?;
     Ok(Mall { gateway, services, admin, admin_email: shared.admin_email.clone(), cache, shutdown })
 }
 
@@ -127,48 +218,32 @@ pub async fn serve(
     gateway_listen: &str,
 ) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let env = |k: &str| std::env::var(k).ok();
-    let served = match service {
-        Service::Auth => {
-            let db = open_database(service, shared).await?;
-            let cache = open_cache(shared).await?;
-            let listener = mall_runtime::bind(listen).await?;
-            mall_auth::startup(auth_config(shared), db, cache, listener, shutdown.clone()).await?
+    let peer = |s: Service| -> anyhow::Result<Channel> {
+        let addr = config::peer_addr(s, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+        Ok(mall_runtime::channel(&addr)?)
+    };
+    let cache = open_cache(shared).await?;
+    let served = if service == Service::Gateway {
+        if shared.redis_url.is_none() {
+            tracing::warn!(
+                "MALL_REDIS_URL is not set: logouts made through other processes are not seen here"
+            );
         }
-        Service::User => {
-            let db = open_database(service, shared).await?;
-            if let Some(password) = shared.admin_password.as_deref() {
-                mall_user::seed_admin(&db, &shared.admin_email, Some(password)).await?;
-            }
-            let listener = mall_runtime::bind(listen).await?;
-            mall_user::startup(db, listener, shutdown.clone()).await?
+        let listener = mall_runtime::bind(gateway_listen).await?;
+        let config = mall_gateway::Config::default();
+        mall_gateway::startup(config, gateway_peers(&peer)?, cache, listener, shutdown.clone()).await?
+    } else {
+        let db = open_database(service, shared).await?;
+        if service == Service::User
+            && let Some(password) = shared.admin_password.as_deref()
+        {
+            mall_user::seed_admin(&db, &shared.admin_email, Some(password)).await?;
         }
-        Service::Gateway => {
-            if shared.redis_url.is_none() {
-                tracing::warn!(
-                    "MALL_REDIS_URL is not set: logouts made through other processes are not seen here"
-                );
-            }
-            let cache = open_cache(shared).await?;
-            let peers = mall_gateway::Peers {
-                auth: mall_runtime::channel(
-                    &config::peer_addr(Service::Auth, env).map_err(anyhow::Error::msg)?,
-                )?,
-                user: mall_runtime::channel(
-                    &config::peer_addr(Service::User, env).map_err(anyhow::Error::msg)?,
-                )?,
-            };
-            let listener = mall_runtime::bind(gateway_listen).await?;
-            mall_gateway::startup(mall_gateway::Config::default(), peers, cache, listener, shutdown.clone())
-                .await?
-        }
-        other => bail!("the {} service is not part of this build yet", other.name()),
+        let listener = mall_runtime::bind(listen).await?;
+        start_service(service, shared, db, &cache, &peer, listener, shutdown.clone()).await?
     };
     tracing::info!(service = service.name(), addr = %served.addr, "ready");
-    tokio::select! {
-        () = mall_runtime::shutdown_signal() => {}
-        () = shutdown.cancelled() => {}
-    }
+    mall_runtime::shutdown_signal().await;
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(30), served.task).await {
         Ok(result) => result.context("server task panicked")??,
@@ -179,9 +254,6 @@ pub async fn serve(
 
 /// Runs one service's migrations.
 pub async fn migrate(service: Service, shared: &Shared) -> anyhow::Result<()> {
-    if service == Service::Gateway {
-        bail!("the gateway has no database");
-    }
     let db = open_database(service, shared).await?;
     db.close().await;
     tracing::info!(service = service.name(), "migrations applied");

@@ -10,8 +10,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up(args) => {
-            let mall =
-                mall::start(&args.shared, mall_gateway::Config::default(), &args.gateway_listen).await?;
+            let options = mall::StartOptions {
+                gateway: mall_gateway::Config::default(),
+                gateway_listen: args.gateway_listen.clone(),
+                demo: !args.no_demo,
+            };
+            let mall = mall::start(&args.shared, options).await?;
             println!();
             println!("  Mall is up: {}   (API docs: {}/docs)", mall.gateway_url(), mall.gateway_url());
             for s in &mall.services {

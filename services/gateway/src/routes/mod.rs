@@ -1,5 +1,6 @@
 //! The API's routes, by area.
 
+pub mod catalog;
+pub mod commerce;
 pub mod identity;
 pub mod ops;
-pub mod pending;

@@ -24,6 +24,7 @@ pub struct Options {
     pub backend: Backend,
     pub token_ttl: Duration,
     pub limits: mall_gateway::Limits,
+    pub demo: bool,
 }
 
 impl Default for Options {
@@ -37,6 +38,7 @@ impl Default for Options {
                 per_email: 10_000,
                 window: Duration::from_secs(60),
             },
+            demo: false,
         }
     }
 }
@@ -102,12 +104,17 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
         redis_url,
         cache_namespace: mall_testkit::unique_name("mall_t"),
         token_ttl: options.token_ttl,
+        order_ttl: Duration::from_secs(1800),
         admin_email: ADMIN_EMAIL.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         signing_key: None,
     };
-    let config = mall_gateway::Config { limits: options.limits };
-    let mall = mall::start(&shared, config, "127.0.0.1:0").await.expect("the mall starts");
+    let start = mall::StartOptions {
+        gateway: mall_gateway::Config { limits: options.limits },
+        gateway_listen: "127.0.0.1:0".into(),
+        demo: options.demo,
+    };
+    let mall = mall::start(&shared, start).await.expect("the mall starts");
     Some(TestApp {
         url: mall.gateway_url(),
         client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),

@@ -31,7 +31,12 @@ async fn mall_up_serves_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(up, "mall up did not become ready");
-    assert!(dir.path().join("auth.db").exists() && dir.path().join("user.db").exists());
+    for service in ["auth", "user", "product"] {
+        assert!(dir.path().join(format!("{service}.db")).exists(), "{service}.db");
+    }
+    let list = client.get(format!("http://127.0.0.1:{port}/products/list")).send().await.unwrap();
+    let list: serde_json::Value = list.json().await.unwrap();
+    assert!(list["data"]["total"].as_i64().unwrap() >= 25, "the demo catalog is loaded: {list}");
 
     let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());

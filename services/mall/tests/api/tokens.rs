@@ -71,12 +71,13 @@ async fn bad_tokens_get_401() {
 
 #[tokio::test]
 async fn expired_tokens_get_401() {
-    let app = spawn_with(Options { token_ttl: std::time::Duration::from_secs(1), ..Options::default() })
+    // Expiry has whole-second resolution: a 3 s token lives between 2 and 3 s.
+    let app = spawn_with(Options { token_ttl: std::time::Duration::from_secs(3), ..Options::default() })
         .await
         .unwrap();
     let (_, token) = app.customer().await;
     assert_eq!(app.get("/user/me", Some(&token)).await.status, 200, "fresh token works (and is now cached)");
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     app.get("/user/me", Some(&token)).await.assert_error(401, 40102);
     app.stop().await;
 }

@@ -1,0 +1,112 @@
+//! The cart service's errors and their one mapping to gRPC status.
+
+use sqlx::error::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CartError {
+    /// A request field with a bad value; the message says which and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// AddItem for a product that is unknown or deleted.
+    #[error("product {0} not found")]
+    ProductNotFound(i64),
+    /// The product service could not be reached (or did not answer in time).
+    #[error("the product service is unavailable: {0}")]
+    ProductUnavailable(String),
+    /// The product service answered with an error that a correct call never gets.
+    #[error("product service: {0}")]
+    Product(tonic::Status),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Runtime(#[from] mall_runtime::RuntimeError),
+}
+
+impl CartError {
+    /// Sorts a failed call to the product service: unreachable (worth a retry) or a bug.
+    pub(crate) fn from_product(status: tonic::Status) -> CartError {
+        use tonic::Code;
+        match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+                CartError::ProductUnavailable(status.message().to_owned())
+            }
+            _ => CartError::Product(status),
+        }
+    }
+}
+
+impl From<CartError> for tonic::Status {
+    fn from(e: CartError) -> Self {
+        match e {
+            CartError::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
+            CartError::ProductNotFound(_) => tonic::Status::not_found(e.to_string()),
+            CartError::ProductUnavailable(_) => {
+                tracing::warn!(error = %e, "cart service: product service unavailable");
+                tonic::Status::unavailable("the product service is unavailable; try again")
+            }
+            CartError::Database(ref db) if is_unreachable(db) => {
+                tracing::warn!(error = %e, "cart service: database unavailable");
+                tonic::Status::unavailable("the cart database is unavailable; try again")
+            }
+            other => {
+                tracing::error!(error = %other, "cart service failure");
+                tonic::Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// True when MySQL/MariaDB chose this transaction as a deadlock victim and rolled it back: running it
+/// again is the documented remedy.
+pub(crate) fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1213))
+}
+
+/// True when the database could not be reached or was too busy to answer: a retry may succeed.
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // Lock wait timeout, deadlock, server shutdown, server gone, connection lost.
+                return matches!(mysql.number(), 1205 | 1213 | 1053 | 2006 | 2013);
+            }
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+                let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
+                return matches!(code & 0xff, 5 | 6);
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// True when a write broke a CHECK constraint (the cart's 1..999 quantity limit).
+pub(crate) fn is_check_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.kind(), ErrorKind::CheckViolation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn status_codes() {
+        let code = |e: CartError| tonic::Status::from(e).code();
+        assert_eq!(code(CartError::InvalidArgument("x".into())), Code::InvalidArgument);
+        assert_eq!(code(CartError::ProductNotFound(3)), Code::NotFound);
+        assert_eq!(code(CartError::ProductUnavailable("down".into())), Code::Unavailable);
+        assert_eq!(code(CartError::Database(sqlx::Error::PoolTimedOut)), Code::Unavailable);
+        assert_eq!(code(CartError::Database(sqlx::Error::RowNotFound)), Code::Internal);
+        assert_eq!(code(CartError::from_product(tonic::Status::unavailable("x"))), Code::Unavailable);
+        assert_eq!(code(CartError::from_product(tonic::Status::invalid_argument("x"))), Code::Internal);
+        assert_eq!(tonic::Status::from(CartError::ProductNotFound(3)).message(), "product 3 not found");
+    }
+}

@@ -1,0 +1,167 @@
+//! The `CartService` gRPC implementation: validation, the product checks, and pricing.
+
+use std::collections::HashMap;
+
+use mall_proto::cart::v1 as pb;
+use mall_proto::cart::v1::cart_service_server::CartService;
+use mall_proto::product::v1::product_service_client::ProductServiceClient;
+use mall_proto::product::v1::{BatchGetProductsRequest, Product};
+use mall_storage::Db;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::CartError;
+use crate::store::{self, CartLine, MAX_LINE_QUANTITY};
+
+/// Most ids the product service answers in one BatchGetProducts call.
+const BATCH_LIMIT: usize = 100;
+
+pub struct Carts {
+    db: Db,
+    products: ProductServiceClient<Channel>,
+}
+
+impl Carts {
+    pub fn new(db: Db, product: Channel) -> Carts {
+        Carts { db, products: ProductServiceClient::new(product) }
+    }
+
+    async fn add_item(&self, req: pb::AddItemRequest) -> Result<pb::Cart, CartError> {
+        check_user(req.user_id)?;
+        if !(1..=MAX_LINE_QUANTITY).contains(&req.quantity) {
+            return Err(CartError::InvalidArgument(format!(
+                "quantity must be between 1 and {MAX_LINE_QUANTITY}, got {}",
+                req.quantity
+            )));
+        }
+        if req.product_id <= 0 {
+            return Err(CartError::ProductNotFound(req.product_id));
+        }
+        if self.live_products(&[req.product_id]).await?.is_empty() {
+            return Err(CartError::ProductNotFound(req.product_id));
+        }
+        store::add(&self.db, req.user_id, req.product_id, req.quantity).await?;
+        self.cart(req.user_id).await
+    }
+
+    /// The user's cart, priced now.
+    async fn cart(&self, user_id: i64) -> Result<pb::Cart, CartError> {
+        let lines = store::lines(&self.db, user_id).await?;
+        let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
+        let products = self.live_products(&ids).await?;
+        Ok(priced(user_id, &lines, &products))
+    }
+
+    /// The live products among `ids`, by id. One BatchGetProducts call per 100 ids (none for none).
+    async fn live_products(&self, ids: &[i64]) -> Result<HashMap<i64, Product>, CartError> {
+        let mut live = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_LIMIT) {
+            let request = BatchGetProductsRequest { product_ids: chunk.to_vec() };
+            let response = self
+                .products
+                .clone()
+                .batch_get_products(request)
+                .await
+                .map_err(CartError::from_product)?
+                .into_inner();
+            live.extend(response.products.into_iter().map(|p| (p.product_id, p)));
+        }
+        Ok(live)
+    }
+}
+
+fn check_user(user_id: i64) -> Result<(), CartError> {
+    if user_id <= 0 {
+        return Err(CartError::InvalidArgument(format!("user_id must be positive, got {user_id}")));
+    }
+    Ok(())
+}
+
+/// Prices `lines` with today's products; a product that is gone stays as an unavailable line that
+/// counts for nothing.
+fn priced(user_id: i64, lines: &[CartLine], products: &HashMap<i64, Product>) -> pb::Cart {
+    let items: Vec<pb::CartItem> = lines
+        .iter()
+        .map(|line| match products.get(&line.product_id) {
+            Some(p) => pb::CartItem {
+                product_id: line.product_id,
+                quantity: line.quantity,
+                name: p.name.clone(),
+                price_cents: p.price_cents,
+                line_total_cents: p.price_cents.saturating_mul(line.quantity),
+                available: true,
+            },
+            None => pb::CartItem {
+                product_id: line.product_id,
+                quantity: line.quantity,
+                name: String::new(),
+                price_cents: 0,
+                line_total_cents: 0,
+                available: false,
+            },
+        })
+        .collect();
+    let total_cents =
+        items.iter().filter(|i| i.available).fold(0i64, |sum, i| sum.saturating_add(i.line_total_cents));
+    pb::Cart { user_id, items, total_cents }
+}
+
+#[tonic::async_trait]
+impl CartService for Carts {
+    async fn add_item(
+        &self,
+        request: Request<pb::AddItemRequest>,
+    ) -> Result<Response<pb::AddItemResponse>, Status> {
+        let cart = Carts::add_item(self, request.into_inner()).await?;
+        Ok(Response::new(pb::AddItemResponse { cart: Some(cart) }))
+    }
+
+    async fn get_cart(
+        &self,
+        request: Request<pb::GetCartRequest>,
+    ) -> Result<Response<pb::GetCartResponse>, Status> {
+        let user_id = request.into_inner().user_id;
+        check_user(user_id)?;
+        let cart = self.cart(user_id).await?;
+        Ok(Response::new(pb::GetCartResponse { cart: Some(cart) }))
+    }
+
+    async fn empty_cart(
+        &self,
+        request: Request<pb::EmptyCartRequest>,
+    ) -> Result<Response<pb::EmptyCartResponse>, Status> {
+        let user_id = request.into_inner().user_id;
+        check_user(user_id)?;
+        store::empty(&self.db, user_id).await?;
+        let cart = pb::Cart { user_id, items: Vec::new(), total_cents: 0 };
+        Ok(Response::new(pb::EmptyCartResponse { cart: Some(cart) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(id: i64, name: &str, price_cents: i64) -> Product {
+        Product { product_id: id, name: name.into(), price_cents, ..Default::default() }
+    }
+
+    #[test]
+    fn prices_lines_and_skips_gone_products_in_the_total() {
+        let lines = [
+            CartLine { product_id: 2, quantity: 3 },
+            CartLine { product_id: 9, quantity: 1 },
+            CartLine { product_id: 1, quantity: 2 },
+        ];
+        let products: HashMap<i64, Product> =
+            [product(1, "Mug", 1990), product(2, "Pen", 5)].into_iter().map(|p| (p.product_id, p)).collect();
+        let cart = priced(7, &lines, &products);
+        assert_eq!(cart.user_id, 7);
+        let ids: Vec<i64> = cart.items.iter().map(|i| i.product_id).collect();
+        assert_eq!(ids, [2, 9, 1], "the stored order is kept");
+        assert_eq!((cart.items[0].line_total_cents, cart.items[0].available), (15, true));
+        assert_eq!(cart.items[1], pb::CartItem { product_id: 9, quantity: 1, ..Default::default() });
+        assert_eq!((cart.items[2].name.as_str(), cart.items[2].line_total_cents), ("Mug", 3980));
+        assert_eq!(cart.total_cents, 15 + 3980);
+    }
+}

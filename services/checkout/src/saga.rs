@@ -1,0 +1,432 @@
+//! The checkout saga (api.md "Checkout, precisely"; mall/checkout/v1/checkout.proto), step by step.
+//!
+//! Each step calls one peer and then writes its result (and the next step) before the next step
+//! starts, so a checkout can always be resumed from its last completed step. Every peer call is
+//! idempotent for a retry: PlaceOrder and Charge carry the idempotency key `checkout:<checkout_id>`
+//! (so one checkout places at most one order and charges it at most once), MarkPaid is idempotent for
+//! the same transaction id, CancelOrder of a cancelled order and EmptyCart succeed again.
+//!
+//! A step that meets an unreachable peer stops the saga where it is (the caller answers UNAVAILABLE);
+//! a step that meets a definite refusal ends it, compensating first (an order placed is cancelled,
+//! which releases its stock).
+//!
+//! Without the card (recovery of an abandoned checkout) the saga cannot charge: it finishes a
+//! checkout whose order has a SUCCEEDED payment, and cancels the order of one that has none.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mall_proto::cart::v1 as cart_pb;
+use mall_proto::cart::v1::cart_service_client::CartServiceClient;
+use mall_proto::order::v1 as order_pb;
+use mall_proto::order::v1::order_service_client::OrderServiceClient;
+use mall_proto::payment::v1 as payment_pb;
+use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
+use mall_runtime::CancellationToken;
+use mall_storage::{Db, now_unix};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::error::is_transient;
+use crate::store::{self, CheckoutRow, Outcome, Step};
+use crate::{CheckoutError, Peers};
+
+/// The message of a checkout that recovery ended without a charge.
+pub const ABANDONED: &str = "checkout abandoned: interrupted before payment; nothing was charged";
+
+/// Recovery takes up open checkouts untouched (and unleased) for this long, so that a client retrying
+/// with the same key after an UNAVAILABLE gets the first chance to finish its own checkout.
+pub const ABANDONED_AFTER_SECS: i64 = 120;
+/// How often recovery looks for abandoned checkouts.
+pub const RECOVER_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Checkouts {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    cart: CartServiceClient<Channel>,
+    order: OrderServiceClient<Channel>,
+    payment: PaymentServiceClient<Channel>,
+}
+
+/// What one recovery pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Checkouts brought to an end (SUCCEEDED, DECLINED or FAILED), or whose cart was emptied.
+    pub finished: usize,
+    /// Checkouts that could not be moved on now (a peer unreachable); the next pass tries again.
+    pub deferred: usize,
+}
+
+/// What cancelling a checkout's order found.
+enum Cancelled {
+    Yes,
+    /// The order was paid meanwhile (its payment succeeded): the saga moved on to CHARGED instead.
+    PaidMeanwhile,
+    /// The order service refuses to cancel an order that has no successful payment (an admin marked it
+    /// paid): the message says why.
+    Refused(String),
+}
+
+impl Checkouts {
+    pub fn new(db: Db, peers: Peers) -> Checkouts {
+        Checkouts {
+            inner: Arc::new(Inner {
+                db,
+                cart: CartServiceClient::new(peers.cart),
+                order: OrderServiceClient::new(peers.order),
+                payment: PaymentServiceClient::new(peers.payment),
+            }),
+        }
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Runs recovery now (in the background, so startup never waits for peers) and then every
+    /// [`RECOVER_EVERY`], until `shutdown`.
+    pub fn spawn_recovery(&self, shutdown: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match this.recover(ABANDONED_AFTER_SECS).await {
+                    Ok(r) if r != Recovered::default() => tracing::info!(?r, "checkout recovery pass"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "checkout recovery pass failed; will try again"),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(RECOVER_EVERY) => {}
+                }
+            }
+        });
+    }
+
+    /// Completes or compensates, without a card, every open checkout untouched for `idle_secs` and not
+    /// driven by a live call.
+    pub async fn recover(&self, idle_secs: i64) -> Result<Recovered, CheckoutError> {
+        let mut done = Recovered::default();
+        for checkout_id in store::open_idle(self.db(), now_unix() - idle_secs, 100).await? {
+            let lease = uuid::Uuid::new_v4().to_string();
+            if !store::acquire(self.db(), &checkout_id, &lease).await? {
+                continue;
+            }
+            let Some(mut row) = store::find_by_id(self.db(), &checkout_id).await? else { continue };
+            let result = self.drive(&mut row, &lease, None).await;
+            if let Err(e) = store::release(self.db(), &checkout_id, &lease).await {
+                tracing::warn!(checkout_id, error = %e, "cannot release a checkout lease; it will expire");
+            }
+            match result {
+                Ok(()) => {
+                    done.finished += 1;
+                    tracing::info!(
+                        checkout_id,
+                        step = row.step.as_str(),
+                        outcome = row.outcome.as_str(),
+                        "checkout recovered"
+                    );
+                }
+                Err(e) => {
+                    done.deferred += 1;
+                    tracing::warn!(checkout_id, step = row.step.as_str(), error = %e, "checkout recovery deferred");
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Drives a checkout whose lease is held until it is finished, or until a step cannot be done now
+    /// (the error says why; the state stays at the last completed step). `card` is `None` in recovery.
+    pub(crate) async fn drive(
+        &self,
+        row: &mut CheckoutRow,
+        lease: &str,
+        card: Option<&payment_pb::CreditCard>,
+    ) -> Result<(), CheckoutError> {
+        while !row.finished() {
+            match (row.step, card) {
+                (Step::Started, Some(_)) => self.read_cart(row, lease).await?,
+                // Nothing was placed yet: nothing to undo.
+                (Step::Started, None) => self.fail(row, lease, Code::FailedPrecondition, ABANDONED).await?,
+                (Step::CartRead, _) => self.place_order(row, lease, card.is_none()).await?,
+                (Step::OrderPlaced, Some(card)) => self.charge(row, lease, card).await?,
+                (Step::OrderPlaced, None) => self.settle_without_card(row, lease).await?,
+                (Step::Charged, _) => self.mark_paid(row, lease).await?,
+                (Step::OrderPaid, _) => self.empty_cart(row, lease).await?,
+                (Step::CartEmptied | Step::OrderCancelled, _) => {
+                    return Err(CheckoutError::Internal(format!(
+                        "checkout {} is at step {} but {}",
+                        row.checkout_id,
+                        row.step.as_str(),
+                        row.outcome.as_str()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn key(row: &CheckoutRow) -> String {
+        format!("checkout:{}", row.checkout_id)
+    }
+
+    /// Writes the row; fails if another call took the checkout over meanwhile.
+    async fn commit(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
+        if store::save(self.db(), row, lease).await? {
+            Ok(())
+        } else {
+            Err(CheckoutError::Aborted("this checkout was taken over by another call; retry shortly".into()))
+        }
+    }
+
+    /// Ends the checkout FAILED with the status a replay will answer.
+    async fn fail(
+        &self,
+        row: &mut CheckoutRow,
+        lease: &str,
+        code: Code,
+        message: &str,
+    ) -> Result<(), CheckoutError> {
+        row.outcome = Outcome::Failed;
+        row.failure_code = code;
+        row.failure_message = message.to_owned();
+        self.commit(row, lease).await?;
+        tracing::info!(checkout_id = %row.checkout_id, step = row.step.as_str(), ?code, message, "checkout failed");
+        Ok(())
+    }
+
+    /// STARTED → CART_READ: the cart's lines, all of them available.
+    async fn read_cart(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
+        let request = cart_pb::GetCartRequest { user_id: row.user_id };
+        let cart = match self.inner.cart.clone().get_cart(request).await {
+            Ok(response) => response.into_inner().cart.unwrap_or_default(),
+            Err(s) if is_transient(s.code()) => {
+                return Err(CheckoutError::peer_unavailable("the cart service", &s));
+            }
+            Err(s) => return self.fail(row, lease, s.code(), s.message()).await,
+        };
+        if cart.items.is_empty() {
+            return self.fail(row, lease, Code::InvalidArgument, "your cart is empty").await;
+        }
+        if let Some(gone) = cart.items.iter().find(|item| !item.available) {
+            let message = format!("product {} in your cart is no longer available", gone.product_id);
+            return self.fail(row, lease, Code::FailedPrecondition, &message).await;
+        }
+        row.lines = cart
+            .items
+            .iter()
+            .map(|item| order_pb::OrderLine { product_id: item.product_id, quantity: item.quantity })
+            .collect();
+        row.step = Step::CartRead;
+        self.commit(row, lease).await
+    }
+
+    /// CART_READ → ORDER_PLACED. In recovery the same call finds the order an interrupted call may
+    /// have placed (or places it), so that the next step cancels it.
+    async fn place_order(
+        &self,
+        row: &mut CheckoutRow,
+        lease: &str,
+        recovering: bool,
+    ) -> Result<(), CheckoutError> {
+        let request = order_pb::PlaceOrderRequest {
+            user_id: row.user_id,
+            email: row.email.clone(),
+            address: Some(row.address.clone()),
+            items: row.lines.clone(),
+            idempotency_key: Self::key(row),
+        };
+        let order = match self.inner.order.clone().place_order(request).await {
+            Ok(response) => response.into_inner().order.ok_or_else(|| {
+                CheckoutError::Internal("the order service answered PlaceOrder without an order".into())
+            })?,
+            Err(s) if is_transient(s.code()) => {
+                return Err(CheckoutError::peer_unavailable("the order service", &s));
+            }
+            // A refusal places nothing and reserves nothing.
+            Err(_) if recovering => return self.fail(row, lease, Code::FailedPrecondition, ABANDONED).await,
+            Err(s) => return self.fail(row, lease, s.code(), s.message()).await,
+        };
+        row.order_id = order.order_id;
+        row.total_cents = order.total_cents;
+        row.step = Step::OrderPlaced;
+        self.commit(row, lease).await?;
+        tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id, total_cents = row.total_cents,
+            "checkout placed its order");
+        Ok(())
+    }
+
+    /// ORDER_PLACED → CHARGED, or → ORDER_CANCELLED on a decline.
+    async fn charge(
+        &self,
+        row: &mut CheckoutRow,
+        lease: &str,
+        card: &payment_pb::CreditCard,
+    ) -> Result<(), CheckoutError> {
+        if row.decline_reason != payment_pb::DeclineReason::Unspecified {
+            // Declined before; only the cancellation is left to do.
+            return self.cancel_declined(row, lease).await;
+        }
+        let request = payment_pb::ChargeRequest {
+            order_id: row.order_id.clone(),
+            user_id: row.user_id,
+            credit_card: Some(card.clone()),
+            idempotency_key: Self::key(row),
+        };
+        let payment = match self.inner.payment.clone().charge(request).await {
+            Ok(response) => response.into_inner().payment.ok_or_else(|| {
+                CheckoutError::Internal("the payment service answered Charge without a payment".into())
+            })?,
+            Err(s) if is_transient(s.code()) => {
+                return Err(CheckoutError::peer_unavailable("the payment service", &s));
+            }
+            // The order cannot be charged (cancelled or expired meanwhile, ...): release its stock.
+            Err(s) => return self.cancel_and_fail(row, lease, s.code(), s.message()).await,
+        };
+        row.transaction_id = payment.transaction_id.clone();
+        match payment.status() {
+            payment_pb::PaymentStatus::Succeeded => {
+                row.step = Step::Charged;
+                self.commit(row, lease).await
+            }
+            payment_pb::PaymentStatus::Declined => {
+                row.decline_reason = match payment.decline_reason() {
+                    payment_pb::DeclineReason::Unspecified => payment_pb::DeclineReason::ProcessorDeclined,
+                    reason => reason,
+                };
+                self.commit(row, lease).await?;
+                tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id,
+                    reason = row.decline_reason.as_str_name(), "checkout card declined");
+                self.cancel_declined(row, lease).await
+            }
+            other => {
+                Err(CheckoutError::Internal(format!("the payment service answered Charge with {other:?}")))
+            }
+        }
+    }
+
+    /// ORDER_PLACED without a card: finish if the order has a SUCCEEDED payment, cancel it otherwise.
+    async fn settle_without_card(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
+        if row.decline_reason != payment_pb::DeclineReason::Unspecified {
+            return self.cancel_declined(row, lease).await;
+        }
+        match self.succeeded_payment(row).await? {
+            Some(transaction_id) => {
+                row.transaction_id = transaction_id;
+                row.step = Step::Charged;
+                self.commit(row, lease).await
+            }
+            None => self.cancel_and_fail(row, lease, Code::FailedPrecondition, ABANDONED).await,
+        }
+    }
+
+    /// The transaction id of the order's SUCCEEDED payment, if it has one.
+    async fn succeeded_payment(&self, row: &CheckoutRow) -> Result<Option<String>, CheckoutError> {
+        let request = payment_pb::GetPaymentRequest {
+            user_id: row.user_id,
+            lookup: Some(payment_pb::get_payment_request::Lookup::OrderId(row.order_id.clone())),
+        };
+        match self.inner.payment.clone().get_payment(request).await {
+            Ok(response) => Ok(response
+                .into_inner()
+                .payment
+                .filter(|p| p.status() == payment_pb::PaymentStatus::Succeeded)
+                .map(|p| p.transaction_id)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(CheckoutError::peer_unavailable("the payment service", &s)),
+        }
+    }
+
+    /// Cancels the checkout's order (releasing its stock). An order that turns out PAID was paid by
+    /// its own payment: the saga moves on to CHARGED with it.
+    async fn cancel(&self, row: &mut CheckoutRow, lease: &str) -> Result<Cancelled, CheckoutError> {
+        let request = order_pb::CancelOrderRequest { user_id: row.user_id, order_id: row.order_id.clone() };
+        match self.inner.order.clone().cancel_order(request).await {
+            Ok(_) => Ok(Cancelled::Yes),
+            // Nothing of it is left to release.
+            Err(s) if s.code() == Code::NotFound => Ok(Cancelled::Yes),
+            Err(s) if s.code() == Code::FailedPrecondition => match self.succeeded_payment(row).await? {
+                Some(transaction_id) => {
+                    tracing::warn!(checkout_id = %row.checkout_id, order_id = %row.order_id,
+                        "the order was paid meanwhile; completing the checkout instead of cancelling it");
+                    row.transaction_id = transaction_id;
+                    row.decline_reason = payment_pb::DeclineReason::Unspecified;
+                    row.step = Step::Charged;
+                    self.commit(row, lease).await?;
+                    Ok(Cancelled::PaidMeanwhile)
+                }
+                None => Ok(Cancelled::Refused(format!("the order could not be cancelled: {}", s.message()))),
+            },
+            Err(s) => Err(CheckoutError::peer_unavailable("the order service", &s)),
+        }
+    }
+
+    async fn cancel_declined(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
+        match self.cancel(row, lease).await? {
+            Cancelled::Yes => {
+                row.step = Step::OrderCancelled;
+                row.outcome = Outcome::Declined;
+                self.commit(row, lease).await
+            }
+            Cancelled::PaidMeanwhile => Ok(()),
+            Cancelled::Refused(message) => self.fail(row, lease, Code::FailedPrecondition, &message).await,
+        }
+    }
+
+    async fn cancel_and_fail(
+        &self,
+        row: &mut CheckoutRow,
+        lease: &str,
+        code: Code,
+        message: &str,
+    ) -> Result<(), CheckoutError> {
+        match self.cancel(row, lease).await? {
+            Cancelled::Yes => {
+                row.step = Step::OrderCancelled;
+                self.fail(row, lease, code, message).await
+            }
+            Cancelled::PaidMeanwhile => Ok(()),
+            Cancelled::Refused(refused) => self.fail(row, lease, Code::FailedPrecondition, &refused).await,
+        }
+    }
+
+    /// CHARGED → ORDER_PAID (outcome SUCCEEDED). Payment has normally done it already.
+    async fn mark_paid(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
+        let request = order_pb::MarkPaidRequest {
+            order_id: row.order_id.clone(),
+            transaction_id: row.transaction_id.clone(),
+        };
+        match self.inner.order.clone().mark_paid(request).await {
+            Ok(_) => {
+                row.step = Step::OrderPaid;
+                row.outcome = Outcome::Succeeded;
+                self.commit(row, lease).await?;
+                tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id,
+                    transaction_id = %row.transaction_id, "checkout paid");
+                Ok(())
+            }
+            Err(s) if is_transient(s.code()) => Err(CheckoutError::peer_unavailable("the order service", &s)),
+            Err(s) => {
+                // The payment service voids a charge whose order cannot be paid.
+                let message = format!("the order could not be marked paid: {}", s.message());
+                self.fail(row, lease, s.code(), &message).await
+            }
+        }
+    }
+
+    /// ORDER_PAID → CART_EMPTIED.
+    async fn empty_cart(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
+        let request = cart_pb::EmptyCartRequest { user_id: row.user_id };
+        match self.inner.cart.clone().empty_cart(request).await {
+            Ok(_) => {
+                row.step = Step::CartEmptied;
+                self.commit(row, lease).await
+            }
+            Err(s) => Err(CheckoutError::peer_unavailable("the cart service", &s)),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The `orders` and `order_items` tables. Every status change is a conditional UPDATE on the status it
+//! leaves, so concurrent cancels, payments and expiry can never both win.
+
+use mall_storage::Db;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::OrderError;
+use crate::input::Address;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Paid,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Result<OrderStatus, OrderError> {
+        match s {
+            "pending" => Ok(OrderStatus::Pending),
+            "paid" => Ok(OrderStatus::Paid),
+            "cancelled" => Ok(OrderStatus::Cancelled),
+            other => Err(OrderError::Internal(format!("unknown order status {other:?} in the database"))),
+        }
+    }
+}
+
+/// A line as the order keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderItem {
+    pub product_id: i64,
+    pub name: String,
+    pub unit_price_cents: i64,
+    pub quantity: i64,
+    pub line_total_cents: i64,
+}
+
+/// An order with its lines (ascending by product id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: String,
+    pub user_id: i64,
+    pub email: String,
+    pub address: Address,
+    pub items: Vec<OrderItem>,
+    pub total_cents: i64,
+    pub status: OrderStatus,
+    pub transaction_id: String,
+    /// ReserveStock confirmed the reservation.
+    pub stock_reserved: bool,
+    /// Cancelled, and ReleaseStock has not confirmed the release yet.
+    pub release_pending: bool,
+    pub request_hash: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: i64,
+}
+
+const ORDER_COLUMNS: &str = "order_id, user_id, email, street_address, city, state, country, zip_code, \
+     total_cents, status, transaction_id, stock_reserved, release_pending, request_hash, created_at, \
+     updated_at, expires_at";
+
+fn order_from_row(row: &AnyRow) -> Result<Order, OrderError> {
+    let status: String = row.try_get("status")?;
+    Ok(Order {
+        order_id: row.try_get("order_id")?,
+        user_id: row.try_get("user_id")?,
+        email: row.try_get("email")?,
+        address: Address {
+            street_address: row.try_get("street_address")?,
+            city: row.try_get("city")?,
+            state: row.try_get("state")?,
+            country: row.try_get("country")?,
+            zip_code: row.try_get("zip_code")?,
+        },
+        items: Vec::new(),
+        total_cents: row.try_get("total_cents")?,
+        status: OrderStatus::parse(&status)?,
+        transaction_id: row.try_get("transaction_id")?,
+        stock_reserved: row.try_get::<i64, _>("stock_reserved")? != 0,
+        release_pending: row.try_get::<i64, _>("release_pending")? != 0,
+        request_hash: row.try_get("request_hash")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+type ItemRow = (String, i64, String, i64, i64, i64);
+
+/// Writes a new pending order and its lines in one transaction. `Ok(false)` when nothing was written
+/// because the user already has an order under `key_hash` (or the insert lost a deadlock): look again.
+pub async fn insert(db: &Db, order: &Order, key_hash: Option<&str>) -> Result<bool, OrderError> {
+    let mut tx = db.pool().begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO orders (order_id, user_id, email, street_address, city, state, country, zip_code, \
+         total_cents, status, transaction_id, stock_reserved, release_pending, idempotency_key_hash, \
+         request_hash, created_at, updated_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0, 0, ?, ?, ?, ?, ?)",
+    )
+    .bind(&order.order_id)
+    .bind(order.user_id)
+    .bind(&order.email)
+    .bind(&order.address.street_address)
+    .bind(&order.address.city)
+    .bind(&order.address.state)
+    .bind(&order.address.country)
+    .bind(&order.address.zip_code)
+    .bind(order.total_cents)
+    .bind(OrderStatus::Pending.as_str())
+    .bind(key_hash)
+    .bind(&order.request_hash)
+    .bind(order.created_at)
+    .bind(order.updated_at)
+    .bind(order.expires_at)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // The order id is a fresh UUID, so the one unique key that can clash is the idempotency key.
+        Err(e) if key_hash.is_some() && mall_storage::is_unique_violation(&e) => return Ok(false),
+        // Concurrent inserts under one key can deadlock on InnoDB; the loser was rolled back, and the
+        // caller looks for the winner's order and tries again.
+        Err(e) if crate::error::is_deadlock(&e) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    for item in &order.items {
+        sqlx::query(
+            "INSERT INTO order_items (order_id, product_id, name, unit_price_cents, quantity, \
+             line_total_cents) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&order.order_id)
+        .bind(item.product_id)
+        .bind(&item.name)
+        .bind(item.unit_price_cents)
+        .bind(item.quantity)
+        .bind(item.line_total_cents)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The order with this id, whoever it belongs to.
+pub async fn find(db: &Db, order_id: &str) -> Result<Option<Order>, OrderError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(db.pool()).await?;
+    with_items(db, row.as_ref().map(order_from_row).transpose()?).await
+}
+
+/// The user's order placed under this idempotency key.
+pub async fn find_by_key(db: &Db, user_id: i64, key_hash: &str) -> Result<Option<Order>, OrderError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND idempotency_key_hash = ?");
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(key_hash).fetch_optional(db.pool()).await?;
+    with_items(db, row.as_ref().map(order_from_row).transpose()?).await
+}
+
+async fn with_items(db: &Db, order: Option<Order>) -> Result<Option<Order>, OrderError> {
+    let Some(mut order) = order else { return Ok(None) };
+    let rows: Vec<ItemRow> = sqlx::query_as(
+        "SELECT order_id, product_id, name, unit_price_cents, quantity, line_total_cents \
+         FROM order_items WHERE order_id = ? ORDER BY product_id",
+    )
+    .bind(&order.order_id)
+    .fetch_all(db.pool())
+    .await?;
+    order.items = rows.into_iter().map(item_from_row).collect();
+    Ok(Some(order))
+}
+
+fn item_from_row((_, product_id, name, unit_price_cents, quantity, line_total_cents): ItemRow) -> OrderItem {
+    OrderItem { product_id, name, unit_price_cents, quantity, line_total_cents }
+}
+
+/// One page of the user's orders, newest first, each with its lines.
+pub async fn list(db: &Db, user_id: i64, limit: i64, offset: i64) -> Result<Vec<Order>, OrderError> {
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? \
+         ORDER BY created_at DESC, order_id DESC LIMIT ? OFFSET ?"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db.pool())
+        .await?;
+    let mut orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+    if orders.is_empty() {
+        return Ok(orders);
+    }
+    // The lines of exactly these orders; only placeholders are put into the text.
+    let placeholders = vec!["?"; orders.len()].join(", ");
+    let sql = format!(
+        "SELECT order_id, product_id, name, unit_price_cents, quantity, line_total_cents \
+         FROM order_items WHERE order_id IN ({placeholders}) ORDER BY order_id, product_id"
+    );
+    let mut query = sqlx::query_as::<_, ItemRow>(sqlx::AssertSqlSafe(sql));
+    for order in &orders {
+        query = query.bind(order.order_id.clone());
+    }
+    for row in query.fetch_all(db.pool()).await? {
+        if let Some(order) = orders.iter_mut().find(|o| o.order_id == row.0) {
+            order.items.push(item_from_row(row));
+        }
+    }
+    Ok(orders)
+}
+
+/// How many orders the user has.
+pub async fn count(db: &Db, user_id: i64) -> Result<i64, OrderError> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE user_id = ?")
+        .bind(user_id)
+        .fetch_one(db.pool())
+        .await?)
+}
+
+/// Records that the reservation is confirmed. False when the order was cancelled (or removed) meanwhile.
+pub async fn mark_reserved(db: &Db, order_id: &str) -> Result<bool, OrderError> {
+    let done = sqlx::query(
+        "UPDATE orders SET stock_reserved = 1, updated_at = ? \
+         WHERE order_id = ? AND status IN ('pending', 'paid')",
+    )
+    .bind(mall_storage::now_unix())
+    .bind(order_id)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Pending → cancelled, owing a stock release. With `expired_by`, only if the order expired by then.
+/// False when the order was not pending (or not expired).
+pub async fn cancel(db: &Db, order_id: &str, expired_by: Option<i64>) -> Result<bool, OrderError> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'cancelled', release_pending = 1, updated_at = ? \
+         WHERE order_id = ? AND status = 'pending' AND (? IS NULL OR expires_at <= ?)",
+    )
+    .bind(mall_storage::now_unix())
+    .bind(order_id)
+    .bind(expired_by)
+    .bind(expired_by)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Pending → cancelled, owing a stock release, only while no reservation is confirmed (ReserveStock
+/// refused it). False when the order moved on meanwhile.
+pub async fn cancel_unreserved(db: &Db, order_id: &str) -> Result<bool, OrderError> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'cancelled', release_pending = 1, updated_at = ? \
+         WHERE order_id = ? AND status = 'pending' AND stock_reserved = 0",
+    )
+    .bind(mall_storage::now_unix())
+    .bind(order_id)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records that the product service gave the cancelled order's stock back.
+pub async fn release_done(db: &Db, order_id: &str) -> Result<(), OrderError> {
+    sqlx::query("UPDATE orders SET release_pending = 0 WHERE order_id = ? AND status = 'cancelled'")
+        .bind(order_id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Removes a cancelled order whose stock was released (an order that never was: its reservation was
+/// refused). Its lines go with it.
+pub async fn delete_released(db: &Db, order_id: &str) -> Result<(), OrderError> {
+    sqlx::query("DELETE FROM orders WHERE order_id = ? AND status = 'cancelled' AND release_pending = 0")
+        .bind(order_id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Pending → paid with `transaction_id`. False when the order was not pending.
+pub async fn mark_paid(db: &Db, order_id: &str, transaction_id: &str) -> Result<bool, OrderError> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'paid', transaction_id = ?, updated_at = ? \
+         WHERE order_id = ? AND status = 'pending'",
+    )
+    .bind(transaction_id)
+    .bind(mall_storage::now_unix())
+    .bind(order_id)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Up to `limit` pending orders that expired by `now`, oldest deadline first.
+pub async fn expired(db: &Db, now: i64, limit: i64) -> Result<Vec<String>, OrderError> {
+    Ok(sqlx::query_scalar(
+        "SELECT order_id FROM orders WHERE status = 'pending' AND expires_at <= ? \
+         ORDER BY expires_at LIMIT ?",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?)
+}
+
+/// Up to `limit` cancelled orders whose stock release is not confirmed yet.
+pub async fn owing_release(db: &Db, limit: i64) -> Result<Vec<String>, OrderError> {
+    Ok(sqlx::query_scalar(
+        "SELECT order_id FROM orders WHERE release_pending = 1 AND status = 'cancelled' \
+         ORDER BY updated_at LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?)
+}

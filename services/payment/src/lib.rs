@@ -1,0 +1,68 @@
+//! The payment service: charges an order's total (read from the order service, never from the
+//! caller) to a card, through a pluggable [`CardProcessor`], and marks the order PAID.
+//!
+//! The card number and CVV live in memory for one call only: a payment keeps the last four digits and
+//! the brand, and nothing here logs more than that. Declines are results (a DECLINED payment with its
+//! reason), not errors. Charges are idempotent per order (a UNIQUE claim on the order makes two
+//! successful charges impossible) and per idempotency key.
+
+pub mod card;
+mod error;
+pub mod processor;
+mod service;
+mod store;
+
+use std::sync::Arc;
+
+use mall_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_storage::{Db, Migrations};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub use error::PaymentError;
+pub use processor::{
+    BuiltInProcessor, CardProcessor, ProcessorCharge, ProcessorDecision, ProcessorUnavailable,
+};
+pub use service::Payments;
+
+/// The test card number that the built-in processor always declines (DECLINE_REASON_PROCESSOR_DECLINED).
+/// It passes the Luhn check, so it exercises a processor refusal rather than a failed card check.
+pub const DECLINED_TEST_CARD: &str = "4000000000000002";
+
+/// This service's schema, per dialect.
+pub fn migrations() -> Migrations {
+    mall_storage::migrations!()
+}
+
+/// Builds the service on an already migrated database, with the built-in card processor, and serves it
+/// on `listener`. `order` is a channel to the order service.
+pub async fn startup(
+    db: Db,
+    order: Channel,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Served, PaymentError> {
+    startup_with_processor(db, order, Arc::new(BuiltInProcessor), listener, shutdown).await
+}
+
+/// [`startup`] with another card processor.
+pub async fn startup_with_processor(
+    db: Db,
+    order: Channel,
+    processor: Arc<dyn CardProcessor>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Served, PaymentError> {
+    let payments = Payments::new(db.clone(), order, processor);
+    payments.spawn_sweeper(shutdown.clone());
+    let routes = tonic::service::Routes::new(PaymentServiceServer::new(payments));
+    let readiness = Readiness::new().check("database", move || {
+        let db = db.clone();
+        async move { db.ping().await.map_err(|e| e.to_string()) }
+    });
+    Ok(mall_runtime::serve("payment", listener, routes, readiness, shutdown).await?)
+}
+
+#[cfg(test)]
+mod tests;

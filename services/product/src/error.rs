@@ -1,0 +1,112 @@
+//! The product service's errors and their one mapping to gRPC status.
+
+use mall_storage::sqlx;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProductError {
+    /// A request field with a bad value; the message says which and why.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An unknown or deleted product.
+    #[error("product {0} not found")]
+    NotFound(i64),
+    /// ReserveStock for a product that is unknown or deleted.
+    #[error("product {0} is not for sale")]
+    NotForSale(i64),
+    /// ReserveStock asked for more than is left.
+    #[error(
+        "insufficient stock for product {product_id} {name:?}: requested {requested}, available {available}"
+    )]
+    InsufficientStock { product_id: i64, name: String, requested: i64, available: i64 },
+    /// ReserveStock for an order id whose reservation was released.
+    #[error("the stock reservation of order {0:?} was released; an order id reserves only once")]
+    ReservationReleased(String),
+    /// ReserveStock for an order id that already holds a reservation with other lines.
+    #[error("order {0:?} already holds a stock reservation with other lines")]
+    ReservationConflict(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] mall_storage::StorageError),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Runtime(#[from] mall_runtime::RuntimeError),
+}
+
+impl From<ProductError> for tonic::Status {
+    fn from(e: ProductError) -> Self {
+        match e {
+            ProductError::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
+            ProductError::NotFound(_) => tonic::Status::not_found(e.to_string()),
+            ProductError::NotForSale(_)
+            | ProductError::InsufficientStock { .. }
+            | ProductError::ReservationReleased(_) => tonic::Status::failed_precondition(e.to_string()),
+            ProductError::ReservationConflict(_) => tonic::Status::already_exists(e.to_string()),
+            ProductError::Database(ref db) if is_transient(db) => {
+                tracing::warn!(error = %e, "product service: database unavailable");
+                tonic::Status::unavailable("the product database is unavailable; try again")
+            }
+            other => {
+                tracing::error!(error = %other, "product service failure");
+                tonic::Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// The database cannot be reached (or is too busy to answer in time): worth retrying.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK, server shutting down / gone.
+                return matches!(my.number(), 1205 | 1213 | 1053 | 2006 | 2013);
+            }
+            // SQLite: SQLITE_BUSY (and its extended codes), SQLITE_LOCKED.
+            let code = db.code();
+            let code = code.as_deref().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
+            matches!(code & 0xff, 5 | 6) && db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_product() {
+        let e = ProductError::InsufficientStock {
+            product_id: 42,
+            name: "Blue mug".into(),
+            requested: 3,
+            available: 1,
+        };
+        assert_eq!(
+            e.to_string(),
+            r#"insufficient stock for product 42 "Blue mug": requested 3, available 1"#
+        );
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(ProductError::NotForSale(7).to_string(), "product 7 is not for sale");
+    }
+
+    #[test]
+    fn status_codes() {
+        let code = |e: ProductError| tonic::Status::from(e).code();
+        assert_eq!(code(ProductError::InvalidArgument("x".into())), tonic::Code::InvalidArgument);
+        assert_eq!(code(ProductError::NotFound(1)), tonic::Code::NotFound);
+        assert_eq!(code(ProductError::ReservationConflict("o".into())), tonic::Code::AlreadyExists);
+        assert_eq!(code(ProductError::ReservationReleased("o".into())), tonic::Code::FailedPrecondition);
+        assert_eq!(code(ProductError::Database(sqlx::Error::PoolTimedOut)), tonic::Code::Unavailable);
+        assert_eq!(code(ProductError::Database(sqlx::Error::RowNotFound)), tonic::Code::Internal);
+        assert_eq!(code(ProductError::Internal("x".into())), tonic::Code::Internal);
+    }
+}
