@@ -60,7 +60,7 @@ impl From<OrderError> for tonic::Status {
                 tracing::warn!(error = %e, "order service: product service unavailable");
                 tonic::Status::unavailable("the product service is unavailable; try again")
             }
-            OrderError::Database(ref db) if is_unreachable(db) => {
+            OrderError::Database(ref db) if mall_storage::is_transient(db) => {
                 tracing::warn!(error = %e, "order service: database unavailable");
                 tonic::Status::unavailable("the order database is unavailable; try again")
             }
@@ -77,30 +77,6 @@ impl From<OrderError> for tonic::Status {
 pub(crate) fn is_deadlock(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db)
         if db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1213))
-}
-
-/// True when the database could not be reached or was too busy to answer: a retry may succeed.
-pub(crate) fn is_unreachable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-                // Lock wait timeout, deadlock, server shutdown, server gone, connection lost.
-                return matches!(mysql.number(), 1205 | 1213 | 1053 | 2006 | 2013);
-            }
-            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
-                let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
-                return matches!(code & 0xff, 5 | 6);
-            }
-            false
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -64,9 +64,7 @@ impl From<PaymentError> for tonic::Status {
             PaymentError::AlreadyExists(msg) => tonic::Status::already_exists(msg),
             PaymentError::Aborted(msg) => tonic::Status::aborted(msg),
             PaymentError::Unavailable(msg) => tonic::Status::unavailable(msg),
-            PaymentError::Database(
-                ref db @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)),
-            ) => {
+            PaymentError::Database(ref db) if mall_storage::is_transient(db) => {
                 tracing::warn!(error = %db, "payment database unavailable");
                 tonic::Status::unavailable("the payment database is unavailable")
             }

@@ -43,7 +43,7 @@ impl From<ProductError> for tonic::Status {
             | ProductError::InsufficientStock { .. }
             | ProductError::ReservationReleased(_) => tonic::Status::failed_precondition(e.to_string()),
             ProductError::ReservationConflict(_) => tonic::Status::already_exists(e.to_string()),
-            ProductError::Database(ref db) if is_transient(db) => {
+            ProductError::Database(ref db) if mall_storage::is_transient(db) => {
                 tracing::warn!(error = %e, "product service: database unavailable");
                 tonic::Status::unavailable("the product database is unavailable; try again")
             }
@@ -52,28 +52,6 @@ impl From<ProductError> for tonic::Status {
                 tonic::Status::internal("internal error")
             }
         }
-    }
-}
-
-/// The database cannot be reached (or is too busy to answer in time): worth retrying.
-fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => {
-            if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-                // ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK, server shutting down / gone.
-                return matches!(my.number(), 1205 | 1213 | 1053 | 2006 | 2013);
-            }
-            // SQLite: SQLITE_BUSY (and its extended codes), SQLITE_LOCKED.
-            let code = db.code();
-            let code = code.as_deref().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
-            matches!(code & 0xff, 5 | 6) && db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-        }
-        _ => false,
     }
 }
 

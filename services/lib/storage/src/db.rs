@@ -151,6 +151,32 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     }
 }
 
+/// True when the database could not be reached or was too busy to answer (connection lost, pool
+/// exhausted, MySQL lock wait timeout or deadlock, SQLite busy or locked): a retry may succeed, so
+/// services answer UNAVAILABLE rather than INTERNAL.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // Lock wait timeout, deadlock, server shutdown, server gone, connection lost.
+                return matches!(mysql.number(), 1205 | 1213 | 1053 | 2006 | 2013);
+            }
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+                let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(-1);
+                return matches!(code & 0xff, 5 | 6);
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
 fn install_drivers() {
     static DRIVERS: Once = Once::new();
     DRIVERS.call_once(sqlx::any::install_default_drivers);

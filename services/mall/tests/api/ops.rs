@@ -108,4 +108,3 @@ async fn bodies_are_limited_and_typed() {
     app.post_raw("/register", "application/json", Vec::new(), None).await.assert_error(400, 40002);
     app.stop().await;
 }
-
