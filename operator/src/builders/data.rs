@@ -1,0 +1,222 @@
+//! The managed data stores: a single-replica MySQL StatefulSet (with a database per service) and a
+//! single-replica Redis used as a cache.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+    Service as KubeService, ServicePort, ServiceSpec as KubeServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::secrets::{DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, mysql_secret_name};
+use super::workloads::{MYSQL_PORT, REDIS_PORT, container_security, pod_security};
+use super::{child_name, label_selector, labels, metadata, selector_labels};
+use crate::crd::{MallStack, ManagedDatabase, ManagedRedis, Service};
+
+/// The uid of the `mysql` and `redis` users in the official images.
+const DATA_UID: i64 = 999;
+
+fn secret_env(name: &str, secret: String, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                name: secret,
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn empty_dir(name: &str, path: &str) -> (Volume, VolumeMount) {
+    (
+        Volume { name: name.into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        VolumeMount { name: name.into(), mount_path: path.into(), ..VolumeMount::default() },
+    )
+}
+
+fn tcp_probe(port: &str, period: i32, initial_delay: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::String(port.into()), host: None }),
+        period_seconds: Some(period),
+        initial_delay_seconds: Some(initial_delay),
+        ..Probe::default()
+    }
+}
+
+fn headless_or_cluster(stack: &MallStack, component: &str, port: i32, headless: bool) -> KubeService {
+    KubeService {
+        metadata: metadata(stack, child_name(stack, component), component),
+        spec: Some(KubeServiceSpec {
+            cluster_ip: headless.then(|| "None".to_owned()),
+            selector: Some(selector_labels(stack, component)),
+            ports: Some(vec![ServicePort {
+                name: Some(component.into()),
+                port,
+                target_port: Some(IntOrString::String(component.into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..KubeServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+pub(crate) fn mysql_init_config_map(stack: &MallStack) -> ConfigMap {
+    let mut sql = String::new();
+    for service in Service::ALL {
+        sql.push_str(&format!("CREATE DATABASE IF NOT EXISTS `mall_{}`;\n", service.name()));
+    }
+    sql.push_str("GRANT ALL PRIVILEGES ON `mall\\_%`.* TO 'mall'@'%';\nFLUSH PRIVILEGES;\n");
+    ConfigMap {
+        metadata: metadata(stack, child_name(stack, "mysql-init"), "mysql"),
+        data: Some(BTreeMap::from([("01-databases.sql".to_owned(), sql)])),
+        ..ConfigMap::default()
+    }
+}
+
+pub(crate) fn mysql_service(stack: &MallStack) -> KubeService {
+    headless_or_cluster(stack, "mysql", MYSQL_PORT, true)
+}
+
+pub(crate) fn mysql_stateful_set(stack: &MallStack, db: &ManagedDatabase) -> StatefulSet {
+    let secret = mysql_secret_name(stack);
+    let (run, run_mount) = empty_dir("run", "/var/run/mysqld");
+    let (tmp, tmp_mount) = empty_dir("tmp", "/tmp");
+    let init = Volume {
+        name: "init".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: child_name(stack, "mysql-init"),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    };
+    let container = Container {
+        name: "mysql".into(),
+        image: Some(db.image.clone()),
+        env: Some(vec![
+            secret_env("MYSQL_ROOT_PASSWORD", secret.clone(), DB_ROOT_PASSWORD_KEY),
+            EnvVar { name: "MYSQL_USER".into(), value: Some("mall".into()), value_from: None },
+            secret_env("MYSQL_PASSWORD", secret, DB_PASSWORD_KEY),
+            EnvVar { name: "MYSQL_DATABASE".into(), value: Some("mall_auth".into()), value_from: None },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("mysql".into()),
+            container_port: MYSQL_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(tcp_probe("mysql", 5, 5)),
+        liveness_probe: Some(tcp_probe("mysql", 10, 60)),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/var/lib/mysql".into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "init".into(),
+                mount_path: "/docker-entrypoint-initdb.d".into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            run_mount,
+            tmp_mount,
+        ]),
+        ..Container::default()
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(labels(stack, "mysql")),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: db.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(db.storage_size.clone()))])),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    };
+    StatefulSet {
+        metadata: metadata(stack, child_name(stack, "mysql"), "mysql"),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(child_name(stack, "mysql")),
+            selector: label_selector(stack, "mysql"),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(stack, "mysql")), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(pod_security(DATA_UID)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    volumes: Some(vec![init, run, tmp]),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+pub(crate) fn redis_service(stack: &MallStack) -> KubeService {
+    headless_or_cluster(stack, "redis", REDIS_PORT, false)
+}
+
+pub(crate) fn redis_deployment(stack: &MallStack, redis: &ManagedRedis) -> Deployment {
+    let (data, data_mount) = empty_dir("data", "/data");
+    let container = Container {
+        name: "redis".into(),
+        image: Some(redis.image.clone()),
+        args: Some(vec!["--save".into(), "".into(), "--appendonly".into(), "no".into()]),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".into()),
+            container_port: REDIS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(tcp_probe("redis", 5, 2)),
+        liveness_probe: Some(tcp_probe("redis", 10, 10)),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![data_mount]),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: metadata(stack, child_name(stack, "redis"), "redis"),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: label_selector(stack, "redis"),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels(stack, "redis")), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(pod_security(DATA_UID)),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    volumes: Some(vec![data]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}

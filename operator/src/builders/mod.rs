@@ -1,0 +1,152 @@
+//! Pure functions from a `MallStack` (and the generated secrets already in the cluster) to every object
+//! the stack needs. Nothing here talks to the API server, so all of it is unit-tested.
+
+mod data;
+mod jobs;
+mod policy;
+mod secrets;
+mod workloads;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service as KubeService};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::crd::{MallStack, Service};
+
+pub use jobs::{MigrationState, migration_job, migration_job_name, rollout_allowed};
+pub use secrets::{
+    ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, SIGNING_KEY_KEY,
+    admin_secret_name, generated_secrets, mysql_secret_name, signing_key_secret_name,
+};
+pub use workloads::{
+    CONFIG_HASH_ANNOTATION, GATEWAY_PORT, GRPC_PORT, config_map, config_map_name, peer_address,
+};
+
+/// The operator's name: field manager, `managed-by` label, event reporter.
+pub const MANAGER: &str = "mall-operator";
+
+/// Everything one stack needs, in apply order.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    pub secrets: Vec<Secret>,
+    pub config_maps: Vec<ConfigMap>,
+    pub services: Vec<KubeService>,
+    pub stateful_sets: Vec<StatefulSet>,
+    /// Deployments that may always be applied (gateway, Redis).
+    pub deployments: Vec<Deployment>,
+    /// Per gRPC service: its migration Job and the Deployment that waits for it.
+    pub migrations: Vec<(Service, Job, Deployment)>,
+    pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
+    pub autoscalers: Vec<HorizontalPodAutoscaler>,
+    pub network_policies: Vec<NetworkPolicy>,
+}
+
+/// Builds every desired object of `stack`. `existing` holds the data of the generated Secrets already in
+/// the cluster, which are kept as they are.
+pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
+    let mut d = Desired { secrets: generated_secrets(stack, existing), ..Desired::default() };
+    d.config_maps.push(config_map(stack));
+    if let Some(db) = &stack.spec.database.managed {
+        d.config_maps.push(data::mysql_init_config_map(stack));
+        d.services.push(data::mysql_service(stack));
+        d.stateful_sets.push(data::mysql_stateful_set(stack, db));
+    }
+    if let Some(redis) = &stack.spec.redis.managed {
+        d.services.push(data::redis_service(stack));
+        d.deployments.push(data::redis_deployment(stack, redis));
+    }
+    for service in Service::ALL {
+        d.services.push(workloads::service_service(stack, service));
+        d.migrations.push((
+            service,
+            migration_job(stack, service),
+            workloads::service_deployment(stack, service),
+        ));
+    }
+    d.services.push(workloads::gateway_service(stack));
+    d.deployments.push(workloads::gateway_deployment(stack));
+    d.pod_disruption_budgets = policy::pod_disruption_budgets(stack);
+    d.autoscalers = policy::autoscalers(stack);
+    if stack.spec.network_policies {
+        d.network_policies = policy::network_policies(stack);
+    }
+    d
+}
+
+/// `<stack>-<component>`.
+pub fn child_name(stack: &MallStack, component: &str) -> String {
+    format!("{}-{component}", stack.name_any())
+}
+
+/// The stack's namespace (a namespaced resource always has one once stored).
+pub fn namespace(stack: &MallStack) -> String {
+    stack.namespace().unwrap_or_else(|| "default".to_owned())
+}
+
+/// The labels that select one component's pods.
+pub fn selector_labels(stack: &MallStack, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "mall".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), stack.name_any()),
+        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+    ])
+}
+
+/// Every label the operator puts on a child.
+pub fn labels(stack: &MallStack, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(stack, component);
+    labels.insert("app.kubernetes.io/part-of".to_owned(), "mall".to_owned());
+    labels.insert("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned());
+    labels
+}
+
+/// The label selector that finds every child of `stack` (for listing what exists).
+pub fn stack_selector(stack: &MallStack) -> String {
+    format!("app.kubernetes.io/instance={},app.kubernetes.io/managed-by={MANAGER}", stack.name_any())
+}
+
+pub(crate) fn label_selector(stack: &MallStack, component: &str) -> LabelSelector {
+    LabelSelector { match_labels: Some(selector_labels(stack, component)), ..LabelSelector::default() }
+}
+
+/// The controller reference to the stack: deleting the stack deletes the child.
+pub fn owner_reference(stack: &MallStack) -> OwnerReference {
+    let mut owner = stack.controller_owner_ref(&()).unwrap_or_else(|| OwnerReference {
+        api_version: MallStack::api_version(&()).into_owned(),
+        kind: MallStack::kind(&()).into_owned(),
+        name: stack.name_any(),
+        uid: String::new(),
+        ..OwnerReference::default()
+    });
+    owner.controller = Some(true);
+    owner.block_owner_deletion = Some(true);
+    owner
+}
+
+/// Metadata of a child named `name` of `component`.
+pub(crate) fn metadata(stack: &MallStack, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace(stack)),
+        labels: Some(labels(stack, component)),
+        owner_references: Some(vec![owner_reference(stack)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `bytes`.
+pub(crate) fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

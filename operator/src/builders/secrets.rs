@@ -1,0 +1,106 @@
+//! Secrets the operator generates once and never regenerates: the auth signing key, the MySQL
+//! passwords and the admin password. The builder reuses whatever data the cluster already holds.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+
+use super::{child_name, metadata};
+use crate::crd::MallStack;
+
+pub const SIGNING_KEY_KEY: &str = "signing-key.pem";
+pub const DB_PASSWORD_KEY: &str = "password";
+pub const DB_ROOT_PASSWORD_KEY: &str = "root-password";
+pub const ADMIN_PASSWORD_KEY: &str = "password";
+
+/// The data of the generated Secrets found in the cluster, by Secret name.
+pub type ExistingSecrets = BTreeMap<String, BTreeMap<String, ByteString>>;
+
+pub fn signing_key_secret_name(stack: &MallStack) -> String {
+    child_name(stack, "auth-signing-key")
+}
+
+pub fn mysql_secret_name(stack: &MallStack) -> String {
+    child_name(stack, "mysql")
+}
+
+pub fn admin_secret_name(stack: &MallStack) -> String {
+    child_name(stack, "admin")
+}
+
+/// The generated Secrets of `stack`: each key keeps its existing value, and only a missing key is
+/// generated.
+pub fn generated_secrets(stack: &MallStack, existing: &ExistingSecrets) -> Vec<Secret> {
+    let mut secrets = vec![secret(
+        stack,
+        signing_key_secret_name(stack),
+        "auth",
+        existing,
+        &[(SIGNING_KEY_KEY, signing_key)],
+    )];
+    if stack.spec.database.managed.is_some() {
+        secrets.push(secret(
+            stack,
+            mysql_secret_name(stack),
+            "mysql",
+            existing,
+            &[(DB_PASSWORD_KEY, password), (DB_ROOT_PASSWORD_KEY, password)],
+        ));
+    }
+    if stack.spec.admin.password_secret_ref.is_none() {
+        secrets.push(secret(
+            stack,
+            admin_secret_name(stack),
+            "user",
+            existing,
+            &[(ADMIN_PASSWORD_KEY, password)],
+        ));
+    }
+    secrets
+}
+
+type Generator = fn() -> String;
+
+fn secret(
+    stack: &MallStack,
+    name: String,
+    component: &str,
+    existing: &ExistingSecrets,
+    keys: &[(&str, Generator)],
+) -> Secret {
+    let found = existing.get(&name);
+    let data = keys
+        .iter()
+        .map(|(key, generate)| {
+            let value = found
+                .and_then(|data| data.get(*key))
+                .filter(|v| !v.0.is_empty())
+                .cloned()
+                .unwrap_or_else(|| ByteString(generate().into_bytes()));
+            ((*key).to_owned(), value)
+        })
+        .collect();
+    Secret {
+        metadata: metadata(stack, name, component),
+        data: Some(data),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    }
+}
+
+/// 32 alphanumeric characters (safe inside a URL without escaping).
+fn password() -> String {
+    rand::thread_rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect()
+}
+
+/// A fresh Ed25519 key as PKCS#8 PEM, what `MALL_AUTH_SIGNING_KEY` takes.
+fn signing_key() -> String {
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    key.to_pkcs8_pem(LineEnding::LF).expect("an Ed25519 key encodes as PKCS#8").to_string()
+}

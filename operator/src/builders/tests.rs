@@ -1,0 +1,464 @@
+use std::collections::BTreeMap;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use super::*;
+use crate::crd::ServiceType;
+use crate::fixtures::{full_stack, minimal_stack};
+
+fn names<K: Resource>(objects: &[K]) -> Vec<String> {
+    objects.iter().map(|o| o.meta().name.clone().unwrap()).collect()
+}
+
+fn all_metadata(d: &Desired) -> Vec<&ObjectMeta> {
+    let mut all: Vec<&ObjectMeta> = Vec::new();
+    all.extend(d.secrets.iter().map(|o| &o.metadata));
+    all.extend(d.config_maps.iter().map(|o| &o.metadata));
+    all.extend(d.services.iter().map(|o| &o.metadata));
+    all.extend(d.stateful_sets.iter().map(|o| &o.metadata));
+    all.extend(d.deployments.iter().map(|o| &o.metadata));
+    all.extend(d.migrations.iter().flat_map(|(_, j, dep)| [&j.metadata, &dep.metadata]));
+    all.extend(d.pod_disruption_budgets.iter().map(|o| &o.metadata));
+    all.extend(d.autoscalers.iter().map(|o| &o.metadata));
+    all.extend(d.network_policies.iter().map(|o| &o.metadata));
+    all
+}
+
+fn service_deployment_of(d: &Desired, service: Service) -> &Deployment {
+    &d.migrations.iter().find(|(s, _, _)| *s == service).unwrap().2
+}
+
+fn container(d: &Deployment) -> &Container {
+    &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+}
+
+fn env_map(c: &Container) -> BTreeMap<String, EnvVar> {
+    c.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect()
+}
+
+fn secret_ref(e: &EnvVar) -> (String, String) {
+    let r = e.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    (r.name.clone(), r.key.clone())
+}
+
+fn hash_of(d: &Deployment) -> String {
+    d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()
+        [CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
+#[test]
+fn minimal_stack_builds_exactly_these_objects() {
+    let d = desired(&minimal_stack(), &ExistingSecrets::new());
+    assert_eq!(names(&d.secrets), ["shop-auth-signing-key", "shop-mysql", "shop-admin"]);
+    assert_eq!(names(&d.config_maps), ["shop-config", "shop-mysql-init"]);
+    assert_eq!(
+        names(&d.services),
+        [
+            "shop-mysql",
+            "shop-redis",
+            "shop-auth",
+            "shop-user",
+            "shop-product",
+            "shop-cart",
+            "shop-order",
+            "shop-payment",
+            "shop-checkout",
+            "shop-gateway"
+        ]
+    );
+    assert_eq!(names(&d.stateful_sets), ["shop-mysql"]);
+    assert_eq!(names(&d.deployments), ["shop-redis", "shop-gateway"]);
+    let jobs: Vec<Job> = d.migrations.iter().map(|(_, j, _)| j.clone()).collect();
+    let deployments: Vec<Deployment> = d.migrations.iter().map(|(_, _, dep)| dep.clone()).collect();
+    assert_eq!(
+        names(&deployments),
+        [
+            "shop-auth",
+            "shop-user",
+            "shop-product",
+            "shop-cart",
+            "shop-order",
+            "shop-payment",
+            "shop-checkout"
+        ]
+    );
+    for (job, service) in names(&jobs).iter().zip(Service::ALL) {
+        assert!(job.starts_with(&format!("shop-migrate-{}-", service.name())), "{job}");
+        assert!(job.len() <= 63);
+    }
+    assert!(d.pod_disruption_budgets.is_empty());
+    assert!(d.autoscalers.is_empty());
+    assert!(d.network_policies.is_empty());
+}
+
+#[test]
+fn every_object_is_labelled_and_owned_by_the_stack() {
+    for stack in [minimal_stack(), full_stack()] {
+        let d = desired(&stack, &ExistingSecrets::new());
+        for meta in all_metadata(&d) {
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels["app.kubernetes.io/name"], "mall");
+            assert_eq!(labels["app.kubernetes.io/instance"], "shop");
+            assert_eq!(labels["app.kubernetes.io/part-of"], "mall");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "mall-operator");
+            assert!(labels.contains_key("app.kubernetes.io/component"));
+            assert_eq!(meta.namespace.as_deref(), Some("mall"));
+            let owners = meta.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1);
+            let owner = &owners[0];
+            assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("MallStack", "shop"));
+            assert_eq!(owner.api_version, "mall.example.com/v1alpha1");
+            assert_eq!(owner.uid, "3f1c9a52-0000-4000-8000-000000000001");
+            assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+        }
+    }
+}
+
+#[test]
+fn service_deployment_runs_mall_serve_locked_down_with_probes() {
+    let d = desired(&minimal_stack(), &ExistingSecrets::new());
+    let deployment = service_deployment_of(&d, Service::Order);
+    let spec = deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.selector.match_labels.as_ref().unwrap().len(), 3);
+    let c = container(deployment);
+    assert_eq!(c.image.as_deref(), Some("ghcr.io/example/mall:0.1.0"));
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(c.command.as_deref(), Some(&["mall".to_owned()][..]));
+    assert_eq!(c.args.as_deref(), Some(&["serve".to_owned(), "order".to_owned()][..]));
+    let port = &c.ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.container_port), (Some("grpc"), 50051));
+    let readiness = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    let liveness = c.liveness_probe.as_ref().unwrap().grpc.as_ref().unwrap();
+    assert_eq!(liveness.port, 50051);
+
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    let pod = spec.template.spec.as_ref().unwrap();
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+
+    let env = env_map(c);
+    assert_eq!(env["MALL_LISTEN"].value.as_deref(), Some("0.0.0.0:50051"));
+    assert_eq!(secret_ref(&env["MALL_DATABASE_PASSWORD"]), ("shop-mysql".into(), "password".into()));
+    assert_eq!(
+        env["MALL_ORDER_DATABASE_URL"].value.as_deref(),
+        Some("mysql://mall:$(MALL_DATABASE_PASSWORD)@shop-mysql.mall.svc.cluster.local:3306/mall_order")
+    );
+    // The password must be defined before the URL that expands it.
+    let order: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+    assert!(
+        order.iter().position(|n| *n == "MALL_DATABASE_PASSWORD")
+            < order.iter().position(|n| *n == "MALL_ORDER_DATABASE_URL")
+    );
+    assert_eq!(
+        env["MALL_REDIS_URL"].value.as_deref(),
+        Some("redis://shop-redis.mall.svc.cluster.local:6379")
+    );
+    assert!(!env.contains_key("MALL_AUTH_SIGNING_KEY") && !env.contains_key("MALL_ADMIN_PASSWORD"));
+    assert_eq!(c.env_from.as_ref().unwrap()[0].config_map_ref.as_ref().unwrap().name, "shop-config");
+
+    let auth = env_map(container(service_deployment_of(&d, Service::Auth)));
+    assert_eq!(
+        secret_ref(&auth["MALL_AUTH_SIGNING_KEY"]),
+        ("shop-auth-signing-key".into(), "signing-key.pem".into())
+    );
+    let user = env_map(container(service_deployment_of(&d, Service::User)));
+    assert_eq!(secret_ref(&user["MALL_ADMIN_PASSWORD"]), ("shop-admin".into(), "password".into()));
+}
+
+#[test]
+fn config_map_lists_every_peer_and_shared_setting() {
+    let cm = config_map(&minimal_stack());
+    let data = cm.data.unwrap();
+    for service in Service::ALL {
+        assert_eq!(
+            data[&format!("MALL_{}_ADDR", service.name().to_uppercase())],
+            format!("http://shop-{}.mall.svc.cluster.local:50051", service.name())
+        );
+    }
+    assert_eq!(data["MALL_TOKEN_TTL"], "24h");
+    assert_eq!(data["MALL_LOG_FORMAT"], "json");
+    assert_eq!(data["MALL_ADMIN_EMAIL"], "admin@mall.local");
+}
+
+#[test]
+fn services_are_headless_and_the_gateway_service_has_the_chosen_type() {
+    let d = desired(&minimal_stack(), &ExistingSecrets::new());
+    let find =
+        |name: &str| d.services.iter().find(|s| s.metadata.name.as_deref() == Some(name)).unwrap().clone();
+    let auth = find("shop-auth").spec.unwrap();
+    assert_eq!(auth.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(auth.ports.as_ref().unwrap()[0].port, 50051);
+    let gateway = find("shop-gateway").spec.unwrap();
+    assert_eq!(gateway.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(gateway.ports.as_ref().unwrap()[0].port, 8889);
+    assert_eq!(gateway.ports.as_ref().unwrap()[0].node_port, None);
+
+    let full = desired(&full_stack(), &ExistingSecrets::new());
+    let gateway = full.services.iter().find(|s| s.metadata.name.as_deref() == Some("shop-gateway")).unwrap();
+    let spec = gateway.spec.as_ref().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, Some(30889));
+    let gw = container(&full.deployments[0]);
+    assert_eq!(gw.args.as_deref(), Some(&["serve".to_owned(), "gateway".to_owned()][..]));
+    assert_eq!(env_map(gw)["MALL_GATEWAY_LISTEN"].value.as_deref(), Some("0.0.0.0:8889"));
+}
+
+#[test]
+fn managed_mysql_and_redis() {
+    let d = desired(&minimal_stack(), &ExistingSecrets::new());
+    let sts = d.stateful_sets[0].spec.as_ref().unwrap();
+    assert_eq!(sts.service_name.as_deref(), Some("shop-mysql"));
+    let claim = &sts.volume_claim_templates.as_ref().unwrap()[0];
+    let storage =
+        &claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"];
+    assert_eq!(storage.0, "10Gi");
+    let mysql = &sts.template.spec.as_ref().unwrap().containers[0];
+    let env: BTreeMap<_, _> = mysql.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect();
+    assert_eq!(secret_ref(&env["MYSQL_ROOT_PASSWORD"]), ("shop-mysql".into(), "root-password".into()));
+    assert_eq!(secret_ref(&env["MYSQL_PASSWORD"]), ("shop-mysql".into(), "password".into()));
+    assert_eq!(env["MYSQL_USER"].value.as_deref(), Some("mall"));
+    assert_eq!(env["MYSQL_DATABASE"].value.as_deref(), Some("mall_auth"));
+    let init = &d.config_maps[1].data.as_ref().unwrap()["01-databases.sql"];
+    for service in Service::ALL {
+        assert!(init.contains(&format!("CREATE DATABASE IF NOT EXISTS `mall_{}`", service.name())));
+    }
+    let mysql_svc = d.services.iter().find(|s| s.metadata.name.as_deref() == Some("shop-mysql")).unwrap();
+    assert_eq!(mysql_svc.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+    let redis = container(&d.deployments[0]);
+    assert_eq!(redis.image.as_deref(), Some("redis:7.4-alpine"));
+}
+
+#[test]
+fn external_database_redis_and_admin_come_from_the_given_secrets() {
+    let d = desired(&full_stack(), &ExistingSecrets::new());
+    assert_eq!(names(&d.secrets), ["shop-auth-signing-key"]);
+    assert!(d.stateful_sets.is_empty());
+    assert_eq!(names(&d.deployments), ["shop-gateway"]);
+    assert_eq!(names(&d.config_maps), ["shop-config"]);
+    let cart = env_map(container(service_deployment_of(&d, Service::Cart)));
+    assert_eq!(secret_ref(&cart["MALL_DATABASE_URL"]), ("mall-db".into(), "url".into()));
+    assert_eq!(secret_ref(&cart["MALL_REDIS_URL"]), ("mall-redis".into(), "url".into()));
+    assert!(!cart.contains_key("MALL_CART_DATABASE_URL"));
+    let user = env_map(container(service_deployment_of(&d, Service::User)));
+    assert_eq!(secret_ref(&user["MALL_ADMIN_PASSWORD"]), ("mall-admin".into(), "password".into()));
+    let c = container(service_deployment_of(&d, Service::Cart));
+    assert_eq!(c.image.as_deref(), Some("registry.example.com/mall:1.2.3"));
+    assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+    let pod = service_deployment_of(&d, Service::Cart).spec.as_ref().unwrap().template.spec.clone().unwrap();
+    assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry-creds");
+}
+
+#[test]
+fn replicas_autoscaling_and_disruption_budgets_interplay() {
+    let d = desired(&full_stack(), &ExistingSecrets::new());
+    let replicas = |s: Service| service_deployment_of(&d, s).spec.as_ref().unwrap().replicas;
+    assert_eq!(replicas(Service::Product), None, "the HPA owns the replica count");
+    assert_eq!(replicas(Service::Order), Some(2));
+    assert_eq!(replicas(Service::Payment), Some(0));
+    assert_eq!(replicas(Service::Auth), Some(1));
+    assert_eq!(d.deployments[0].spec.as_ref().unwrap().replicas, Some(3));
+
+    assert_eq!(names(&d.autoscalers), ["shop-product"]);
+    let hpa = d.autoscalers[0].spec.as_ref().unwrap();
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 10));
+    assert_eq!(hpa.scale_target_ref.name, "shop-product");
+    assert_eq!(hpa.scale_target_ref.kind, "Deployment");
+    let metric = hpa.metrics.as_ref().unwrap()[0].resource.as_ref().unwrap();
+    assert_eq!((metric.name.as_str(), metric.target.average_utilization), ("cpu", Some(70)));
+
+    assert_eq!(names(&d.pod_disruption_budgets), ["shop-gateway", "shop-product", "shop-order"]);
+    let pdb = d.pod_disruption_budgets[2].spec.as_ref().unwrap();
+    assert_eq!(
+        pdb.selector.as_ref().unwrap().match_labels.as_ref().unwrap()["app.kubernetes.io/component"],
+        "order"
+    );
+}
+
+#[test]
+fn network_policies_admit_only_the_callers() {
+    let peers = |stack: &MallStack, name: &str| -> Option<Vec<String>> {
+        let d = desired(stack, &ExistingSecrets::new());
+        let np = d.network_policies.iter().find(|p| p.metadata.name.as_deref() == Some(name)).unwrap();
+        let spec = np.spec.as_ref().unwrap();
+        assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+        let rule = &spec.ingress.as_ref().unwrap()[0];
+        rule.from.as_ref().map(|from| {
+            let selector = from[0].pod_selector.as_ref().unwrap();
+            assert_eq!(selector.match_labels.as_ref().unwrap()["app.kubernetes.io/instance"], "shop");
+            selector.match_expressions.as_ref().unwrap()[0].values.clone().unwrap()
+        })
+    };
+    let full = full_stack();
+    assert_eq!(peers(&full, "shop-gateway"), None, "the gateway is open to everyone");
+    assert_eq!(peers(&full, "shop-auth").unwrap(), ["gateway"]);
+    assert_eq!(peers(&full, "shop-user").unwrap(), ["gateway"]);
+    assert_eq!(peers(&full, "shop-checkout").unwrap(), ["gateway"]);
+    assert_eq!(peers(&full, "shop-product").unwrap(), ["gateway", "checkout", "order", "cart"]);
+    assert_eq!(peers(&full, "shop-cart").unwrap(), ["gateway", "checkout"]);
+    assert_eq!(peers(&full, "shop-order").unwrap(), ["gateway", "checkout", "payment"]);
+    assert_eq!(peers(&full, "shop-payment").unwrap(), ["gateway", "checkout"]);
+    let d = desired(&full, &ExistingSecrets::new());
+    assert_eq!(d.network_policies.len(), 8, "external data stores get no policy");
+
+    let mut managed = minimal_stack();
+    managed.spec.network_policies = true;
+    let mysql = peers(&managed, "shop-mysql").unwrap();
+    assert!(mysql.contains(&"migrate".to_owned()) && mysql.contains(&"order".to_owned()));
+    assert!(!mysql.contains(&"mysql".to_owned()));
+    assert!(peers(&managed, "shop-redis").is_some());
+}
+
+#[test]
+fn config_hash_follows_configuration_only() {
+    let base = minimal_stack();
+    let hash = |stack: &MallStack, s: Service| {
+        hash_of(service_deployment_of(&desired(stack, &ExistingSecrets::new()), s))
+    };
+    let before = hash(&base, Service::Cart);
+    assert_eq!(before.len(), 16);
+    assert_eq!(before, hash(&base, Service::Cart), "deterministic");
+
+    let mut annotated = base.clone();
+    annotated.metadata.annotations = Some(BTreeMap::from([("team".to_owned(), "shop".to_owned())]));
+    annotated.metadata.labels = Some(BTreeMap::from([("env".to_owned(), "prod".to_owned())]));
+    annotated.metadata.generation = Some(7);
+    assert_eq!(hash(&annotated, Service::Cart), before, "unrelated metadata does not roll pods");
+    let mut rescaled = base.clone();
+    rescaled.spec.services.cart.replicas = 4;
+    assert_eq!(hash(&rescaled, Service::Cart), before, "scaling does not roll pods");
+
+    let mut ttl = base.clone();
+    ttl.spec.token_ttl = "1h".into();
+    assert_ne!(hash(&ttl, Service::Cart), before, "shared configuration rolls pods");
+    let mut image = base.clone();
+    image.spec.image.tag = "0.2.0".into();
+    assert_ne!(hash(&image, Service::Cart), before, "a new image rolls pods");
+    let mut email = base.clone();
+    email.spec.admin.email = "boss@shop.example".into();
+    assert_ne!(hash(&email, Service::Cart), before);
+    let mut db = full_stack();
+    db.spec.image = base.spec.image.clone();
+    assert_ne!(hash(&db, Service::Cart), before, "a different database rolls pods");
+
+    let d = desired(&base, &ExistingSecrets::new());
+    let deployment = service_deployment_of(&d, Service::Cart);
+    assert_eq!(deployment.metadata.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION], before);
+}
+
+#[test]
+fn generated_secrets_are_created_once_and_kept() {
+    let stack = minimal_stack();
+    let first = generated_secrets(&stack, &ExistingSecrets::new());
+    let data = |secrets: &[k8s_openapi::api::core::v1::Secret], name: &str, key: &str| -> Vec<u8> {
+        secrets.iter().find(|s| s.metadata.name.as_deref() == Some(name)).unwrap().data.as_ref().unwrap()[key]
+            .0
+            .clone()
+    };
+    let pem = String::from_utf8(data(&first, "shop-auth-signing-key", SIGNING_KEY_KEY)).unwrap();
+    SigningKey::from_pkcs8_pem(&pem).expect("a PKCS#8 Ed25519 key");
+    let db = data(&first, "shop-mysql", DB_PASSWORD_KEY);
+    let root = data(&first, "shop-mysql", DB_ROOT_PASSWORD_KEY);
+    assert_eq!(db.len(), 32);
+    assert_ne!(db, root);
+
+    // A second build without the cluster's data would generate new values...
+    let fresh = generated_secrets(&stack, &ExistingSecrets::new());
+    assert_ne!(data(&fresh, "shop-mysql", DB_PASSWORD_KEY), db);
+    // ...so the reconciler passes what exists, and every value is kept.
+    let existing: ExistingSecrets =
+        first.iter().map(|s| (s.metadata.name.clone().unwrap(), s.data.clone().unwrap())).collect();
+    let again = generated_secrets(&stack, &existing);
+    assert_eq!(again, first);
+
+    // A key missing from an existing Secret is filled in; the others stay.
+    let mut partial = existing.clone();
+    partial.get_mut("shop-mysql").unwrap().remove(DB_ROOT_PASSWORD_KEY);
+    let filled = generated_secrets(&stack, &partial);
+    assert_eq!(data(&filled, "shop-mysql", DB_PASSWORD_KEY), db);
+    assert_eq!(data(&filled, "shop-mysql", DB_ROOT_PASSWORD_KEY).len(), 32);
+    assert_ne!(data(&filled, "shop-mysql", DB_ROOT_PASSWORD_KEY), root);
+}
+
+#[test]
+fn migration_jobs_follow_the_image_and_gate_the_rollout() {
+    let stack = minimal_stack();
+    let job = migration_job(&stack, Service::Product);
+    let c = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.args.as_deref(), Some(&["migrate".to_owned(), "product".to_owned()][..]));
+    assert!(env_map(c).contains_key("MALL_PRODUCT_DATABASE_URL"));
+    assert_eq!(
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().restart_policy.as_deref(),
+        Some("OnFailure")
+    );
+    let mut next = stack.clone();
+    next.spec.image.tag = "0.2.0".into();
+    assert_ne!(migration_job_name(&next, Service::Product), migration_job_name(&stack, Service::Product));
+    let mut rescaled = stack.clone();
+    rescaled.spec.services.product.replicas = 3;
+    assert_eq!(migration_job_name(&rescaled, Service::Product), migration_job_name(&stack, Service::Product));
+
+    let with_status = |status: JobStatus| Job { status: Some(status), ..job.clone() };
+    let complete = with_status(JobStatus {
+        succeeded: Some(1),
+        conditions: Some(vec![JobCondition {
+            type_: "Complete".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let failed = with_status(JobStatus {
+        failed: Some(7),
+        conditions: Some(vec![JobCondition {
+            type_: "Failed".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let running = with_status(JobStatus { active: Some(1), ..Default::default() });
+    assert_eq!(MigrationState::of(None), MigrationState::Missing);
+    assert_eq!(MigrationState::of(Some(&running)), MigrationState::Running);
+    assert_eq!(MigrationState::of(Some(&complete)), MigrationState::Succeeded);
+    assert_eq!(MigrationState::of(Some(&failed)), MigrationState::Failed);
+
+    let old = desired(&stack, &ExistingSecrets::new());
+    let new = desired(&next, &ExistingSecrets::new());
+    let old_deploy = service_deployment_of(&old, Service::Product);
+    let new_deploy = service_deployment_of(&new, Service::Product);
+    // First install: nothing runs until the migration succeeded.
+    assert!(!rollout_allowed(MigrationState::Running, None, new_deploy));
+    assert!(rollout_allowed(MigrationState::Succeeded, None, new_deploy));
+    // Upgrade: the old Deployment stays until the new image's migration succeeded.
+    assert!(!rollout_allowed(MigrationState::Missing, Some(old_deploy), new_deploy));
+    assert!(!rollout_allowed(MigrationState::Failed, Some(old_deploy), new_deploy));
+    assert!(rollout_allowed(MigrationState::Succeeded, Some(old_deploy), new_deploy));
+    // Same image (a scale change): no need to wait.
+    assert!(rollout_allowed(MigrationState::Missing, Some(old_deploy), old_deploy));
+}
+
+#[test]
+fn node_port_only_with_node_port_type() {
+    let mut stack = full_stack();
+    stack.spec.gateway.service_type = ServiceType::LoadBalancer;
+    let d = desired(&stack, &ExistingSecrets::new());
+    let gateway = d.services.iter().find(|s| s.metadata.name.as_deref() == Some("shop-gateway")).unwrap();
+    assert_eq!(gateway.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port, None);
+    assert_eq!(gateway.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+}

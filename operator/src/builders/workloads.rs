@@ -1,0 +1,363 @@
+//! The mall's own workloads: the peer-address ConfigMap, each gRPC service's Deployment and headless
+//! Service, and the gateway's Deployment and Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, GRPCAction, HTTPGetAction, LocalObjectReference, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext,
+    Service as KubeService, ServicePort, ServiceSpec as KubeServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::secrets::{
+    ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, SIGNING_KEY_KEY, admin_secret_name, mysql_secret_name,
+    signing_key_secret_name,
+};
+use super::{child_name, label_selector, labels, metadata, namespace, selector_labels, short_hash};
+use crate::crd::{MallStack, Service, ServiceType};
+
+pub const GRPC_PORT: i32 = 50051;
+pub const GATEWAY_PORT: i32 = 8889;
+pub const MYSQL_PORT: i32 = 3306;
+pub const REDIS_PORT: i32 = 6379;
+/// Rides on every pod template: a hash of what should restart the pods when it changes.
+pub const CONFIG_HASH_ANNOTATION: &str = "mall.example.com/config-hash";
+const UID: i64 = 65532;
+
+pub fn config_map_name(stack: &MallStack) -> String {
+    child_name(stack, "config")
+}
+
+/// `http://<stack>-<service>.<namespace>.svc.cluster.local:50051`.
+pub fn peer_address(stack: &MallStack, service: Service) -> String {
+    format!("http://{}.{}.svc.cluster.local:{GRPC_PORT}", child_name(stack, service.name()), namespace(stack))
+}
+
+/// In-cluster DNS name of a child Service.
+pub(crate) fn service_host(stack: &MallStack, component: &str) -> String {
+    format!("{}.{}.svc.cluster.local", child_name(stack, component), namespace(stack))
+}
+
+fn config_data(stack: &MallStack) -> BTreeMap<String, String> {
+    let mut data: BTreeMap<String, String> = Service::ALL
+        .into_iter()
+        .map(|s| (format!("{}_ADDR", s.env_prefix()), peer_address(stack, s)))
+        .collect();
+    data.insert("MALL_TOKEN_TTL".into(), stack.spec.token_ttl.clone());
+    data.insert("MALL_ADMIN_EMAIL".into(), stack.spec.admin.email.clone());
+    data.insert("MALL_LOG_FORMAT".into(), "json".into());
+    data.insert("MALL_CACHE_NAMESPACE".into(), format!("{}.{}", namespace(stack), stack_name(stack)));
+    data
+}
+
+fn stack_name(stack: &MallStack) -> String {
+    kube::ResourceExt::name_any(stack)
+}
+
+/// The configuration every mall pod reads (`envFrom`): peer addresses and shared settings.
+pub fn config_map(stack: &MallStack) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(stack, config_map_name(stack), "config"),
+        data: Some(config_data(stack)),
+        ..ConfigMap::default()
+    }
+}
+
+fn value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
+}
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+    }
+}
+
+/// Database settings of `service`: its own database on the managed MySQL, or the external server URL
+/// (the `mall` binary derives `mall_<service>` from it).
+pub(crate) fn database_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
+    if stack.spec.database.managed.is_some() {
+        vec![
+            from_secret("MALL_DATABASE_PASSWORD", &mysql_secret_name(stack), DB_PASSWORD_KEY),
+            value(
+                &format!("{}_DATABASE_URL", service.env_prefix()),
+                format!(
+                    "mysql://mall:$(MALL_DATABASE_PASSWORD)@{}:{MYSQL_PORT}/mall_{}",
+                    service_host(stack, "mysql"),
+                    service.name()
+                ),
+            ),
+        ]
+    } else if let Some(external) = &stack.spec.database.external {
+        vec![from_secret("MALL_DATABASE_URL", &external.secret_ref.name, &external.secret_ref.key)]
+    } else {
+        vec![]
+    }
+}
+
+fn redis_env(stack: &MallStack) -> Vec<EnvVar> {
+    if stack.spec.redis.managed.is_some() {
+        vec![value("MALL_REDIS_URL", format!("redis://{}:{REDIS_PORT}", service_host(stack, "redis")))]
+    } else if let Some(external) = &stack.spec.redis.external {
+        vec![from_secret("MALL_REDIS_URL", &external.secret_ref.name, &external.secret_ref.key)]
+    } else {
+        vec![]
+    }
+}
+
+/// The explicit environment of a service pod (the ConfigMap adds the shared part).
+pub(crate) fn service_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
+    let mut env = vec![value("MALL_LISTEN", format!("0.0.0.0:{GRPC_PORT}"))];
+    env.extend(database_env(stack, service));
+    env.extend(redis_env(stack));
+    match service {
+        Service::Auth => {
+            env.push(from_secret("MALL_AUTH_SIGNING_KEY", &signing_key_secret_name(stack), SIGNING_KEY_KEY))
+        }
+        Service::User => env.push(match &stack.spec.admin.password_secret_ref {
+            Some(r) => from_secret("MALL_ADMIN_PASSWORD", &r.name, &r.key),
+            None => from_secret("MALL_ADMIN_PASSWORD", &admin_secret_name(stack), ADMIN_PASSWORD_KEY),
+        }),
+        _ => {}
+    }
+    env
+}
+
+fn gateway_env(stack: &MallStack) -> Vec<EnvVar> {
+    let mut env = vec![value("MALL_GATEWAY_LISTEN", format!("0.0.0.0:{GATEWAY_PORT}"))];
+    env.extend(redis_env(stack));
+    env
+}
+
+/// Locked down: non-root, read-only root, no capabilities, no escalation, the runtime's seccomp profile.
+pub(crate) fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    }
+}
+
+pub(crate) fn runtime_default() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
+}
+
+pub(crate) fn pod_security(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(runtime_default()),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn http_probe(path: &str, port: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(port.to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+fn tmp_volume() -> (Volume, VolumeMount) {
+    (
+        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+    )
+}
+
+/// The `mall` container running `args` (`serve <service>` or `migrate <service>`).
+pub(crate) fn mall_container(stack: &MallStack, name: &str, args: &[&str], env: Vec<EnvVar>) -> Container {
+    let (_, tmp_mount) = tmp_volume();
+    Container {
+        name: name.to_owned(),
+        image: Some(stack.spec.image.reference()),
+        image_pull_policy: Some(stack.spec.image.pull_policy.as_str().to_owned()),
+        command: Some(vec!["mall".into()]),
+        args: Some(args.iter().map(|a| (*a).to_owned()).collect()),
+        env: Some(env),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource { name: config_map_name(stack), optional: Some(false) }),
+            ..EnvFromSource::default()
+        }]),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![tmp_mount]),
+        ..Container::default()
+    }
+}
+
+/// The pod spec around one mall container.
+pub(crate) fn mall_pod(stack: &MallStack, container: Container, restart_policy: Option<&str>) -> PodSpec {
+    let pull_secrets = &stack.spec.image.pull_secrets;
+    PodSpec {
+        containers: vec![container],
+        security_context: Some(pod_security(UID)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        image_pull_secrets: (!pull_secrets.is_empty())
+            .then(|| pull_secrets.iter().map(|n| LocalObjectReference { name: n.clone() }).collect()),
+        restart_policy: restart_policy.map(str::to_owned),
+        volumes: Some(vec![tmp_volume().0]),
+        ..PodSpec::default()
+    }
+}
+
+/// The hash of what should roll the pods: the shared configuration, the container's environment, its
+/// image and command. Anything else on the stack (its labels, annotations, status) leaves it unchanged.
+pub(crate) fn config_hash(stack: &MallStack, container: &Container) -> String {
+    let input = serde_json::json!({
+        "config": config_data(stack),
+        "env": container.env,
+        "envFrom": container.env_from,
+        "image": container.image,
+        "args": container.args,
+    });
+    short_hash(input.to_string().as_bytes())
+}
+
+fn deployment(
+    stack: &MallStack,
+    component: &str,
+    container: Container,
+    replicas: i32,
+    autoscaled: bool,
+) -> Deployment {
+    let hash = config_hash(stack, &container);
+    let mut meta = metadata(stack, child_name(stack, component), component);
+    meta.annotations = Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), hash.clone())]));
+    Deployment {
+        metadata: meta,
+        spec: Some(DeploymentSpec {
+            // With an HPA the replica count belongs to it; applying one would fight it.
+            replicas: (!autoscaled).then_some(replicas),
+            selector: label_selector(stack, component),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".into())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            revision_history_limit: Some(5),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(stack, component)),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), hash)])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(mall_pod(stack, container, None)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// `mall serve <service>` on the gRPC port, probed over HTTP (`/readyz`, `/healthz`) and gRPC health.
+pub(crate) fn service_deployment(stack: &MallStack, service: Service) -> Deployment {
+    let spec = stack.spec.services.get(service);
+    let mut container =
+        mall_container(stack, service.name(), &["serve", service.name()], service_env(stack, service));
+    container.ports = Some(vec![ContainerPort {
+        name: Some("grpc".into()),
+        container_port: GRPC_PORT,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }]);
+    container.readiness_probe = Some(http_probe("/readyz", "grpc", 5));
+    container.liveness_probe = Some(Probe {
+        grpc: Some(GRPCAction { port: GRPC_PORT, service: None }),
+        initial_delay_seconds: Some(5),
+        period_seconds: Some(10),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    });
+    container.resources = spec.resources.clone();
+    deployment(stack, service.name(), container, spec.replicas, spec.autoscaling.is_some())
+}
+
+/// Headless, so clients resolve every pod and balance across them.
+pub(crate) fn service_service(stack: &MallStack, service: Service) -> KubeService {
+    KubeService {
+        metadata: metadata(stack, child_name(stack, service.name()), service.name()),
+        spec: Some(KubeServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector_labels(stack, service.name())),
+            ports: Some(vec![ServicePort {
+                name: Some("grpc".into()),
+                port: GRPC_PORT,
+                target_port: Some(IntOrString::String("grpc".into())),
+                protocol: Some("TCP".into()),
+                app_protocol: Some("kubernetes.io/h2c".into()),
+                ..ServicePort::default()
+            }]),
+            ..KubeServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// `mall serve gateway`, HTTP on 8889.
+pub(crate) fn gateway_deployment(stack: &MallStack) -> Deployment {
+    let spec = &stack.spec.gateway;
+    let mut container = mall_container(stack, "gateway", &["serve", "gateway"], gateway_env(stack));
+    container.ports = Some(vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: GATEWAY_PORT,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }]);
+    container.readiness_probe = Some(http_probe("/readyz", "http", 5));
+    let mut liveness = http_probe("/healthz", "http", 10);
+    liveness.initial_delay_seconds = Some(5);
+    container.liveness_probe = Some(liveness);
+    container.resources = spec.resources.clone();
+    deployment(stack, "gateway", container, spec.replicas, spec.autoscaling.is_some())
+}
+
+pub(crate) fn gateway_service(stack: &MallStack) -> KubeService {
+    let spec = &stack.spec.gateway;
+    KubeService {
+        metadata: metadata(stack, child_name(stack, "gateway"), "gateway"),
+        spec: Some(KubeServiceSpec {
+            type_: Some(spec.service_type.as_str().into()),
+            selector: Some(selector_labels(stack, "gateway")),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: GATEWAY_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                node_port: spec.node_port.filter(|_| spec.service_type == ServiceType::NodePort),
+                ..ServicePort::default()
+            }]),
+            ..KubeServiceSpec::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,285 @@
+//! The reconciler: observe the stack's children, server-side apply every desired object with one field
+//! manager, compute status from what the cluster reports, write it only when it changed, and publish
+//! events on transitions. Failures back off per object.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service as KubeService};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::{NamespaceResourceScope, jiff};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::builders::{self, ExistingSecrets, MANAGER, MigrationState, rollout_allowed, stack_selector};
+use crate::crd::{Condition, MallStack, MallStackStatus};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::status::{self, Failure, Observed};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<ObjectRef<MallStack>, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Context {
+        let recorder = Recorder::new(client.clone(), Reporter { controller: MANAGER.to_owned(), instance });
+        Context { client, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<MallStack>, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How long to wait after the `failures`-th failure in a row: 5 s doubling, at most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    Duration::from_secs(5 * 2u64.pow(exponent)).min(Duration::from_secs(300))
+}
+
+/// Requeue a failed stack later each time it fails again.
+pub fn error_policy(stack: Arc<MallStack>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from(stack.as_ref());
+    let n = {
+        let mut failures = ctx.failures();
+        let n = failures.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let wait = backoff(n);
+    tracing::warn!(stack = %stack.name_any(), error = %error, failures = n, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// One reconcile of one stack, measured.
+pub async fn reconcile(stack: Arc<MallStack>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_stack(&stack, &ctx).await;
+    ctx.metrics.reconciled(started.elapsed());
+    match &result {
+        Ok(_) => {
+            ctx.failures().remove(&ObjectRef::from(stack.as_ref()));
+        }
+        Err(e) => ctx.metrics.failed(e.metric_label()),
+    }
+    result
+}
+
+async fn list<K>(client: &Client, ns: &str, selector: &str) -> Result<Vec<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + k8s_openapi::Resource,
+    K: Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| Error::Observe { kind: <K as k8s_openapi::Resource>::KIND, source })?;
+    Ok(list.items)
+}
+
+fn by_name<K: Resource>(items: Vec<K>) -> std::collections::BTreeMap<String, K> {
+    items.into_iter().filter_map(|o| Some((o.meta().name.clone()?, o))).collect()
+}
+
+/// Server-side apply of `obj` with the operator's field manager; the object as stored.
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + k8s_openapi::Resource,
+    K: Clone + Serialize + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .map_err(|source| Error::Apply { kind: <K as k8s_openapi::Resource>::KIND, name, source })
+}
+
+async fn apply_all<K>(client: &Client, ns: &str, objects: &[K]) -> Result<Vec<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + k8s_openapi::Resource,
+    K: Clone + Serialize + DeserializeOwned + Debug,
+{
+    let mut stored = Vec::with_capacity(objects.len());
+    for obj in objects {
+        stored.push(apply(client, ns, obj).await?);
+    }
+    Ok(stored)
+}
+
+/// Applies every child, in dependency order, recording what the API server returns in `observed`.
+async fn apply_children(
+    stack: &MallStack,
+    client: &Client,
+    ns: &str,
+    existing: &ExistingSecrets,
+    observed: &mut Observed,
+) -> Result<()> {
+    let desired = builders::desired(stack, existing);
+    apply_all(client, ns, &desired.secrets).await?;
+    apply_all(client, ns, &desired.config_maps).await?;
+    let gateway = builders::child_name(stack, "gateway");
+    for service in apply_all(client, ns, &desired.services).await? {
+        if service.metadata.name.as_deref() == Some(gateway.as_str()) {
+            observed.gateway_service = Some(service);
+        }
+    }
+    for sts in apply_all(client, ns, &desired.stateful_sets).await? {
+        observed.stateful_sets.insert(sts.name_any(), sts);
+    }
+    for deployment in apply_all(client, ns, &desired.deployments).await? {
+        observed.deployments.insert(deployment.name_any(), deployment);
+    }
+    for (service, job, deployment) in &desired.migrations {
+        let job = apply(client, ns, job).await?;
+        let state = MigrationState::of(Some(&job));
+        observed.jobs.insert(job.name_any(), job);
+        let name = deployment.name_any();
+        if rollout_allowed(state, observed.deployments.get(&name), deployment) {
+            let stored = apply(client, ns, deployment).await?;
+            observed.deployments.insert(name, stored);
+        } else {
+            tracing::info!(service = service.name(), ?state, "waiting for migrations before rolling out");
+        }
+    }
+    apply_all(client, ns, &desired.pod_disruption_budgets).await?;
+    apply_all(client, ns, &desired.autoscalers).await?;
+    apply_all(client, ns, &desired.network_policies).await?;
+    Ok(())
+}
+
+async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let ns = stack.namespace().ok_or(Error::MissingField("namespace"))?;
+    let selector = stack_selector(stack);
+
+    // Read first: generated secrets are kept, and status comes from what exists.
+    let existing: ExistingSecrets = list::<Secret>(client, &ns, &selector)
+        .await?
+        .into_iter()
+        .filter_map(|s| Some((s.metadata.name?, s.data.unwrap_or_default())))
+        .collect();
+    let mut observed = Observed {
+        jobs: by_name(list::<Job>(client, &ns, &selector).await?),
+        deployments: by_name(list::<Deployment>(client, &ns, &selector).await?),
+        stateful_sets: by_name(list::<StatefulSet>(client, &ns, &selector).await?),
+        gateway_service: None,
+    };
+
+    let failure = match stack.spec.validate() {
+        Err(invalid) => Some(Error::from(invalid)),
+        Ok(()) if stack.spec.paused => None,
+        Ok(()) => apply_children(stack, client, &ns, &existing, &mut observed).await.err(),
+    };
+
+    let reported =
+        failure.as_ref().map(|e| Failure { reason: e.reason().to_owned(), message: e.to_string() });
+    let now = jiff::Timestamp::now().to_string();
+    let next = status::compute(stack, &observed, reported.as_ref(), stack.status.as_ref(), &now);
+    if stack.status.as_ref() != Some(&next) {
+        patch_status(client, stack, &ns, &next).await?;
+        publish_transitions(ctx, stack, stack.status.as_ref(), &next).await;
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let ready = next.condition(status::READY).is_some_and(|c| c.status == "True");
+    Ok(Action::requeue(if ready { Duration::from_secs(300) } else { Duration::from_secs(15) }))
+}
+
+async fn patch_status(client: &Client, stack: &MallStack, ns: &str, status: &MallStackStatus) -> Result<()> {
+    let api: Api<MallStack> = Api::namespaced(client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": MallStack::api_version(&()),
+        "kind": MallStack::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&stack.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// The event worth telling about a condition's transition, if any.
+fn event_for(condition: &Condition) -> Option<Event> {
+    let on = condition.status == "True";
+    let (type_, reason) = match (condition.type_.as_str(), on) {
+        (status::READY, true) => (EventType::Normal, "Ready".to_owned()),
+        (status::READY, false) => (EventType::Warning, "NotReady".to_owned()),
+        (status::DEGRADED, true) => (EventType::Warning, condition.reason.clone()),
+        (status::DEGRADED, false) => (EventType::Normal, "Recovered".to_owned()),
+        (status::MIGRATIONS_COMPLETE, true) => (EventType::Normal, "Migrated".to_owned()),
+        (status::PAUSED, true) => (EventType::Normal, "Paused".to_owned()),
+        (status::PAUSED, false) => (EventType::Normal, "Resumed".to_owned()),
+        _ => return None,
+    };
+    Some(Event {
+        type_,
+        reason,
+        note: (!condition.message.is_empty()).then(|| condition.message.chars().take(1000).collect()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    })
+}
+
+async fn publish_transitions(
+    ctx: &Context,
+    stack: &MallStack,
+    previous: Option<&MallStackStatus>,
+    next: &MallStackStatus,
+) {
+    let reference = stack.object_ref(&());
+    for event in status::transitions(previous, next).into_iter().filter_map(event_for) {
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, reason = %event.reason, "cannot publish an event");
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves (or a signal arrives).
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let children = || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    Controller::new(Api::<MallStack>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), children())
+        .owns(Api::<StatefulSet>::all(client.clone()), children())
+        .owns(Api::<Job>::all(client.clone()), children())
+        .owns(Api::<KubeService>::all(client.clone()), children())
+        .owns(Api::<ConfigMap>::all(client.clone()), children())
+        .owns(Api::<Secret>::all(client.clone()), children())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), children())
+        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), children())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), children())
+        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((stack, _)) => tracing::debug!(stack = %stack.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests;

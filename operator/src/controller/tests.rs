@@ -1,0 +1,284 @@
+//! The reconciler against a scripted API server: each scenario asserts every request in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use kube::Resource;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::builders::{Desired, desired};
+use crate::crd::MallStack;
+use crate::fixtures::{ApiServerVerifier, minimal_stack, mock_client, settled};
+
+const SECRETS: &str = "/api/v1/namespaces/mall/secrets";
+const JOBS: &str = "/apis/batch/v1/namespaces/mall/jobs";
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/mall/deployments";
+const STATEFULSETS: &str = "/apis/apps/v1/namespaces/mall/statefulsets";
+const STATUS: &str = "/apis/mall.example.com/v1alpha1/namespaces/mall/mallstacks/shop/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/mall/events";
+
+fn entry<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> (String, Value) {
+    let path = format!("{}/{}", K::url_path(&(), Some("mall")), obj.meta().name.as_ref().unwrap());
+    (path, serde_json::to_value(obj).unwrap())
+}
+
+/// The applies a reconcile sends, in order; without the service Deployments when migrations are not done.
+fn expected_applies(d: &Desired, migrated: bool) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    out.extend(d.secrets.iter().map(entry));
+    out.extend(d.config_maps.iter().map(entry));
+    out.extend(d.services.iter().map(entry));
+    out.extend(d.stateful_sets.iter().map(entry));
+    out.extend(d.deployments.iter().map(entry));
+    for (_, job, deployment) in &d.migrations {
+        out.push(entry(job));
+        if migrated {
+            out.push(entry(deployment));
+        }
+    }
+    out.extend(d.pod_disruption_budgets.iter().map(entry));
+    out.extend(d.autoscalers.iter().map(entry));
+    out.extend(d.network_policies.iter().map(entry));
+    out
+}
+
+fn context(client: kube::Client) -> Arc<Context> {
+    Arc::new(Context::new(client, Arc::new(Metrics::default()), Some("test".into())))
+}
+
+/// Plays the four reads every reconcile starts with.
+async fn reads(
+    server: &mut ApiServerVerifier,
+    secrets: Vec<Value>,
+    jobs: Vec<Value>,
+    deployments: Vec<Value>,
+    sts: Vec<Value>,
+) {
+    server.list(SECRETS, "Secret", secrets).await;
+    server.list(JOBS, "Job", jobs).await;
+    server.list(DEPLOYMENTS, "Deployment", deployments).await;
+    server.list(STATEFULSETS, "StatefulSet", sts).await;
+}
+
+/// Answers the applies of `expected`, asserting each body (generated Secret values are random: only
+/// their keys are compared); returns what was stored.
+async fn applies(
+    server: &mut ApiServerVerifier,
+    expected: &[(String, Value)],
+    answer: fn(&Value) -> Value,
+) -> Vec<Value> {
+    let mut stored = Vec::new();
+    for (path, body) in expected {
+        let received = server.apply(path).await;
+        if body["kind"] == "Secret" {
+            let mut sent = received.body.clone();
+            let keys = |v: &Value| v["data"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(&sent), keys(body), "{path}");
+            sent["data"] = Value::Null;
+            let mut want = body.clone();
+            want["data"] = Value::Null;
+            assert_eq!(sent, want, "{path}");
+        } else {
+            assert_eq!(&received.body, body, "{path}");
+        }
+        let answer = answer(&received.body);
+        stored.push(answer.clone());
+        received.ok(&answer);
+    }
+    stored
+}
+
+async fn status_patch(server: &mut ApiServerVerifier, stack: &MallStack) -> Value {
+    let received = server.apply(STATUS).await;
+    assert_eq!(received.body["apiVersion"], "mall.example.com/v1alpha1");
+    assert_eq!(received.body["kind"], "MallStack");
+    assert!(received.body.get("spec").is_none(), "only the status is written");
+    let status = received.body["status"].clone();
+    let mut answer = serde_json::to_value(stack).unwrap();
+    answer["status"] = status.clone();
+    received.ok(&answer);
+    status
+}
+
+async fn event(server: &mut ApiServerVerifier, type_: &str, reason: &str) -> Value {
+    let received = server.expect(Method::POST, EVENTS).await;
+    assert_eq!(received.body["reason"], reason);
+    assert_eq!(received.body["type"], type_);
+    assert_eq!(received.body["regarding"]["name"], "shop");
+    assert_eq!(received.body["regarding"]["kind"], "MallStack");
+    let body = received.body.clone();
+    received.respond(StatusCode::CREATED, &body);
+    body
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap()
+}
+
+async fn run<F: Future<Output = ()> + Send + 'static>(
+    stack: MallStack,
+    ctx: Arc<Context>,
+    script: F,
+) -> Result<Action> {
+    let server = tokio::spawn(script);
+    let result = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(stack), ctx))
+        .await
+        .expect("the reconcile finished: it sent no request the script did not expect");
+    server.await.expect("the script ran to its end");
+    result
+}
+
+#[tokio::test]
+async fn first_reconcile_applies_every_child_then_settles_without_status_writes() {
+    let stack = minimal_stack();
+    let expected = expected_applies(&desired(&stack, &Default::default()), true);
+    assert_eq!(expected.len(), 3 + 2 + 10 + 1 + 2 + 14);
+
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let script = {
+        let (stack, expected) = (stack.clone(), expected.clone());
+        async move {
+            reads(&mut server, vec![], vec![], vec![], vec![]).await;
+            let stored = applies(&mut server, &expected, settled).await;
+            let status = status_patch(&mut server, &stack).await;
+            assert_eq!(status["readyComponents"], "10/10");
+            assert_eq!(status["observedGeneration"], 1);
+            assert_eq!(condition(&status, "Ready")["status"], "True");
+            assert_eq!(condition(&status, "MigrationsComplete")["status"], "True");
+            assert_eq!(condition(&status, "DatabaseReady")["status"], "True");
+            assert_eq!(condition(&status, "Degraded")["status"], "False");
+            assert_eq!(condition(&status, "Paused")["status"], "False");
+            event(&mut server, "Normal", "Ready").await;
+            event(&mut server, "Normal", "Migrated").await;
+            tx.send((stored, status, server)).ok();
+        }
+    };
+    let action = run(stack.clone(), ctx.clone(), script).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let (stored, status, mut server) = rx.await.unwrap();
+
+    // The cluster now holds what was applied, and the stack carries the status just written.
+    let mut settled_stack = stack.clone();
+    settled_stack.status = Some(serde_json::from_value(status).unwrap());
+    let of_kind = |kind: &str| stored.iter().filter(|o| o["kind"] == kind).cloned().collect::<Vec<_>>();
+    let secrets = of_kind("Secret");
+    let (jobs, deployments, sts) = (of_kind("Job"), of_kind("Deployment"), of_kind("StatefulSet"));
+    let script = async move {
+        reads(&mut server, secrets.clone(), jobs, deployments, sts).await;
+        // The generated secrets are sent again with the very same values.
+        for secret in &secrets {
+            let path = format!("{SECRETS}/{}", secret["metadata"]["name"].as_str().unwrap());
+            let received = server.apply(&path).await;
+            assert_eq!(received.body["data"], secret["data"], "{path} keeps its values");
+            received.ok(secret);
+        }
+        applies(&mut server, &expected[secrets.len()..], settled).await;
+        // No status patch and no event follow: the reconcile must end here.
+    };
+    let action = run(settled_stack, ctx.clone(), script).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    let text = ctx.metrics.render();
+    assert!(text.contains("mall_operator_reconciles_total 2\n"), "{text}");
+}
+
+#[tokio::test]
+async fn services_wait_for_their_migrations() {
+    let stack = minimal_stack();
+    let expected = expected_applies(&desired(&stack, &Default::default()), false);
+    let (client, mut server) = mock_client();
+    let script = {
+        let stack = stack.clone();
+        async move {
+            reads(&mut server, vec![], vec![], vec![], vec![]).await;
+            // Jobs come back still running, so no service Deployment is applied.
+            applies(&mut server, &expected, |b| if b["kind"] == "Job" { b.clone() } else { settled(b) })
+                .await;
+            let status = status_patch(&mut server, &stack).await;
+            assert_eq!(condition(&status, "MigrationsComplete")["reason"], "Pending");
+            assert_eq!(condition(&status, "Ready")["status"], "False");
+            assert_eq!(condition(&status, "Progressing")["status"], "True");
+            assert_eq!(status["readyComponents"], "3/10");
+        }
+    };
+    let action = run(stack, context(client), script).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+}
+
+#[tokio::test]
+async fn paused_stack_writes_no_child_and_reports_paused() {
+    let mut stack = minimal_stack();
+    stack.spec.paused = true;
+    let (client, mut server) = mock_client();
+    let script = {
+        let stack = stack.clone();
+        async move {
+            reads(&mut server, vec![], vec![], vec![], vec![]).await;
+            let status = status_patch(&mut server, &stack).await;
+            let paused = condition(&status, "Paused");
+            assert_eq!(
+                (paused["status"].as_str(), paused["reason"].as_str()),
+                (Some("True"), Some("Paused"))
+            );
+            assert_eq!(condition(&status, "Progressing")["status"], "False");
+            event(&mut server, "Normal", "Paused").await;
+        }
+    };
+    run(stack, context(client), script).await.unwrap();
+}
+
+fn failure_status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "the server said no", "reason": reason, "code": code})
+}
+
+#[tokio::test]
+async fn failing_apply_degrades_the_stack_and_backs_off() {
+    for (code, reason, label, condition_reason) in
+        [(500, "InternalError", "apply", "ApplyFailed"), (422, "Invalid", "apply_invalid", "ApplyRejected")]
+    {
+        let stack = minimal_stack();
+        let (client, mut server) = mock_client();
+        let ctx = context(client);
+        let script = {
+            let stack = stack.clone();
+            async move {
+                reads(&mut server, vec![], vec![], vec![], vec![]).await;
+                let received = server.apply(&format!("{SECRETS}/shop-auth-signing-key")).await;
+                received.respond(StatusCode::from_u16(code).unwrap(), &failure_status(code, reason));
+                let status = status_patch(&mut server, &stack).await;
+                let degraded = condition(&status, "Degraded");
+                assert_eq!(degraded["status"], "True");
+                assert_eq!(degraded["reason"], condition_reason);
+                assert!(
+                    degraded["message"].as_str().unwrap().contains("shop-auth-signing-key"),
+                    "{degraded}"
+                );
+                assert_eq!(condition(&status, "Ready")["status"], "False");
+                event(&mut server, "Warning", condition_reason).await;
+            }
+        };
+        let error = run(stack.clone(), ctx.clone(), script).await.unwrap_err();
+        assert_eq!(error.metric_label(), label);
+        assert!(
+            ctx.metrics
+                .render()
+                .contains(&format!("mall_operator_reconcile_failures_total{{error=\"{label}\"}} 1"))
+        );
+
+        let stack = Arc::new(stack);
+        let waits: Vec<Action> = (0..4).map(|_| error_policy(stack.clone(), &error, ctx.clone())).collect();
+        assert_eq!(
+            waits,
+            [5, 10, 20, 40].map(|s| Action::requeue(Duration::from_secs(s))),
+            "each failure in a row waits longer"
+        );
+    }
+    assert_eq!(backoff(1), Duration::from_secs(5));
+    assert!(backoff(3) > backoff(2));
+    assert_eq!(backoff(50), Duration::from_secs(300));
+}

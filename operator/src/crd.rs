@@ -1,0 +1,730 @@
+//! The `MallStack` custom resource: one whole shop (gateway, seven gRPC services, MySQL, Redis) in a
+//! namespace. The schema carries the validation the API server enforces (ranges, enums, CEL rules);
+//! [`MallStackSpec::validate`] mirrors the CEL rules for paths that do not pass through admission.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every Mall resource (and the prefix of the operator's annotations).
+pub const GROUP: &str = "mall.example.com";
+
+/// The desired state of one Mall deployment.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "mall.example.com",
+    version = "v1alpha1",
+    kind = "MallStack",
+    plural = "mallstacks",
+    shortname = "mall",
+    namespaced,
+    status = "MallStackStatus",
+    doc = "A whole Mall shop: gateway, gRPC services, database and cache, reconciled by mall-operator.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Components","type":"string","jsonPath":".status.readyComponents"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image.tag"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MallStackSpec {
+    /// The `mall` container image every component runs.
+    pub image: ImageSpec,
+    /// The HTTP gateway, the shop's only public entry point.
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+    /// The seven gRPC services.
+    #[serde(default)]
+    pub services: ServicesSpec,
+    /// MySQL: run by the operator (`managed`) or given (`external`).
+    pub database: DatabaseSpec,
+    /// Redis: run by the operator (`managed`) or given (`external`).
+    pub redis: RedisSpec,
+    /// How long a login token lives (`30m`, `24h`, `7d`, or seconds).
+    #[serde(default = "default_token_ttl")]
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]?$"))]
+    pub token_ttl: String,
+    /// The admin account seeded by the user service.
+    #[serde(default)]
+    pub admin: AdminSpec,
+    /// Restrict traffic: only the gateway is reachable from outside, each service only from its callers.
+    #[serde(default)]
+    pub network_policies: bool,
+    /// Stop touching the children (status is still reported).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_token_ttl() -> String {
+    "24h".to_owned()
+}
+
+/// Which image to run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.tag != 'latest'", "message": "pin a version: the tag must not be 'latest'"}
+]))]
+pub struct ImageSpec {
+    /// Repository without the tag, e.g. `ghcr.io/example/mall`.
+    #[serde(default = "default_repository")]
+    #[schemars(length(min = 1))]
+    pub repository: String,
+    /// A released version, e.g. `0.1.0`.
+    #[schemars(length(min = 1, max = 128))]
+    pub tag: String,
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// Names of image pull Secrets in the stack's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<String>,
+}
+
+fn default_repository() -> String {
+    "ghcr.io/example/mall".to_owned()
+}
+
+impl ImageSpec {
+    /// `repository:tag`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// The gateway Deployment and its Service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.nodePort) || (has(self.serviceType) && self.serviceType == 'NodePort')",
+     "message": "nodePort is only allowed with serviceType NodePort"}
+]))]
+pub struct GatewaySpec {
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Scale on CPU between bounds (then `replicas` is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    #[serde(default)]
+    pub service_type: ServiceType,
+    /// Fixed node port (only with `serviceType: NodePort`; unset: Kubernetes picks one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        GatewaySpec {
+            replicas: 1,
+            resources: None,
+            autoscaling: None,
+            service_type: ServiceType::ClusterIP,
+            node_port: None,
+        }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// One gRPC service's Deployment.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Scale on CPU between bounds (then `replicas` is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        ServiceSpec { replicas: 1, resources: None, autoscaling: None }
+    }
+}
+
+/// A HorizontalPodAutoscaler on CPU.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"}
+]))]
+pub struct AutoscalingSpec {
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    #[serde(rename = "targetCPUUtilizationPercentage", default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_cpu_target() -> i32 {
+    80
+}
+
+/// The seven gRPC services, each optional in the manifest (defaults: one replica, no limits).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesSpec {
+    #[serde(default)]
+    pub auth: ServiceSpec,
+    #[serde(default)]
+    pub user: ServiceSpec,
+    #[serde(default)]
+    pub product: ServiceSpec,
+    #[serde(default)]
+    pub cart: ServiceSpec,
+    #[serde(default)]
+    pub order: ServiceSpec,
+    #[serde(default)]
+    pub payment: ServiceSpec,
+    #[serde(default)]
+    pub checkout: ServiceSpec,
+}
+
+/// A key in a Secret of the stack's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// A service the operator does not run: where its URL is kept.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSpec {
+    /// Secret key holding the URL (database: `mysql://user:pass@host:3306/mall`, each service uses
+    /// `mall_<service>` on that server; Redis: `redis://host:6379`).
+    pub secret_ref: SecretKeyRef,
+}
+
+/// MySQL, exactly one of `managed` or `external`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.managed) != has(self.external)", "message": "set exactly one of managed or external"}
+]))]
+pub struct DatabaseSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedDatabase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+}
+
+/// A single-replica MySQL StatefulSet run by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedDatabase {
+    #[serde(default = "default_mysql_image")]
+    pub image: String,
+    /// Size of the data volume, e.g. `10Gi`.
+    #[serde(default = "default_storage_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub storage_size: String,
+    /// Storage class of the data volume (unset: the cluster default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_mysql_image() -> String {
+    "mysql:8.4".to_owned()
+}
+
+fn default_storage_size() -> String {
+    "10Gi".to_owned()
+}
+
+/// Redis, exactly one of `managed` or `external`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.managed) != has(self.external)", "message": "set exactly one of managed or external"}
+]))]
+pub struct RedisSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedRedis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+}
+
+/// A single-replica Redis (a cache: no volume) run by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct ManagedRedis {
+    #[serde(default = "default_redis_image")]
+    pub image: String,
+}
+
+fn default_redis_image() -> String {
+    "redis:7.4-alpine".to_owned()
+}
+
+/// The seeded admin account.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminSpec {
+    #[serde(default = "default_admin_email")]
+    #[schemars(length(min = 3))]
+    pub email: String,
+    /// Where the admin password is kept; unset, the operator generates one into `<stack>-admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        AdminSpec { email: default_admin_email(), password_secret_ref: None }
+    }
+}
+
+fn default_admin_email() -> String {
+    "admin@mall.local".to_owned()
+}
+
+/// What the operator observed, written on the status subresource.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MallStackStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded, DatabaseReady, MigrationsComplete, Paused.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Ready and desired replicas per component (gateway, each service, mysql and redis when managed).
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentStatus>,
+    /// `ready/total` components, e.g. `10/10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_components: Option<String>,
+    /// Where the shop answers HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_endpoint: Option<String>,
+}
+
+impl MallStackStatus {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// A status condition (the shape of `metav1.Condition`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ComponentStatus {
+    pub ready: i32,
+    pub desired: i32,
+}
+
+/// A spec the API server would reject (mirrors the schema's CEL rules and ranges).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+fn spec_error(field: impl Into<String>, message: impl Into<String>) -> SpecError {
+    SpecError { field: field.into(), message: message.into() }
+}
+
+impl MallStackSpec {
+    /// Every rule of the schema that serde does not already enforce; the first violation.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.image.tag.is_empty() || self.image.tag == "latest" {
+            return Err(spec_error("spec.image.tag", "pin a version: the tag must not be empty or 'latest'"));
+        }
+        if self.image.repository.is_empty() {
+            return Err(spec_error("spec.image.repository", "must not be empty"));
+        }
+        check_scaling("spec.gateway", self.gateway.replicas, self.gateway.autoscaling.as_ref())?;
+        if let Some(port) = self.gateway.node_port {
+            if self.gateway.service_type != ServiceType::NodePort {
+                return Err(spec_error(
+                    "spec.gateway.nodePort",
+                    "nodePort is only allowed with serviceType NodePort",
+                ));
+            }
+            if !(30000..=32767).contains(&port) {
+                return Err(spec_error("spec.gateway.nodePort", "must be within 30000-32767"));
+            }
+        }
+        for (name, service) in self.services.iter() {
+            check_scaling(&format!("spec.services.{name}"), service.replicas, service.autoscaling.as_ref())?;
+        }
+        if self.database.managed.is_some() == self.database.external.is_some() {
+            return Err(spec_error("spec.database", "set exactly one of managed or external"));
+        }
+        if self.redis.managed.is_some() == self.redis.external.is_some() {
+            return Err(spec_error("spec.redis", "set exactly one of managed or external"));
+        }
+        let ttl_ok = {
+            let digits = self.token_ttl.trim_end_matches(['s', 'm', 'h', 'd']);
+            !digits.is_empty()
+                && digits.chars().all(|c| c.is_ascii_digit())
+                && self.token_ttl.len() - digits.len() <= 1
+        };
+        if !ttl_ok {
+            return Err(spec_error("spec.tokenTtl", "a duration like 30m, 24h or 7d"));
+        }
+        Ok(())
+    }
+}
+
+fn check_scaling(field: &str, replicas: i32, autoscaling: Option<&AutoscalingSpec>) -> Result<(), SpecError> {
+    if !(0..=100).contains(&replicas) {
+        return Err(spec_error(format!("{field}.replicas"), "must be within 0-100"));
+    }
+    if let Some(a) = autoscaling {
+        for (name, value) in [("minReplicas", a.min_replicas), ("maxReplicas", a.max_replicas)] {
+            if !(1..=100).contains(&value) {
+                return Err(spec_error(format!("{field}.autoscaling.{name}"), "must be within 1-100"));
+            }
+        }
+        if !(1..=100).contains(&a.target_cpu_utilization_percentage) {
+            return Err(spec_error(
+                format!("{field}.autoscaling.targetCPUUtilizationPercentage"),
+                "must be within 1-100",
+            ));
+        }
+        if a.min_replicas > a.max_replicas {
+            return Err(spec_error(
+                format!("{field}.autoscaling"),
+                "minReplicas must not exceed maxReplicas",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The seven gRPC services, in a fixed order (it is the order of every list the operator builds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Auth,
+    User,
+    Product,
+    Cart,
+    Order,
+    Payment,
+    Checkout,
+}
+
+impl Service {
+    pub const ALL: [Service; 7] = [
+        Service::Auth,
+        Service::User,
+        Service::Product,
+        Service::Cart,
+        Service::Order,
+        Service::Payment,
+        Service::Checkout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Auth => "auth",
+            Service::User => "user",
+            Service::Product => "product",
+            Service::Cart => "cart",
+            Service::Order => "order",
+            Service::Payment => "payment",
+            Service::Checkout => "checkout",
+        }
+    }
+
+    /// `MALL_<SERVICE>` — the prefix of this service's configuration names.
+    pub fn env_prefix(self) -> String {
+        format!("MALL_{}", self.name().to_uppercase())
+    }
+
+    /// Who calls this service over gRPC (the NetworkPolicy's allowed peers).
+    pub fn callers(self) -> &'static [&'static str] {
+        match self {
+            Service::Auth | Service::User | Service::Checkout => &["gateway"],
+            Service::Product => &["gateway", "checkout", "order", "cart"],
+            Service::Cart => &["gateway", "checkout"],
+            Service::Order => &["gateway", "checkout", "payment"],
+            Service::Payment => &["gateway", "checkout"],
+        }
+    }
+}
+
+impl ServicesSpec {
+    pub fn get(&self, service: Service) -> &ServiceSpec {
+        match service {
+            Service::Auth => &self.auth,
+            Service::User => &self.user,
+            Service::Product => &self.product,
+            Service::Cart => &self.cart,
+            Service::Order => &self.order,
+            Service::Payment => &self.payment,
+            Service::Checkout => &self.checkout,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &ServiceSpec)> {
+        Service::ALL.into_iter().map(|s| (s.name(), self.get(s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+    use crate::fixtures::{full_stack, minimal_stack};
+
+    #[test]
+    fn serde_round_trip_keeps_every_field() {
+        for stack in [minimal_stack(), full_stack()] {
+            let json = serde_json::to_string(&stack).unwrap();
+            let back: MallStack = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.spec, stack.spec);
+            let yaml = serde_saphyr::to_string(&stack.spec).unwrap();
+            let back: MallStackSpec = serde_saphyr::from_str(&yaml).unwrap();
+            assert_eq!(back, stack.spec);
+        }
+    }
+
+    #[test]
+    fn defaults_fill_a_sparse_manifest() {
+        let spec: MallStackSpec = serde_json::from_value(serde_json::json!({
+            "image": {"tag": "0.1.0"},
+            "database": {"managed": {}},
+            "redis": {"managed": {}},
+        }))
+        .unwrap();
+        assert_eq!(spec.image.repository, "ghcr.io/example/mall");
+        assert_eq!(spec.image.pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(spec.gateway.replicas, 1);
+        assert_eq!(spec.gateway.service_type, ServiceType::ClusterIP);
+        assert_eq!(spec.services.checkout.replicas, 1);
+        assert_eq!(spec.token_ttl, "24h");
+        assert_eq!(spec.admin.email, "admin@mall.local");
+        assert_eq!(spec.database.managed.as_ref().unwrap().storage_size, "10Gi");
+        assert!(!spec.paused && !spec.network_policies);
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_enum_values_are_rejected_by_serde() {
+        let bad = serde_json::json!({
+            "image": {"tag": "0.1.0", "pullPolicy": "Sometimes"},
+            "database": {"managed": {}},
+            "redis": {"managed": {}},
+        });
+        assert!(serde_json::from_value::<MallStackSpec>(bad).is_err());
+    }
+
+    fn schema() -> serde_json::Value {
+        let crd = MallStack::crd();
+        serde_json::to_value(&crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap()
+    }
+
+    #[test]
+    fn schema_carries_ranges_enums_and_cel_rules() {
+        let schema = schema();
+        let spec = &schema["properties"]["spec"]["properties"];
+        let gateway = &spec["gateway"];
+        let range = |v: &serde_json::Value| (v["minimum"].as_f64().unwrap(), v["maximum"].as_f64().unwrap());
+        assert_eq!(range(&gateway["properties"]["replicas"]), (0.0, 100.0));
+        assert_eq!(range(&gateway["properties"]["nodePort"]), (30000.0, 32767.0));
+        assert_eq!(range(&spec["services"]["properties"]["cart"]["properties"]["replicas"]), (0.0, 100.0));
+        assert_eq!(
+            gateway["properties"]["serviceType"]["enum"],
+            serde_json::json!(["ClusterIP", "NodePort", "LoadBalancer"])
+        );
+        assert_eq!(
+            spec["image"]["properties"]["pullPolicy"]["enum"],
+            serde_json::json!(["Always", "IfNotPresent", "Never"])
+        );
+        let autoscaling = &spec["services"]["properties"]["order"]["properties"]["autoscaling"];
+        assert_eq!(range(&autoscaling["properties"]["targetCPUUtilizationPercentage"]), (1.0, 100.0));
+        assert_eq!(range(&autoscaling["properties"]["minReplicas"]), (1.0, 100.0));
+        let rules = |v: &serde_json::Value| -> Vec<String> {
+            v["x-kubernetes-validations"]
+                .as_array()
+                .map(|a| a.iter().map(|r| r["rule"].as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(rules(autoscaling), ["self.minReplicas <= self.maxReplicas"]);
+        assert_eq!(rules(&spec["database"]), ["has(self.managed) != has(self.external)"]);
+        assert_eq!(rules(&spec["redis"]), ["has(self.managed) != has(self.external)"]);
+        assert!(rules(gateway).iter().any(|r| r.contains("self.serviceType == 'NodePort'")));
+        assert!(rules(&spec["image"]).iter().any(|r| r.contains("'latest'")));
+    }
+
+    #[test]
+    fn cel_rules_accept_good_specs_and_reject_bad_ones() {
+        use kube::core::cel::validate_cel;
+        assert!(validate_cel(&minimal_stack()).is_ok());
+        assert!(validate_cel(&full_stack()).is_ok());
+
+        let mut both = minimal_stack();
+        both.spec.database.external =
+            Some(ExternalSpec { secret_ref: SecretKeyRef { name: "db".into(), key: "url".into() } });
+        assert!(validate_cel(&both).is_err());
+
+        let mut neither = minimal_stack();
+        neither.spec.redis.managed = None;
+        assert!(validate_cel(&neither).is_err());
+
+        let mut inverted = minimal_stack();
+        inverted.spec.services.cart.autoscaling =
+            Some(AutoscalingSpec { min_replicas: 5, max_replicas: 2, target_cpu_utilization_percentage: 70 });
+        assert!(validate_cel(&inverted).is_err());
+
+        let mut stray_port = minimal_stack();
+        stray_port.spec.gateway.node_port = Some(30080);
+        assert!(validate_cel(&stray_port).is_err());
+        stray_port.spec.gateway.service_type = ServiceType::NodePort;
+        assert!(validate_cel(&stray_port).is_ok());
+
+        let mut latest = minimal_stack();
+        latest.spec.image.tag = "latest".into();
+        assert!(validate_cel(&latest).is_err());
+    }
+
+    #[test]
+    fn validate_mirrors_the_schema() {
+        minimal_stack().spec.validate().unwrap();
+        full_stack().spec.validate().unwrap();
+        let check = |edit: &dyn Fn(&mut MallStackSpec), field: &str| {
+            let mut spec = minimal_stack().spec;
+            edit(&mut spec);
+            let err = spec.validate().unwrap_err();
+            assert!(err.field.starts_with(field), "{err} should name {field}");
+        };
+        check(
+            &|s| {
+                s.services.order.autoscaling = Some(AutoscalingSpec {
+                    min_replicas: 4,
+                    max_replicas: 3,
+                    target_cpu_utilization_percentage: 80,
+                })
+            },
+            "spec.services.order.autoscaling",
+        );
+        check(
+            &|s| {
+                s.database.external =
+                    Some(ExternalSpec { secret_ref: SecretKeyRef { name: "db".into(), key: "url".into() } })
+            },
+            "spec.database",
+        );
+        check(&|s| s.redis.managed = None, "spec.redis");
+        check(
+            &|s| {
+                s.gateway.service_type = ServiceType::NodePort;
+                s.gateway.node_port = Some(29999);
+            },
+            "spec.gateway.nodePort",
+        );
+        check(
+            &|s| {
+                s.gateway.service_type = ServiceType::NodePort;
+                s.gateway.node_port = Some(32768);
+            },
+            "spec.gateway.nodePort",
+        );
+        check(&|s| s.gateway.node_port = Some(30080), "spec.gateway.nodePort");
+        check(&|s| s.services.auth.replicas = 101, "spec.services.auth.replicas");
+        check(&|s| s.gateway.replicas = -1, "spec.gateway.replicas");
+        check(
+            &|s| {
+                s.gateway.autoscaling = Some(AutoscalingSpec {
+                    min_replicas: 1,
+                    max_replicas: 3,
+                    target_cpu_utilization_percentage: 0,
+                })
+            },
+            "spec.gateway.autoscaling.targetCPUUtilizationPercentage",
+        );
+        check(&|s| s.image.tag = "latest".into(), "spec.image.tag");
+        check(&|s| s.token_ttl = "1 day".into(), "spec.tokenTtl");
+    }
+
+    #[test]
+    fn printer_columns_show_ready_components_tag_and_age() {
+        let crd = MallStack::crd();
+        let columns: Vec<_> = crd.spec.versions[0]
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| (c.name.as_str(), c.json_path.as_str()))
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("Ready", ".status.conditions[?(@.type==\"Ready\")].status"),
+                ("Components", ".status.readyComponents"),
+                ("Image", ".spec.image.tag"),
+                ("Age", ".metadata.creationTimestamp"),
+            ]
+        );
+        assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
+        assert_eq!(crd.spec.scope, "Namespaced");
+    }
+}

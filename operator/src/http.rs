@@ -1,0 +1,66 @@
+//! The operator's own HTTP endpoints: `/metrics`, `/healthz` and `/readyz`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+use crate::metrics::Metrics;
+
+/// What the endpoints report on.
+#[derive(Default)]
+pub struct Health {
+    pub metrics: Arc<Metrics>,
+    /// Set once the API server was reached; a standby replica is ready too.
+    pub ready: AtomicBool,
+}
+
+pub fn app(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(h): State<Arc<Health>>| async move {
+                if h.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }),
+        )
+        .route("/metrics", get(|State(h): State<Arc<Health>>| async move { h.metrics.render() }))
+        .with_state(health)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String) {
+        let response = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn probes_and_metrics() {
+        let health = Arc::new(Health::default());
+        assert_eq!(get(app(health.clone()), "/healthz").await, (StatusCode::OK, "ok".into()));
+        assert_eq!(get(app(health.clone()), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        health.ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(app(health.clone()), "/readyz").await.0, StatusCode::OK);
+        health.metrics.failed("apply");
+        let (status, text) = get(app(health), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("mall_operator_reconcile_failures_total{error=\"apply\"} 1"));
+    }
+}

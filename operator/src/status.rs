@@ -1,0 +1,286 @@
+//! Status from what the cluster reports: ready and desired replicas per component, migrations, the
+//! database, and the conditions derived from them. Pure, so it is compared with the current status
+//! and written only when it changed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Service as KubeService;
+
+use crate::builders::{GATEWAY_PORT, MigrationState, child_name, migration_job_name, namespace};
+use crate::crd::{ComponentStatus, Condition, MallStack, MallStackStatus, Service, ServiceType};
+
+/// What the operator saw of the stack's children, by object name.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub deployments: BTreeMap<String, Deployment>,
+    pub stateful_sets: BTreeMap<String, StatefulSet>,
+    pub jobs: BTreeMap<String, Job>,
+    pub gateway_service: Option<KubeService>,
+}
+
+/// A failure to report on the stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    pub message: String,
+}
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const DATABASE_READY: &str = "DatabaseReady";
+pub const MIGRATIONS_COMPLETE: &str = "MigrationsComplete";
+pub const PAUSED: &str = "Paused";
+
+fn deployment_status(observed: &Observed, name: &str) -> (i32, Option<i32>) {
+    let d = observed.deployments.get(name);
+    let ready = d.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
+    let spec_replicas = d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
+    (ready, spec_replicas)
+}
+
+fn components(stack: &MallStack, observed: &Observed) -> BTreeMap<String, ComponentStatus> {
+    let mut out = BTreeMap::new();
+    let mut mall = vec![("gateway", stack.spec.gateway.replicas, stack.spec.gateway.autoscaling.as_ref())];
+    mall.extend(stack.spec.services.iter().map(|(n, s)| (n, s.replicas, s.autoscaling.as_ref())));
+    for (component, replicas, autoscaling) in mall {
+        let (ready, observed_replicas) = deployment_status(observed, &child_name(stack, component));
+        let desired = match autoscaling {
+            // The autoscaler decides; until it has, its minimum.
+            Some(a) => observed_replicas.unwrap_or(a.min_replicas).max(a.min_replicas),
+            None => replicas,
+        };
+        out.insert(component.to_owned(), ComponentStatus { ready, desired });
+    }
+    if stack.spec.database.managed.is_some() {
+        let ready = observed
+            .stateful_sets
+            .get(&child_name(stack, "mysql"))
+            .and_then(|s| s.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        out.insert("mysql".to_owned(), ComponentStatus { ready, desired: 1 });
+    }
+    if stack.spec.redis.managed.is_some() {
+        let (ready, _) = deployment_status(observed, &child_name(stack, "redis"));
+        out.insert("redis".to_owned(), ComponentStatus { ready, desired: 1 });
+    }
+    out
+}
+
+fn gateway_endpoint(
+    stack: &MallStack,
+    observed: &Observed,
+    previous: Option<&MallStackStatus>,
+) -> Option<String> {
+    let port = observed
+        .gateway_service
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first());
+    match stack.spec.gateway.service_type {
+        ServiceType::ClusterIP => Some(format!(
+            "http://{}.{}.svc.cluster.local:{GATEWAY_PORT}",
+            child_name(stack, "gateway"),
+            namespace(stack)
+        )),
+        ServiceType::NodePort => port
+            .and_then(|p| p.node_port)
+            .or(stack.spec.gateway.node_port)
+            .map(|p| format!("http://<node-address>:{p}"))
+            .or_else(|| previous.and_then(|p| p.gateway_endpoint.clone())),
+        ServiceType::LoadBalancer => observed
+            .gateway_service
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .and_then(|i| i.first())
+            .and_then(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+            .map(|host| format!("http://{host}:{GATEWAY_PORT}"))
+            .or_else(|| previous.and_then(|p| p.gateway_endpoint.clone())),
+    }
+}
+
+/// The status of `stack` given what was observed and, if the reconcile failed, why. Conditions keep
+/// their `lastTransitionTime` from `previous` while their status holds; `now` stamps the others.
+pub fn compute(
+    stack: &MallStack,
+    observed: &Observed,
+    failure: Option<&Failure>,
+    previous: Option<&MallStackStatus>,
+    now: &str,
+) -> MallStackStatus {
+    let generation = stack.metadata.generation;
+    let components = components(stack, observed);
+    let ready_count = components.values().filter(|c| c.ready >= c.desired).count();
+    let all_ready = ready_count == components.len();
+
+    let migrations: Vec<(Service, MigrationState)> = Service::ALL
+        .into_iter()
+        .map(|s| (s, MigrationState::of(observed.jobs.get(&migration_job_name(stack, s)))))
+        .collect();
+    let failed: Vec<&str> =
+        migrations.iter().filter(|(_, m)| *m == MigrationState::Failed).map(|(s, _)| s.name()).collect();
+    let pending: Vec<&str> =
+        migrations.iter().filter(|(_, m)| *m != MigrationState::Succeeded).map(|(s, _)| s.name()).collect();
+
+    let database = if stack.spec.database.managed.is_some() {
+        let mysql = components["mysql"];
+        if mysql.ready >= 1 {
+            (true, "MySQLReady", "the managed MySQL is ready".to_owned())
+        } else {
+            (false, "MySQLNotReady", "waiting for the managed MySQL".to_owned())
+        }
+    } else {
+        (true, "External", "an external database is used".to_owned())
+    };
+
+    let migrated = pending.is_empty();
+    let migration_condition = if migrated {
+        (true, "Succeeded", "every service's migrations ran for this image".to_owned())
+    } else if !failed.is_empty() {
+        (false, "MigrationFailed", format!("migration Jobs failed: {}", failed.join(", ")))
+    } else {
+        (false, "Pending", format!("waiting for migrations: {}", pending.join(", ")))
+    };
+
+    let degraded = match (failure, failed.is_empty()) {
+        (Some(f), _) => (true, f.reason.clone(), f.message.clone()),
+        (None, false) => (true, "MigrationFailed".to_owned(), migration_condition.2.clone()),
+        (None, true) => (false, "AsExpected".to_owned(), String::new()),
+    };
+    let ready = all_ready && migrated && !degraded.0;
+    let not_ready: Vec<&str> =
+        components.iter().filter(|(_, c)| c.ready < c.desired).map(|(n, _)| n.as_str()).collect();
+    let ready_condition = if ready {
+        (true, "AllComponentsReady", format!("{ready_count}/{} components ready", components.len()))
+    } else if degraded.0 {
+        (false, "Degraded", degraded.2.clone())
+    } else if !not_ready.is_empty() {
+        (false, "ComponentsNotReady", format!("not ready: {}", not_ready.join(", ")))
+    } else {
+        (false, "MigrationsPending", migration_condition.2.clone())
+    };
+    let paused = stack.spec.paused;
+    let progressing = !ready && !degraded.0 && !paused;
+
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" }.to_owned();
+        let kept = previous
+            .and_then(|p| p.condition(type_))
+            .filter(|c| c.status == status)
+            .and_then(|c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: Some(kept.unwrap_or_else(|| now.to_owned())),
+            observed_generation: generation,
+        }
+    };
+    let conditions = vec![
+        condition(READY, ready_condition.0, ready_condition.1, ready_condition.2),
+        condition(
+            PROGRESSING,
+            progressing,
+            if progressing { "Reconciling" } else { "Idle" },
+            if progressing { "rolling out the stack".to_owned() } else { String::new() },
+        ),
+        condition(DEGRADED, degraded.0, &degraded.1, degraded.2),
+        condition(DATABASE_READY, database.0, database.1, database.2),
+        condition(MIGRATIONS_COMPLETE, migration_condition.0, migration_condition.1, migration_condition.2),
+        condition(
+            PAUSED,
+            paused,
+            if paused { "Paused" } else { "Reconciling" },
+            if paused { "spec.paused is set: children are not changed".to_owned() } else { String::new() },
+        ),
+    ];
+    MallStackStatus {
+        observed_generation: generation,
+        conditions,
+        ready_components: Some(format!("{ready_count}/{}", components.len())),
+        components,
+        gateway_endpoint: gateway_endpoint(stack, observed, previous),
+    }
+}
+
+/// Conditions whose status differs between `previous` and `next` (a missing one counts as changed
+/// only when it is `True` now): what events are published for.
+pub fn transitions<'a>(previous: Option<&MallStackStatus>, next: &'a MallStackStatus) -> Vec<&'a Condition> {
+    next.conditions
+        .iter()
+        .filter(|c| match previous.and_then(|p| p.condition(&c.type_)) {
+            Some(before) => before.status != c.status,
+            None => c.status == "True",
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+
+    use super::*;
+    use crate::builders::{ExistingSecrets, desired};
+    use crate::fixtures::{all_ready, minimal_stack};
+
+    #[test]
+    fn fresh_stack_is_progressing() {
+        let stack = minimal_stack();
+        let status = compute(&stack, &Observed::default(), None, None, "t0");
+        assert_eq!(status.ready_components.as_deref(), Some("0/10"));
+        assert_eq!(status.condition(READY).unwrap().status, "False");
+        assert_eq!(status.condition(PROGRESSING).unwrap().status, "True");
+        assert_eq!(status.condition(DEGRADED).unwrap().status, "False");
+        assert_eq!(status.condition(DATABASE_READY).unwrap().reason, "MySQLNotReady");
+        assert_eq!(status.condition(MIGRATIONS_COMPLETE).unwrap().reason, "Pending");
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(
+            status.gateway_endpoint.as_deref(),
+            Some("http://shop-gateway.mall.svc.cluster.local:8889")
+        );
+    }
+
+    #[test]
+    fn everything_ready_is_ready_and_times_are_kept() {
+        let stack = minimal_stack();
+        let observed = all_ready(&desired(&stack, &ExistingSecrets::new()));
+        let first = compute(&stack, &observed, None, None, "t0");
+        assert_eq!(first.ready_components.as_deref(), Some("10/10"));
+        assert_eq!(first.condition(READY).unwrap().status, "True");
+        assert_eq!(first.condition(PROGRESSING).unwrap().status, "False");
+        assert_eq!(first.condition(MIGRATIONS_COMPLETE).unwrap().status, "True");
+        let again = compute(&stack, &observed, None, Some(&first), "t1");
+        assert_eq!(again, first, "nothing changed: identical status, so no write");
+        assert!(transitions(Some(&first), &again).is_empty());
+
+        let mut one_down = observed.clone();
+        let cart = one_down.deployments.get_mut("shop-cart").unwrap();
+        cart.status = Some(DeploymentStatus { ready_replicas: Some(0), ..Default::default() });
+        let degraded = compute(&stack, &one_down, None, Some(&first), "t2");
+        assert_eq!(degraded.ready_components.as_deref(), Some("9/10"));
+        let ready = degraded.condition(READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.last_transition_time.as_deref()), ("False", Some("t2")));
+        assert!(ready.message.contains("cart"));
+        assert_eq!(degraded.condition(DATABASE_READY).unwrap().last_transition_time.as_deref(), Some("t0"));
+        let changed: Vec<_> = transitions(Some(&first), &degraded).iter().map(|c| c.type_.clone()).collect();
+        assert_eq!(changed, [READY, PROGRESSING]);
+    }
+
+    #[test]
+    fn a_failure_degrades() {
+        let stack = minimal_stack();
+        let failure = Failure { reason: "ApplyFailed".into(), message: "boom".into() };
+        let status = compute(&stack, &Observed::default(), Some(&failure), None, "t0");
+        let degraded = status.condition(DEGRADED).unwrap();
+        assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "ApplyFailed"));
+        assert_eq!(degraded.message, "boom");
+        assert_eq!(status.condition(PROGRESSING).unwrap().status, "False");
+    }
+}
