@@ -2,7 +2,7 @@
 //! manager, compute status from what the cluster reports, write it only when it changed, and publish
 //! events on transitions. Failures back off per object.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::{NamespaceResourceScope, jiff};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -25,24 +25,27 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::builders::{self, ExistingSecrets, MANAGER, MigrationState, rollout_allowed, stack_selector};
+use crate::builders::{
+    self, Desired, ExistingSecrets, MANAGER, MigrationState, rollout_allowed, stack_selector,
+};
 use crate::crd::{Condition, MallStack, MallStackStatus};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics;
 use crate::status::{self, Failure, Observed};
 
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
     failures: Mutex<HashMap<ObjectRef<MallStack>, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Context {
+    /// `instance` names this replica in events. Installs the metrics recorder if nothing did yet.
+    pub fn new(client: Client, instance: Option<String>) -> Context {
+        crate::metrics::install();
         let recorder = Recorder::new(client.clone(), Reporter { controller: MANAGER.to_owned(), instance });
-        Context { client, recorder, metrics, failures: Mutex::new(HashMap::new()) }
+        Context { client, recorder, failures: Mutex::new(HashMap::new()) }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<MallStack>, u32>> {
@@ -74,12 +77,12 @@ pub fn error_policy(stack: Arc<MallStack>, error: &Error, ctx: Arc<Context>) -> 
 pub async fn reconcile(stack: Arc<MallStack>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     let result = reconcile_stack(&stack, &ctx).await;
-    ctx.metrics.reconciled(started.elapsed());
+    metrics::reconciled(started.elapsed());
     match &result {
         Ok(_) => {
             ctx.failures().remove(&ObjectRef::from(stack.as_ref()));
         }
-        Err(e) => ctx.metrics.failed(e.metric_label()),
+        Err(e) => metrics::failed(e.metric_label()),
     }
     result
 }
@@ -126,7 +129,8 @@ where
     Ok(stored)
 }
 
-/// Applies every child, in dependency order, recording what the API server returns in `observed`.
+/// Applies every child, in dependency order, recording what the API server returns in `observed`; then
+/// deletes the children no longer wanted.
 async fn apply_children(
     stack: &MallStack,
     client: &Client,
@@ -164,7 +168,97 @@ async fn apply_children(
     apply_all(client, ns, &desired.pod_disruption_budgets).await?;
     apply_all(client, ns, &desired.autoscalers).await?;
     apply_all(client, ns, &desired.network_policies).await?;
+    prune(stack, client, ns, &desired, observed).await
+}
+
+/// Deletes the children the stack no longer wants: PodDisruptionBudgets, autoscalers and NetworkPolicies
+/// not in `desired` (after scaling back to one replica, dropping autoscaling, turning policies off),
+/// and, once every migration Job of the current image succeeded, the migration Jobs of earlier images.
+/// Only objects this stack controls (by owner reference) are deleted.
+async fn prune(
+    stack: &MallStack,
+    client: &Client,
+    ns: &str,
+    desired: &Desired,
+    observed: &mut Observed,
+) -> Result<()> {
+    let selector = stack_selector(stack);
+    prune_kind(stack, client, ns, &selector, &desired.pod_disruption_budgets).await?;
+    prune_kind(stack, client, ns, &selector, &desired.autoscalers).await?;
+    prune_kind(stack, client, ns, &selector, &desired.network_policies).await?;
+
+    let current: BTreeSet<String> = desired.migrations.iter().map(|(_, job, _)| job.name_any()).collect();
+    let migrated =
+        current.iter().all(|name| MigrationState::of(observed.jobs.get(name)) == MigrationState::Succeeded);
+    if migrated {
+        let stale: Vec<Job> = observed
+            .jobs
+            .values()
+            .filter(|job| !current.contains(&job.name_any()) && controlled_by(stack, *job))
+            .cloned()
+            .collect();
+        for job in stale {
+            delete(client, ns, &job).await?;
+            observed.jobs.remove(&job.name_any());
+        }
+    }
     Ok(())
+}
+
+/// Deletes the objects of one kind that the stack controls but no longer wants.
+async fn prune_kind<K>(
+    stack: &MallStack,
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    wanted: &[K],
+) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + k8s_openapi::Resource,
+    K: Clone + DeserializeOwned + Debug,
+{
+    let wanted: BTreeSet<String> = wanted.iter().map(ResourceExt::name_any).collect();
+    for obj in list::<K>(client, ns, selector).await? {
+        if !wanted.contains(&obj.name_any()) && controlled_by(stack, &obj) {
+            delete(client, ns, &obj).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `stack` is the controller of `obj` (its owner reference names the stack's uid).
+fn controlled_by<K: Resource>(stack: &MallStack, obj: &K) -> bool {
+    let Some(uid) = stack.meta().uid.as_deref() else { return false };
+    obj.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Deletes `obj` (that very object: the uid is a precondition), its dependents in the background (a
+/// Job's pods). Already gone, or replaced meanwhile, is fine.
+async fn delete<K>(client: &Client, ns: &str, obj: &K) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + k8s_openapi::Resource,
+    K: Clone + DeserializeOwned + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj.name_any();
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: obj
+            .meta()
+            .uid
+            .clone()
+            .map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => {
+            tracing::info!(kind, name, "deleted a child that is no longer wanted");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.is_not_found() || status.is_conflict() => Ok(()),
+        Err(source) => Err(Error::Prune { kind, name, source }),
+    }
 }
 
 async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {

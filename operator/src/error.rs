@@ -18,6 +18,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot delete {kind} {name}, no longer wanted: {source}")]
+    Prune {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot write the status: {0}")]
     Status(#[source] kube::Error),
     #[error("the stack has no {0}")]
@@ -33,6 +40,7 @@ impl Error {
             Error::Apply { source: kube::Error::Api(status), .. } if status.is_invalid() => "apply_invalid",
             Error::Apply { source: kube::Error::Api(status), .. } if status.is_conflict() => "apply_conflict",
             Error::Apply { .. } => "apply",
+            Error::Prune { .. } => "prune",
             Error::Status(_) => "status",
             Error::MissingField(_) => "missing_field",
         }
@@ -46,6 +54,7 @@ impl Error {
             "apply_invalid" => "ApplyRejected",
             "apply_conflict" => "ApplyConflict",
             "apply" => "ApplyFailed",
+            "prune" => "PruneFailed",
             "status" => "StatusFailed",
             _ => "MissingField",
         }

@@ -8,17 +8,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::metrics::Metrics;
-
-/// What the endpoints report on.
+/// What the probes report on.
 #[derive(Default)]
 pub struct Health {
-    pub metrics: Arc<Metrics>,
     /// Set once the API server was reached; a standby replica is ready too.
     pub ready: AtomicBool,
 }
 
+/// The endpoints; `/metrics` renders the process-wide recorder (installed here if nothing did yet).
 pub fn app(health: Arc<Health>) -> Router {
+    crate::metrics::install();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -31,7 +30,7 @@ pub fn app(health: Arc<Health>) -> Router {
                 }
             }),
         )
-        .route("/metrics", get(|State(h): State<Arc<Health>>| async move { h.metrics.render() }))
+        .route("/metrics", get(|| async { crate::metrics::render() }))
         .with_state(health)
 }
 
@@ -58,9 +57,10 @@ mod tests {
         assert_eq!(get(app(health.clone()), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
         health.ready.store(true, Ordering::Relaxed);
         assert_eq!(get(app(health.clone()), "/readyz").await.0, StatusCode::OK);
-        health.metrics.failed("apply");
+        crate::metrics::failed("http_test");
         let (status, text) = get(app(health), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(text.contains("mall_operator_reconcile_failures_total{error=\"apply\"} 1"));
+        assert!(text.contains("mall_operator_reconcile_failures_total{error=\"http_test\"} 1"), "{text}");
+        assert!(text.contains("mall_operator_reconciles_total"), "{text}");
     }
 }

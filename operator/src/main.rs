@@ -27,12 +27,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    mall_runtime::init_tracing();
     let args = Args::parse();
     let identity = args.identity.unwrap_or_else(|| format!("mall-operator-{}", std::process::id()));
 
@@ -53,11 +48,15 @@ async fn main() -> anyhow::Result<()> {
         LeaseLock::new(client.clone(), &args.namespace, &args.lease, &identity, Duration::from_secs(15));
     tokio::select! {
         () = lock.acquire() => {}
-        _ = tokio::signal::ctrl_c() => { stop.cancel(); return Ok(()); }
+        () = mall_runtime::shutdown_signal() => {
+            stop.cancel();
+            server.await??;
+            return Ok(());
+        }
     }
     tracing::info!(identity = %lock.identity(), "leading: starting the controller");
 
-    let ctx = Arc::new(Context::new(client, health.metrics.clone(), Some(identity)));
+    let ctx = Arc::new(Context::new(client, Some(identity)));
     let lost = tokio_util::sync::CancellationToken::new();
     let controller = {
         let lost = lost.clone();

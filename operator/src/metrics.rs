@@ -1,68 +1,51 @@
-//! The operator's own metrics, rendered in the Prometheus text format on `/metrics`.
+//! The operator's own metrics, recorded with the `metrics` macros into the process-wide Prometheus
+//! recorder of `mall-runtime` and rendered on `/metrics`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the reconcile duration histogram.
-const BUCKETS: [f64; 8] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0];
+/// Reconciles run.
+pub const RECONCILES: &str = "mall_operator_reconciles_total";
+/// Failed reconciles, by error kind (`error` label: [`crate::error::Error::metric_label`]).
+pub const FAILURES: &str = "mall_operator_reconcile_failures_total";
+/// How long a reconcile took (a histogram: `mall-runtime` gives `*_duration_seconds` buckets).
+pub const DURATION: &str = "mall_operator_reconcile_duration_seconds";
 
-#[derive(Default)]
-pub struct Metrics {
-    reconciles: AtomicU64,
-    failures: Mutex<BTreeMap<&'static str, u64>>,
-    durations: Mutex<Histogram>,
+/// Installs the recorder if nothing did yet, and describes the operator's series (once).
+pub fn install() {
+    static DESCRIBED: Once = Once::new();
+    mall_runtime::metrics_handle();
+    DESCRIBED.call_once(|| {
+        metrics::describe_counter!(RECONCILES, "Reconciles run.");
+        metrics::describe_counter!(FAILURES, "Failed reconciles by error kind.");
+        metrics::describe_histogram!(DURATION, "How long a reconcile took.");
+        // Shown as 0 before the first reconcile, rather than missing.
+        metrics::counter!(RECONCILES).increment(0);
+    });
 }
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// Records one reconcile (successful or not) and how long it took.
+pub fn reconciled(took: Duration) {
+    metrics::counter!(RECONCILES).increment(1);
+    metrics::histogram!(DURATION).record(took.as_secs_f64());
 }
 
-impl Metrics {
-    pub fn reconciled(&self, took: Duration) {
-        self.reconciles.fetch_add(1, Ordering::Relaxed);
-        let secs = took.as_secs_f64();
-        let mut h = self.durations.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
-    }
+/// Records one failed reconcile.
+pub fn failed(label: &'static str) {
+    metrics::counter!(FAILURES, "error" => label).increment(1);
+}
 
-    pub fn failed(&self, label: &'static str) {
-        *self.failures.lock().unwrap_or_else(|e| e.into_inner()).entry(label).or_default() += 1;
-    }
+/// Everything recorded, in the Prometheus text format.
+pub fn render() -> String {
+    install();
+    mall_runtime::metrics_handle().render()
+}
 
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP mall_operator_reconciles_total Reconciles run.");
-        let _ = writeln!(out, "# TYPE mall_operator_reconciles_total counter");
-        let _ = writeln!(out, "mall_operator_reconciles_total {}", self.reconciles.load(Ordering::Relaxed));
-        let _ =
-            writeln!(out, "# HELP mall_operator_reconcile_failures_total Failed reconciles by error kind.");
-        let _ = writeln!(out, "# TYPE mall_operator_reconcile_failures_total counter");
-        for (label, n) in self.failures.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "mall_operator_reconcile_failures_total{{error=\"{label}\"}} {n}");
-        }
-        let h = self.durations.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(out, "# HELP mall_operator_reconcile_duration_seconds How long a reconcile took.");
-        let _ = writeln!(out, "# TYPE mall_operator_reconcile_duration_seconds histogram");
-        for (bound, n) in BUCKETS.iter().zip(h.counts) {
-            let _ = writeln!(out, "mall_operator_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(out, "mall_operator_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "mall_operator_reconcile_duration_seconds_sum {}", h.sum);
-        let _ = writeln!(out, "mall_operator_reconcile_duration_seconds_count {}", h.count);
-        out
-    }
+/// The value of one series (`name` or `name{labels}`, as rendered), if recorded. Tests share the
+/// process-wide recorder, so they compare values before and after rather than expect exact counts.
+#[cfg(test)]
+pub(crate) fn value(series: &str) -> Option<f64> {
+    render().lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -71,16 +54,28 @@ mod tests {
 
     #[test]
     fn renders_counts_failures_and_durations() {
-        let m = Metrics::default();
-        m.reconciled(Duration::from_millis(30));
-        m.reconciled(Duration::from_secs(2));
-        m.failed("apply");
-        m.failed("apply");
-        let text = m.render();
-        assert!(text.contains("mall_operator_reconciles_total 2\n"));
-        assert!(text.contains("mall_operator_reconcile_failures_total{error=\"apply\"} 2\n"));
-        assert!(text.contains("mall_operator_reconcile_duration_seconds_bucket{le=\"0.05\"} 1\n"));
-        assert!(text.contains("mall_operator_reconcile_duration_seconds_bucket{le=\"5\"} 2\n"));
-        assert!(text.contains("mall_operator_reconcile_duration_seconds_count 2\n"));
+        install();
+        let before = value(RECONCILES).expect("the counter is shown from the start");
+        reconciled(Duration::from_millis(30));
+        reconciled(Duration::from_secs(2));
+        failed("metrics_test");
+        failed("metrics_test");
+        let text = render();
+        assert!(text.contains("# TYPE mall_operator_reconciles_total counter\n"), "{text}");
+        assert!(value(RECONCILES).unwrap() >= before + 2.0, "{text}");
+        assert!(
+            text.contains("mall_operator_reconcile_failures_total{error=\"metrics_test\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE mall_operator_reconcile_duration_seconds histogram\n"), "{text}");
+        for series in [
+            "mall_operator_reconcile_duration_seconds_bucket{le=\"0.05\"}",
+            "mall_operator_reconcile_duration_seconds_bucket{le=\"5\"}",
+            "mall_operator_reconcile_duration_seconds_bucket{le=\"+Inf\"}",
+            "mall_operator_reconcile_duration_seconds_count",
+        ] {
+            assert!(value(series).is_some_and(|n| n >= 1.0), "{series} in {text}");
+        }
+        assert!(value("mall_operator_reconcile_duration_seconds_sum").is_some_and(|s| s >= 2.03), "{text}");
     }
 }

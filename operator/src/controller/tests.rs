@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::builders::{Desired, desired};
 use crate::crd::MallStack;
-use crate::fixtures::{ApiServerVerifier, minimal_stack, mock_client, settled};
+use crate::fixtures::{ApiServerVerifier, Received, full_stack, minimal_stack, mock_client, settled};
 
 const SECRETS: &str = "/api/v1/namespaces/mall/secrets";
 const JOBS: &str = "/apis/batch/v1/namespaces/mall/jobs";
@@ -19,6 +19,9 @@ const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/mall/deployments";
 const STATEFULSETS: &str = "/apis/apps/v1/namespaces/mall/statefulsets";
 const STATUS: &str = "/apis/mall.example.com/v1alpha1/namespaces/mall/mallstacks/shop/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/mall/events";
+const PDBS: &str = "/apis/policy/v1/namespaces/mall/poddisruptionbudgets";
+const HPAS: &str = "/apis/autoscaling/v2/namespaces/mall/horizontalpodautoscalers";
+const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/mall/networkpolicies";
 
 fn entry<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> (String, Value) {
     let path = format!("{}/{}", K::url_path(&(), Some("mall")), obj.meta().name.as_ref().unwrap());
@@ -46,7 +49,7 @@ fn expected_applies(d: &Desired, migrated: bool) -> Vec<(String, Value)> {
 }
 
 fn context(client: kube::Client) -> Arc<Context> {
-    Arc::new(Context::new(client, Arc::new(Metrics::default()), Some("test".into())))
+    Arc::new(Context::new(client, Some("test".into())))
 }
 
 /// Plays the four reads every reconcile starts with.
@@ -61,6 +64,46 @@ async fn reads(
     server.list(JOBS, "Job", jobs).await;
     server.list(DEPLOYMENTS, "Deployment", deployments).await;
     server.list(STATEFULSETS, "StatefulSet", sts).await;
+}
+
+/// Plays the three lists that follow the applies (what might be pruned), answering them with `items`
+/// and expecting no deletion.
+async fn nothing_pruned(
+    server: &mut ApiServerVerifier,
+    pdbs: Vec<Value>,
+    hpas: Vec<Value>,
+    policies: Vec<Value>,
+) {
+    server.list(PDBS, "PodDisruptionBudget", pdbs).await;
+    server.list(HPAS, "HorizontalPodAutoscaler", hpas).await;
+    server.list(POLICIES, "NetworkPolicy", policies).await;
+}
+
+/// Expects the deletion of `path`: dependents in the background, only the very object listed.
+async fn deletion(server: &mut ApiServerVerifier, path: &str, uid: &str) -> Received {
+    let received = server.expect(Method::DELETE, path).await;
+    assert_eq!(received.body["propagationPolicy"], "Background", "{path}");
+    assert_eq!(received.body["preconditions"]["uid"], uid, "{path}");
+    received
+}
+
+fn deleted(received: Received) {
+    received.ok(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}));
+}
+
+/// `obj` as the API server lists it: with a uid.
+fn stored<K: Serialize>(obj: &K) -> Value {
+    let mut value = serde_json::to_value(obj).unwrap();
+    value["metadata"]["uid"] = json!(format!("uid-{}", value["metadata"]["name"].as_str().unwrap()));
+    value
+}
+
+fn uid(value: &Value) -> String {
+    value["metadata"]["uid"].as_str().unwrap().to_owned()
+}
+
+fn path_of(base: &str, value: &Value) -> String {
+    format!("{base}/{}", value["metadata"]["name"].as_str().unwrap())
 }
 
 /// Answers the applies of `expected`, asserting each body (generated Secret values are random: only
@@ -145,6 +188,7 @@ async fn first_reconcile_applies_every_child_then_settles_without_status_writes(
         async move {
             reads(&mut server, vec![], vec![], vec![], vec![]).await;
             let stored = applies(&mut server, &expected, settled).await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
             let status = status_patch(&mut server, &stack).await;
             assert_eq!(status["readyComponents"], "10/10");
             assert_eq!(status["observedGeneration"], 1);
@@ -158,6 +202,7 @@ async fn first_reconcile_applies_every_child_then_settles_without_status_writes(
             tx.send((stored, status, server)).ok();
         }
     };
+    let reconciles = metrics::value(metrics::RECONCILES).unwrap();
     let action = run(stack.clone(), ctx.clone(), script).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
     let (stored, status, mut server) = rx.await.unwrap();
@@ -178,26 +223,32 @@ async fn first_reconcile_applies_every_child_then_settles_without_status_writes(
             received.ok(secret);
         }
         applies(&mut server, &expected[secrets.len()..], settled).await;
+        nothing_pruned(&mut server, vec![], vec![], vec![]).await;
         // No status patch and no event follow: the reconcile must end here.
     };
     let action = run(settled_stack, ctx.clone(), script).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
-    let text = ctx.metrics.render();
-    assert!(text.contains("mall_operator_reconciles_total 2\n"), "{text}");
+    // Other tests reconcile meanwhile (one recorder per process): at least these two were counted.
+    assert!(metrics::value(metrics::RECONCILES).unwrap() >= reconciles + 2.0, "{}", metrics::render());
 }
 
 #[tokio::test]
 async fn services_wait_for_their_migrations() {
     let stack = minimal_stack();
     let expected = expected_applies(&desired(&stack, &Default::default()), false);
+    // The previous image's migration of auth, done: kept while the current migrations run.
+    let mut previous = stack.clone();
+    previous.spec.image.tag = "0.0.9".into();
+    let old_job = settled(&stored(&builders::migration_job(&previous, crate::crd::Service::Auth)));
     let (client, mut server) = mock_client();
     let script = {
         let stack = stack.clone();
         async move {
-            reads(&mut server, vec![], vec![], vec![], vec![]).await;
+            reads(&mut server, vec![], vec![old_job], vec![], vec![]).await;
             // Jobs come back still running, so no service Deployment is applied.
             applies(&mut server, &expected, |b| if b["kind"] == "Job" { b.clone() } else { settled(b) })
                 .await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
             let status = status_patch(&mut server, &stack).await;
             assert_eq!(condition(&status, "MigrationsComplete")["reason"], "Pending");
             assert_eq!(condition(&status, "Ready")["status"], "False");
@@ -262,13 +313,11 @@ async fn failing_apply_degrades_the_stack_and_backs_off() {
                 event(&mut server, "Warning", condition_reason).await;
             }
         };
+        let series = format!("{}{{error=\"{label}\"}}", metrics::FAILURES);
+        let before = metrics::value(&series).unwrap_or(0.0);
         let error = run(stack.clone(), ctx.clone(), script).await.unwrap_err();
         assert_eq!(error.metric_label(), label);
-        assert!(
-            ctx.metrics
-                .render()
-                .contains(&format!("mall_operator_reconcile_failures_total{{error=\"{label}\"}} 1"))
-        );
+        assert!(metrics::value(&series).unwrap() >= before + 1.0, "{}", metrics::render());
 
         let stack = Arc::new(stack);
         let waits: Vec<Action> = (0..4).map(|_| error_policy(stack.clone(), &error, ctx.clone())).collect();
@@ -281,4 +330,136 @@ async fn failing_apply_degrades_the_stack_and_backs_off() {
     assert_eq!(backoff(1), Duration::from_secs(5));
     assert!(backoff(3) > backoff(2));
     assert_eq!(backoff(50), Duration::from_secs(300));
+}
+
+/// `stack` as it was before its owner scaled it down, dropped autoscaling and turned policies off, with
+/// an older image: what it left behind.
+fn before_scaling_down(stack: &MallStack) -> MallStack {
+    let mut before = stack.clone();
+    before.spec.image.tag = "0.0.9".into();
+    before.spec.services.product.replicas = 2;
+    before.spec.services.product.autoscaling = Some(crate::crd::AutoscalingSpec {
+        min_replicas: 2,
+        max_replicas: 5,
+        target_cpu_utilization_percentage: 80,
+    });
+    before.spec.network_policies = true;
+    before
+}
+
+#[tokio::test]
+async fn children_no_longer_wanted_are_deleted() {
+    let stack = minimal_stack();
+    let expected = expected_applies(&desired(&stack, &Default::default()), true);
+    let left = desired(&before_scaling_down(&stack), &Default::default());
+    let pdbs: Vec<Value> = left.pod_disruption_budgets.iter().map(stored).collect();
+    let hpas: Vec<Value> = left.autoscalers.iter().map(stored).collect();
+    let policies: Vec<Value> = left.network_policies.iter().map(stored).collect();
+    let old_jobs: Vec<Value> = left.migrations.iter().map(|(_, job, _)| settled(&stored(job))).collect();
+    assert_eq!((pdbs.len(), hpas.len(), policies.len(), old_jobs.len()), (1, 1, 10, 7));
+    // Labelled like the stack's children but controlled by something else: never deleted.
+    let mut foreign = pdbs[0].clone();
+    foreign["metadata"]["name"] = json!("shop-extra");
+    foreign["metadata"]["ownerReferences"][0]["uid"] = json!("someone-else");
+
+    let (client, mut server) = mock_client();
+    let script = {
+        let stack = stack.clone();
+        async move {
+            reads(&mut server, vec![], old_jobs.clone(), vec![], vec![]).await;
+            applies(&mut server, &expected, settled).await;
+
+            server.list(PDBS, "PodDisruptionBudget", vec![pdbs[0].clone(), foreign]).await;
+            deleted(deletion(&mut server, &path_of(PDBS, &pdbs[0]), &uid(&pdbs[0])).await);
+            server.list(HPAS, "HorizontalPodAutoscaler", hpas.clone()).await;
+            // Already gone: fine.
+            deletion(&mut server, &path_of(HPAS, &hpas[0]), &uid(&hpas[0]))
+                .await
+                .respond(StatusCode::NOT_FOUND, &failure_status(404, "NotFound"));
+            server.list(POLICIES, "NetworkPolicy", policies.clone()).await;
+            for policy in &policies {
+                deleted(deletion(&mut server, &path_of(POLICIES, policy), &uid(policy)).await);
+            }
+            // The current image's migrations succeeded: the previous image's Jobs go, in name order.
+            let mut old_jobs = old_jobs;
+            old_jobs.sort_by_key(|job| job["metadata"]["name"].as_str().unwrap().to_owned());
+            for job in &old_jobs {
+                deleted(deletion(&mut server, &path_of(JOBS, job), &uid(job)).await);
+            }
+
+            let status = status_patch(&mut server, &stack).await;
+            assert_eq!(condition(&status, "Ready")["status"], "True");
+            assert_eq!(condition(&status, "Degraded")["status"], "False");
+            event(&mut server, "Normal", "Ready").await;
+            event(&mut server, "Normal", "Migrated").await;
+        }
+    };
+    run(stack, context(client), script).await.unwrap();
+}
+
+#[tokio::test]
+async fn nothing_is_deleted_when_every_child_is_wanted() {
+    let stack = full_stack();
+    let wanted = desired(&stack, &Default::default());
+    assert!(
+        !wanted.pod_disruption_budgets.is_empty()
+            && !wanted.autoscalers.is_empty()
+            && !wanted.network_policies.is_empty(),
+        "the full stack has children of every prunable kind"
+    );
+    let expected = expected_applies(&wanted, true);
+    let (pdbs, hpas, policies): (Vec<Value>, Vec<Value>, Vec<Value>) = (
+        wanted.pod_disruption_budgets.iter().map(stored).collect(),
+        wanted.autoscalers.iter().map(stored).collect(),
+        wanted.network_policies.iter().map(stored).collect(),
+    );
+    let current_jobs: Vec<Value> =
+        wanted.migrations.iter().map(|(_, job, _)| settled(&stored(job))).collect();
+
+    let (client, mut server) = mock_client();
+    let script = {
+        let stack = stack.clone();
+        async move {
+            reads(&mut server, vec![], current_jobs, vec![], vec![]).await;
+            applies(&mut server, &expected, settled).await;
+            nothing_pruned(&mut server, pdbs, hpas, policies).await;
+            // Straight to the status: no deletion came first.
+            let status = status_patch(&mut server, &stack).await;
+            assert_eq!(condition(&status, "Degraded")["status"], "False");
+            assert_eq!(condition(&status, "MigrationsComplete")["status"], "True");
+            event(&mut server, "Normal", "Migrated").await;
+        }
+    };
+    run(stack, context(client), script).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_deletion_degrades_the_stack() {
+    let stack = minimal_stack();
+    let expected = expected_applies(&desired(&stack, &Default::default()), true);
+    let left = desired(&before_scaling_down(&stack), &Default::default());
+    let pdb = stored(&left.pod_disruption_budgets[0]);
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let script = {
+        let stack = stack.clone();
+        async move {
+            reads(&mut server, vec![], vec![], vec![], vec![]).await;
+            applies(&mut server, &expected, settled).await;
+            server.list(PDBS, "PodDisruptionBudget", vec![pdb.clone()]).await;
+            deletion(&mut server, &path_of(PDBS, &pdb), &uid(&pdb))
+                .await
+                .respond(StatusCode::FORBIDDEN, &failure_status(403, "Forbidden"));
+            let status = status_patch(&mut server, &stack).await;
+            let degraded = condition(&status, "Degraded");
+            assert_eq!(
+                (degraded["status"].as_str(), degraded["reason"].as_str()),
+                (Some("True"), Some("PruneFailed"))
+            );
+            assert!(degraded["message"].as_str().unwrap().contains("shop-product"), "{degraded}");
+            event(&mut server, "Warning", "PruneFailed").await;
+        }
+    };
+    let error = run(stack, ctx, script).await.unwrap_err();
+    assert_eq!(error.metric_label(), "prune");
 }

@@ -6,7 +6,7 @@ mod peer;
 mod telemetry;
 
 pub use grpc::{Readiness, ReadyCheck, Served, bind, serve};
-pub use peer::channel;
+pub use peer::{DnsResolver, RESOLVE_INTERVAL, Resolution, Resolver, balanced_channel, channel};
 pub use telemetry::{init_tracing, metrics_handle};
 pub use tokio_util::sync::CancellationToken;
 
