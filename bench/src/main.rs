@@ -2,24 +2,41 @@
 //! measured in the same run on the same machine, so the ratio means something where the absolute
 //! numbers do not.
 //!
-//! Scenario `product`: `GET /products/:id` through the gateway (routing, envelope, request id, tracing,
-//! one gRPC call, the product cache) against a bare axum handler that makes the same gRPC call.
+//! - `product`: `GET /products/:id` through the gateway (routing, envelope, request id, tracing, one
+//!   gRPC call, the product cache) against a bare axum handler making the same gRPC call.
+//! - `checkout`: each virtual user adds to its cart and checks out (gateway → checkout → cart, order,
+//!   product, payment: every write of the saga), against one database write round trip.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::extract::{Path, State};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use mall_proto::product::v1::GetProductRequest;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
+use serde_json::{Value, json};
 use tonic::transport::Channel;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Product,
+    Checkout,
+    All,
+}
 
 #[derive(Parser)]
 #[command(about = "Bounded load benchmarks for Mall")]
 struct Args {
-    /// Requests per measurement.
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Requests per product measurement.
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
+    /// Checkouts per checkout measurement.
+    #[arg(long, default_value_t = 1_000)]
+    checkouts: usize,
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -32,35 +49,34 @@ struct Stats {
     errors: usize,
 }
 
-/// Sends `requests` GETs to `url` from `concurrency` clients; latencies of successful answers only.
-async fn load(url: &str, requests: usize, concurrency: usize) -> anyhow::Result<Stats> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    // Warm up connections and caches.
-    for _ in 0..concurrency {
-        client.get(url).send().await?.error_for_status()?;
-    }
+/// Runs `total` operations from `concurrency` workers; `op(worker, i)` returns whether it succeeded.
+/// Latencies of successful operations only.
+async fn load<F, Fut>(total: usize, concurrency: usize, op: F) -> anyhow::Result<Stats>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let n = requests / concurrency + usize::from(worker < requests % concurrency);
-        let (client, url) = (client.clone(), url.to_owned());
+        let n = total / concurrency + usize::from(worker < total % concurrency);
+        let op = op.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(n);
             let mut errors = 0;
-            for _ in 0..n {
+            for i in 0..n {
                 let t = Instant::now();
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        latencies.push(t.elapsed());
-                    }
-                    _ => errors += 1,
+                if op(worker, i).await {
+                    latencies.push(t.elapsed());
+                } else {
+                    errors += 1;
                 }
             }
             (latencies, errors)
         }));
     }
-    let mut latencies = Vec::with_capacity(requests);
+    let mut latencies = Vec::with_capacity(total);
     let mut errors = 0;
     for task in tasks {
         let (l, e) = task.await?;
@@ -79,13 +95,22 @@ async fn load(url: &str, requests: usize, concurrency: usize) -> anyhow::Result<
     })
 }
 
-fn report(name: &str, s: &Stats) {
+fn report(name: &str, unit: &str, s: &Stats) {
     println!(
-        "  {name:<34} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   errors {}",
+        "  {name:<40} {:>9.0} {unit}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   errors {}",
         s.per_sec,
         s.p50.as_secs_f64() * 1e3,
         s.p99.as_secs_f64() * 1e3,
         s.errors
+    );
+}
+
+fn ratio(what: &str, a: &Stats, baseline: &Stats) {
+    println!(
+        "  ratio {what}: throughput {:.3}, p50 {:.1}x, p99 {:.1}x",
+        a.per_sec / baseline.per_sec,
+        a.p50.as_secs_f64() / baseline.p50.as_secs_f64().max(1e-9),
+        a.p99.as_secs_f64() / baseline.p99.as_secs_f64().max(1e-9)
     );
 }
 
@@ -95,6 +120,143 @@ async fn bare_handler(State(client): State<ProductServiceClient<Channel>>, Path(
         Ok(r) => format!("{:?}", r.into_inner().product.map(|p| p.price_cents)),
         Err(s) => s.message().to_owned(),
     }
+}
+
+async fn get_ok(client: &reqwest::Client, url: &str) -> bool {
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+async fn product_scenario(mall: &mall::Mall, args: &Args) -> anyhow::Result<()> {
+    let product = mall.service_addr("product").context("no product service")?;
+    let grpc = ProductServiceClient::new(mall_runtime::channel(&product.to_string())?);
+    let bare = axum::Router::new().route("/products/{id}", axum::routing::get(bare_handler)).with_state(grpc);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bare_url = format!("http://{}/products/1", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, bare).await });
+    let gateway_url = format!("{}/products/1", mall.gateway_url());
+
+    println!("GET /products/:id — {} requests at concurrency {}", args.requests, args.concurrency);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    for url in [&bare_url, &gateway_url] {
+        for _ in 0..args.concurrency {
+            anyhow::ensure!(get_ok(&client, url).await, "warm-up of {url} failed");
+        }
+    }
+    let (c, u) = (client.clone(), bare_url.clone());
+    let baseline = load(args.requests, args.concurrency, move |_, _| {
+        let (c, u) = (c.clone(), u.clone());
+        async move { get_ok(&c, &u).await }
+    })
+    .await?;
+    report("baseline: bare axum + one tonic call", "req", &baseline);
+    let (c, u) = (client.clone(), gateway_url.clone());
+    let gateway = load(args.requests, args.concurrency, move |_, _| {
+        let (c, u) = (c.clone(), u.clone());
+        async move { get_ok(&c, &u).await }
+    })
+    .await?;
+    report("gateway", "req", &gateway);
+    ratio("gateway/baseline", &gateway, &baseline);
+    Ok(())
+}
+
+async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
+    let r = client.post(url).bearer_auth(token).json(body).send().await?;
+    let status = r.status();
+    let body: Value = r.json().await?;
+    anyhow::ensure!(status.is_success(), "{url}: {status} {body}");
+    Ok(body)
+}
+
+async fn checkout_scenario(
+    mall: &mall::Mall,
+    shared: &mall::config::Shared,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let base = mall.gateway_url();
+    let login = |email: String, password: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r: Value = client
+                .post(format!("{base}/login"))
+                .json(&json!({ "email": email, "password": password }))
+                .send()
+                .await?
+                .json()
+                .await?;
+            r["data"]["token"].as_str().map(str::to_owned).context("login failed")
+        }
+    };
+    let admin = login(shared.admin_email.clone(), shared.admin_password.clone().unwrap_or_default()).await?;
+    let product = post(
+        &client,
+        &format!("{base}/product/create"),
+        &admin,
+        &json!({ "name": "Bench widget", "price": "9.99", "stock": 1_000_000_000 }),
+    )
+    .await?;
+    let product_id = product["data"]["id"].as_i64().context("no product id")?;
+    let mut tokens = Vec::new();
+    for i in 0..args.concurrency {
+        let email = format!("bench{i}@bench.local");
+        let r = client
+            .post(format!("{base}/register"))
+            .json(&json!({ "email": email, "password": "bench-password", "confirm_password": "bench-password" }))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "register failed: {}", r.status());
+        tokens.push(login(email, "bench-password".into()).await?);
+    }
+    let tokens = Arc::new(tokens);
+    let body = json!({
+        "firstname": "Bench", "lastname": "User", "email": "bench@bench.local",
+        "address": { "street_address": "1 Load St", "city": "Bench", "state": "CA", "country": "US", "zip_code": "90000" },
+        "credit_card": { "credit_card_number": "4111111111111111", "credit_card_cvv": "123",
+                         "credit_card_expiration_year": 2099, "credit_card_expiration_month": 1 }
+    });
+
+    // Baseline: one database write round trip (an upsert on a table of the bench's own) at the same
+    // concurrency, on the same kind of database the mall uses.
+    let db = mall_storage::Db::connect(&mall_storage::sqlite_url_in(&shared.data_dir, "baseline")).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS counters (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+        .execute(db.pool())
+        .await?;
+    println!(
+        "checkout (add to cart + checkout) — {} checkouts at concurrency {}",
+        args.checkouts, args.concurrency
+    );
+    let pool = db.clone();
+    let baseline = load(args.checkouts, args.concurrency, move |worker, _| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("INSERT INTO counters (id, n) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1")
+                .bind(worker as i64)
+                .execute(pool.pool())
+                .await
+                .is_ok()
+        }
+    })
+    .await?;
+    report("baseline: one database write", "op", &baseline);
+
+    let (c, b) = (client.clone(), base.clone());
+    let stats = load(args.checkouts, args.concurrency, move |worker, _| {
+        let (client, base, tokens, body) = (c.clone(), b.clone(), tokens.clone(), body.clone());
+        async move {
+            let token = &tokens[worker];
+            let add = json!({ "product_id": product_id, "quantity": 1 });
+            post(&client, &format!("{base}/cart/additem"), token, &add).await.is_ok()
+                && post(&client, &format!("{base}/checkout"), token, &body).await.is_ok()
+        }
+    })
+    .await?;
+    report("add to cart + checkout", "checkout", &stats);
+    ratio("checkout/database write", &stats, &baseline);
+    Ok(())
 }
 
 #[tokio::main]
@@ -110,8 +272,8 @@ async fn main() -> anyhow::Result<()> {
         database_url: None,
         redis_url: None,
         cache_namespace: "bench".into(),
-        order_ttl: Duration::from_secs(1800),
         token_ttl: Duration::from_secs(3600),
+        order_ttl: Duration::from_secs(1800),
         admin_email: "admin@bench.local".into(),
         admin_password: Some("bench-password".into()),
         signing_key: None,
@@ -124,31 +286,15 @@ async fn main() -> anyhow::Result<()> {
         demo: true,
     };
     let mall = mall::start(&shared, options).await.context("starting the mall")?;
-    let product = mall.services.iter().find(|s| s.name == "product").context("no product service")?;
-
-    let client = ProductServiceClient::new(mall_runtime::channel(&product.addr.to_string())?);
-    let bare =
-        axum::Router::new().route("/products/{id}", axum::routing::get(bare_handler)).with_state(client);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let bare_addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, bare).await });
-
     println!(
-        "GET /products/:id — {} requests at concurrency {} ({} cores)",
-        args.requests,
-        args.concurrency,
+        "Mall bench on {} cores (embedded storage: SQLite + in-process cache)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
-    let baseline = load(&format!("http://{bare_addr}/products/1"), args.requests, args.concurrency).await?;
-    report("baseline: bare axum + one tonic call", &baseline);
-    let gateway =
-        load(&format!("{}/products/1", mall.gateway_url()), args.requests, args.concurrency).await?;
-    report("gateway", &gateway);
-    println!(
-        "  ratio gateway/baseline: throughput {:.2}, p50 {:.2}, p99 {:.2}",
-        gateway.per_sec / baseline.per_sec,
-        gateway.p50.as_secs_f64() / baseline.p50.as_secs_f64().max(1e-9),
-        gateway.p99.as_secs_f64() / baseline.p99.as_secs_f64().max(1e-9)
-    );
+    if matches!(args.scenario, Scenario::Product | Scenario::All) {
+        product_scenario(&mall, &args).await?;
+    }
+    if matches!(args.scenario, Scenario::Checkout | Scenario::All) {
+        checkout_scenario(&mall, &shared, &args).await?;
+    }
     mall.stop().await
 }
