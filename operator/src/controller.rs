@@ -162,7 +162,7 @@ async fn apply_children(
             let stored = apply(client, ns, deployment).await?;
             observed.deployments.insert(name, stored);
         } else {
-            tracing::info!(service = service.name(), ?state, "waiting for migrations before rolling out");
+            tracing::debug!(service = service.name(), ?state, "waiting for migrations before rolling out");
         }
     }
     apply_all(client, ns, &desired.pod_disruption_budgets).await?;
@@ -350,19 +350,36 @@ async fn publish_transitions(
 }
 
 /// Runs the controller until `shutdown` resolves (or a signal arrives).
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// Watches MallStacks and their children in `namespace`, or in every namespace when it is `None` (the
+/// chart's `rbac.clusterWide`: a namespaced Role cannot list at the cluster scope).
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let client = ctx.client.clone();
+    let ns = namespace.as_deref();
     let children = || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
-    Controller::new(Api::<MallStack>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), children())
-        .owns(Api::<StatefulSet>::all(client.clone()), children())
-        .owns(Api::<Job>::all(client.clone()), children())
-        .owns(Api::<KubeService>::all(client.clone()), children())
-        .owns(Api::<ConfigMap>::all(client.clone()), children())
-        .owns(Api::<Secret>::all(client.clone()), children())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), children())
-        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), children())
-        .owns(Api::<NetworkPolicy>::all(client.clone()), children())
+    Controller::new(api::<MallStack>(&client, ns), watcher::Config::default())
+        .owns(api::<Deployment>(&client, ns), children())
+        .owns(api::<StatefulSet>(&client, ns), children())
+        .owns(api::<Job>(&client, ns), children())
+        .owns(api::<KubeService>(&client, ns), children())
+        .owns(api::<ConfigMap>(&client, ns), children())
+        .owns(api::<Secret>(&client, ns), children())
+        .owns(api::<PodDisruptionBudget>(&client, ns), children())
+        .owns(api::<HorizontalPodAutoscaler>(&client, ns), children())
+        .owns(api::<NetworkPolicy>(&client, ns), children())
         .shutdown_on_signal()
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -12,6 +12,9 @@ use mall_operator::leader::LeaseLock;
 #[derive(Parser)]
 #[command(name = "mall-operator", about = "Reconciles MallStack resources")]
 struct Args {
+    /// Watch MallStacks in this namespace only (a namespaced Role); unset: every namespace.
+    #[arg(long, env = "MALL_OPERATOR_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "MALL_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
     listen: String,
@@ -60,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let lost = tokio_util::sync::CancellationToken::new();
     let controller = {
         let lost = lost.clone();
-        controller::run(ctx, async move { lost.cancelled().await })
+        controller::run(ctx, args.watch_namespace.clone(), async move { lost.cancelled().await })
     };
     tokio::select! {
         () = controller => {}

@@ -91,7 +91,7 @@ pub(crate) fn mysql_service(stack: &MallStack) -> KubeService {
 
 pub(crate) fn mysql_stateful_set(stack: &MallStack, db: &ManagedDatabase) -> StatefulSet {
     let secret = mysql_secret_name(stack);
-    let (run, run_mount) = empty_dir("run", "/var/run/mysqld");
+    let (run, run_mount) = empty_dir("run", "/run/mysqld");
     let (tmp, tmp_mount) = empty_dir("tmp", "/tmp");
     let init = Volume {
         name: "init".into(),
