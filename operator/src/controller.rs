@@ -131,13 +131,19 @@ where
 
 /// Applies every child, in dependency order, recording what the API server returns in `observed`; then
 /// deletes the children no longer wanted.
+///
+/// A migration Job that failed (its pods exhausted their backoff limit, say while the database was not
+/// up yet) is deleted right away so that the next reconcile, which its deletion triggers, creates it
+/// again: that new Job's own pod backoff paces the retry. Its Failed state stays in `observed`, so this
+/// reconcile's status still reports the failure.
 async fn apply_children(
     stack: &MallStack,
-    client: &Client,
+    ctx: &Context,
     ns: &str,
     existing: &ExistingSecrets,
     observed: &mut Observed,
 ) -> Result<()> {
+    let client = &ctx.client;
     let desired = builders::desired(stack, existing);
     apply_all(client, ns, &desired.secrets).await?;
     apply_all(client, ns, &desired.config_maps).await?;
@@ -156,6 +162,9 @@ async fn apply_children(
     for (service, job, deployment) in &desired.migrations {
         let job = apply(client, ns, job).await?;
         let state = MigrationState::of(Some(&job));
+        if state == MigrationState::Failed {
+            retry_migration(stack, ctx, ns, *service, &job).await?;
+        }
         observed.jobs.insert(job.name_any(), job);
         let name = deployment.name_any();
         if rollout_allowed(state, observed.deployments.get(&name), deployment) {
@@ -169,6 +178,39 @@ async fn apply_children(
     apply_all(client, ns, &desired.autoscalers).await?;
     apply_all(client, ns, &desired.network_policies).await?;
     prune(stack, client, ns, &desired, observed).await
+}
+
+/// Deletes the failed migration Job `job` of `service` so that the next reconcile creates it again, and
+/// tells about it (a log line and a Warning event on the stack).
+async fn retry_migration(
+    stack: &MallStack,
+    ctx: &Context,
+    ns: &str,
+    service: crate::crd::Service,
+    job: &Job,
+) -> Result<()> {
+    let name = job.name_any();
+    tracing::warn!(
+        stack = %stack.name_any(),
+        service = service.name(),
+        job = %name,
+        "migration Job failed; deleting it so that it runs again"
+    );
+    delete(&ctx.client, ns, job, "failed migration, to run it again").await?;
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "MigrationRetry".to_owned(),
+        note: Some(format!(
+            "migration Job {name} of {} failed; deleted it so that it runs again",
+            service.name()
+        )),
+        action: "RetryMigration".to_owned(),
+        secondary: Some(job.object_ref(&())),
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &stack.object_ref(&())).await {
+        tracing::warn!(error = %e, reason = %event.reason, "cannot publish an event");
+    }
+    Ok(())
 }
 
 /// Deletes the children the stack no longer wants: PodDisruptionBudgets, autoscalers and NetworkPolicies
@@ -198,7 +240,7 @@ async fn prune(
             .cloned()
             .collect();
         for job in stale {
-            delete(client, ns, &job).await?;
+            delete(client, ns, &job, "no longer wanted").await?;
             observed.jobs.remove(&job.name_any());
         }
     }
@@ -220,7 +262,7 @@ where
     let wanted: BTreeSet<String> = wanted.iter().map(ResourceExt::name_any).collect();
     for obj in list::<K>(client, ns, selector).await? {
         if !wanted.contains(&obj.name_any()) && controlled_by(stack, &obj) {
-            delete(client, ns, &obj).await?;
+            delete(client, ns, &obj, "no longer wanted").await?;
         }
     }
     Ok(())
@@ -233,8 +275,8 @@ fn controlled_by<K: Resource>(stack: &MallStack, obj: &K) -> bool {
 }
 
 /// Deletes `obj` (that very object: the uid is a precondition), its dependents in the background (a
-/// Job's pods). Already gone, or replaced meanwhile, is fine.
-async fn delete<K>(client: &Client, ns: &str, obj: &K) -> Result<()>
+/// Job's pods); `why` is logged. Already gone, or replaced meanwhile, is fine.
+async fn delete<K>(client: &Client, ns: &str, obj: &K, why: &'static str) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + k8s_openapi::Resource,
     K: Clone + DeserializeOwned + Debug,
@@ -253,7 +295,7 @@ where
     };
     match api.delete(&name, &params).await {
         Ok(_) => {
-            tracing::info!(kind, name, "deleted a child that is no longer wanted");
+            tracing::info!(kind, name, why, "deleted a child");
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.is_not_found() || status.is_conflict() => Ok(()),
@@ -282,7 +324,7 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
     let failure = match stack.spec.validate() {
         Err(invalid) => Some(Error::from(invalid)),
         Ok(()) if stack.spec.paused => None,
-        Ok(()) => apply_children(stack, client, &ns, &existing, &mut observed).await.err(),
+        Ok(()) => apply_children(stack, ctx, &ns, &existing, &mut observed).await.err(),
     };
 
     let reported =

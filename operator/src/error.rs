@@ -18,7 +18,7 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("cannot delete {kind} {name}, no longer wanted: {source}")]
+    #[error("cannot delete {kind} {name}: {source}")]
     Prune {
         kind: &'static str,
         name: String,

@@ -463,3 +463,101 @@ async fn a_failed_deletion_degrades_the_stack() {
     let error = run(stack, ctx, script).await.unwrap_err();
     assert_eq!(error.metric_label(), "prune");
 }
+
+/// `job` as the API server reports it once its pods exhausted their backoff limit.
+fn failed_job(job: &Value) -> Value {
+    let mut failed = job.clone();
+    failed["status"] = json!({
+        "failed": 7,
+        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+    });
+    failed
+}
+
+#[tokio::test]
+async fn a_failed_migration_job_is_deleted_so_that_it_runs_again() {
+    let stack = minimal_stack();
+    let wanted = desired(&stack, &Default::default());
+    let (_, job, deployment) =
+        wanted.migrations.iter().find(|(s, _, _)| *s == crate::crd::Service::Product).unwrap();
+    let (job_path, job_body) = entry(job);
+    let job_name = job.metadata.name.clone().unwrap();
+    let failed = failed_job(&stored(job));
+    // Every other service migrated; product's Deployment waits for its migration.
+    let mut expected = expected_applies(&wanted, true);
+    expected.retain(|(path, _)| *path != entry(deployment).0);
+    let at = expected.iter().position(|(path, _)| *path == job_path).unwrap();
+    assert!(at + 1 < expected.len() && expected[at + 1].1["kind"] == "Job", "other services follow");
+
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let script = {
+        let (stack, expected, failed) = (stack.clone(), expected.clone(), failed.clone());
+        async move {
+            reads(&mut server, vec![], vec![failed.clone()], vec![], vec![]).await;
+            applies(&mut server, &expected[..at], settled).await;
+            let received = server.apply(&job_path).await;
+            assert_eq!(received.body, job_body);
+            received.ok(&failed);
+            // Right after its apply: that very Job goes, its pods in the background.
+            deleted(deletion(&mut server, &job_path, &uid(&failed)).await);
+            let retry = event(&mut server, "Warning", "MigrationRetry").await;
+            assert_eq!(retry["related"]["kind"], "Job");
+            assert_eq!(retry["related"]["name"], job_name.as_str());
+            let note = retry["note"].as_str().unwrap();
+            assert!(note.contains("product") && note.contains(&job_name), "{note}");
+            applies(&mut server, &expected[at + 1..], settled).await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
+            // This reconcile still reports what it saw: the failure.
+            let status = status_patch(&mut server, &stack).await;
+            let migrations = condition(&status, "MigrationsComplete");
+            assert_eq!(
+                (migrations["status"].as_str(), migrations["reason"].as_str()),
+                (Some("False"), Some("MigrationFailed"))
+            );
+            assert!(migrations["message"].as_str().unwrap().contains("product"), "{migrations}");
+            let degraded = condition(&status, "Degraded");
+            assert_eq!(
+                (degraded["status"].as_str(), degraded["reason"].as_str()),
+                (Some("True"), Some("MigrationFailed"))
+            );
+            assert_eq!(condition(&status, "Ready")["status"], "False");
+            event(&mut server, "Warning", "MigrationFailed").await;
+            tx.send((status, server)).ok();
+        }
+    };
+    let action = run(stack.clone(), ctx.clone(), script).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    let (status, mut server) = rx.await.unwrap();
+
+    // The deletion triggers the next reconcile: the Job is created again and runs; nothing is deleted.
+    let mut retrying = stack.clone();
+    retrying.status = Some(serde_json::from_value(status).unwrap());
+    let script = {
+        let stack = retrying.clone();
+        async move {
+            reads(&mut server, vec![], vec![], vec![], vec![]).await;
+            applies(&mut server, &expected, |b| {
+                if b["kind"] == "Job" && b["metadata"]["name"].as_str().unwrap().contains("-migrate-product-")
+                {
+                    stored(b)
+                } else {
+                    settled(b)
+                }
+            })
+            .await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
+            let status = status_patch(&mut server, &stack).await;
+            let migrations = condition(&status, "MigrationsComplete");
+            assert_eq!(
+                (migrations["status"].as_str(), migrations["reason"].as_str()),
+                (Some("False"), Some("Pending"))
+            );
+            assert_eq!(condition(&status, "Degraded")["status"], "False");
+            event(&mut server, "Normal", "Recovered").await;
+        }
+    };
+    let action = run(retrying, ctx, script).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+}
