@@ -23,11 +23,7 @@ use crate::saga::{ABANDONED, Checkouts};
 
 const GOOD_CARD: &str = "4242 4242 4242 4242";
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Sqlite,
-    Mariadb,
-}
+use mall_testkit::Backend as Kind;
 
 struct Stack {
     dbs: Vec<TestDb>,
@@ -546,28 +542,8 @@ async fn scenario(kind: Kind, test: impl AsyncFnOnce(&Stack)) {
     stack.finish().await;
 }
 
-macro_rules! on_both {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::scenario(super::Kind::Sqlite, super::$test).await;
-                }
-            )*
-        }
-        mod mariadb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::scenario(super::Kind::Mariadb, super::$test).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+mall_testkit::on_both_backends!(
+    super::scenario;
     happy_path,
     empty_cart,
     short_stock,

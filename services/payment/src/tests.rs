@@ -25,11 +25,7 @@ use crate::{DECLINED_TEST_CARD, Payments};
 const GOOD_CARD: &str = "4111 1111 1111 1111";
 const GOOD_DIGITS: &str = "4111111111111111";
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Sqlite,
-    Mariadb,
-}
+use mall_testkit::Backend as Kind;
 
 /// Product, order and payment services, each on its own database, all on port 0.
 struct Stack {
@@ -446,28 +442,14 @@ async fn run(kind: Kind, scenario: impl AsyncFnOnce(&Stack)) {
     stack.finish().await;
 }
 
-macro_rules! on_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::run(super::Kind::Sqlite, super::$scenario).await;
-                }
-            )*
-        }
-        mod mariadb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::run(super::Kind::Mariadb, super::$scenario).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(declines_then_success, refusals, idempotency_keys, concurrent_charges, nothing_secret_is_stored);
+mall_testkit::on_both_backends!(
+    super::run;
+    declines_then_success,
+    refusals,
+    idempotency_keys,
+    concurrent_charges,
+    nothing_secret_is_stored,
+);
 
 /// A processor that holds every charge until the test lets it go, so the test can act in between.
 #[derive(Default)]

@@ -130,6 +130,40 @@ pub async fn redis_cache() -> Option<mall_storage::Cache> {
     Some(mall_storage::Cache::redis(&url, &unique_name("mall_t")).await.expect("connect to the test Redis"))
 }
 
+/// The database a service scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file, always available.
+    Sqlite,
+    /// A fresh MariaDB database, when `MALL_TEST_DATABASE_URL` is set (always in CI).
+    Mariadb,
+}
+
+/// Generates, for every named scenario, one `#[tokio::test]` on SQLite (`mod sqlite`) and one on
+/// MariaDB (`mod mariadb`), each calling `$run(Backend, scenario)` — the caller's runner starts the
+/// services on that backend (and returns early when MariaDB is not configured outside CI).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($run:path; $($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    $run($crate::Backend::Sqlite, super::$scenario).await;
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    $run($crate::Backend::Mariadb, super::$scenario).await;
+                }
+            )*
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
