@@ -56,13 +56,6 @@ impl From<CartError> for tonic::Status {
     }
 }
 
-/// True when MySQL/MariaDB chose this transaction as a deadlock victim and rolled it back: running it
-/// again is the documented remedy.
-pub(crate) fn is_deadlock(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db)
-        if db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1213))
-}
-
 /// True when a write broke a CHECK constraint (the cart's 1..999 quantity limit).
 pub(crate) fn is_check_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if matches!(db.kind(), ErrorKind::CheckViolation))

@@ -2,7 +2,8 @@
 
 use mall_storage::{Backend, Db};
 
-use crate::error::{CartError, is_check_violation, is_deadlock};
+use crate::error::{CartError, is_check_violation};
+use mall_storage::is_deadlock;
 
 /// Most units of one product a cart line may hold.
 pub const MAX_LINE_QUANTITY: i64 = 999;

@@ -72,13 +72,6 @@ impl From<OrderError> for tonic::Status {
     }
 }
 
-/// True when MySQL/MariaDB chose this transaction as a deadlock victim and rolled it back: running it
-/// again is the documented remedy.
-pub(crate) fn is_deadlock(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db)
-        if db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1213))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

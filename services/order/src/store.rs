@@ -130,7 +130,7 @@ pub async fn insert(db: &Db, order: &Order, key_hash: Option<&str>) -> Result<bo
         Err(e) if key_hash.is_some() && mall_storage::is_unique_violation(&e) => return Ok(false),
         // Concurrent inserts under one key can deadlock on InnoDB; the loser was rolled back, and the
         // caller looks for the winner's order and tries again.
-        Err(e) if crate::error::is_deadlock(&e) => return Ok(false),
+        Err(e) if mall_storage::is_deadlock(&e) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
     for item in &order.items {

@@ -177,6 +177,13 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// True when MySQL/MariaDB chose this transaction as a deadlock victim and rolled it back: running it
+/// again is the documented remedy.
+pub fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().is_some_and(|m| m.number() == 1213))
+}
+
 fn install_drivers() {
     static DRIVERS: Once = Once::new();
     DRIVERS.call_once(sqlx::any::install_default_drivers);

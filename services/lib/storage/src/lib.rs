@@ -21,7 +21,7 @@ mod error;
 
 pub use cache::{Cache, MemoryCache, RedisCache};
 pub use db::url::{database_url_with_name, redact_url, service_database_url, sqlite_url_in};
-pub use db::{Backend, Db, Migrations, is_transient, is_unique_violation};
+pub use db::{Backend, Db, Migrations, is_deadlock, is_transient, is_unique_violation};
 pub use error::StorageError;
 
 /// Re-exported so callers use the exact sqlx version (and features) that
