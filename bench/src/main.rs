@@ -274,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
         cache_namespace: "bench".into(),
         token_ttl: Duration::from_secs(3600),
         order_ttl: Duration::from_secs(1800),
+        trusted_proxies: 0,
         admin_email: "admin@bench.local".into(),
         admin_password: Some("bench-password".into()),
         signing_key: None,
@@ -281,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
     let limits =
         mall_gateway::Limits { per_address: u64::MAX, per_email: u64::MAX, window: Duration::from_secs(60) };
     let options = mall::StartOptions {
-        gateway: mall_gateway::Config { limits },
+        gateway: mall_gateway::Config { limits, ..mall_gateway::Config::default() },
         gateway_listen: "127.0.0.1:0".into(),
         demo: true,
     };

@@ -41,6 +41,9 @@ pub use limit::Limits;
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub limits: Limits,
+    /// How many proxies in front of the gateway append to `X-Forwarded-For` (0: use the connection's
+    /// peer address).
+    pub trusted_proxies: usize,
 }
 
 /// Channels to the services the gateway calls.

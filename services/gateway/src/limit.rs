@@ -1,12 +1,43 @@
 //! Rate limits on login and register, per client address and per email, counted in the shared cache
 //! so every gateway replica sees the same counts.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use mall_storage::Cache;
 
+use crate::AppState;
 use crate::error::ApiError;
+
+/// The client's address for rate limits: the peer of the connection, or, behind `trusted_proxies`
+/// proxies (an ingress, a load balancer), the address the outermost trusted one saw — the entry that
+/// many places from the right of `X-Forwarded-For`. Entries further left are the client's own claims
+/// and are never trusted, so a client cannot spread its attempts over made-up addresses.
+pub struct ClientAddr(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let hops = state.config.trusted_proxies;
+        let forwarded = (hops > 0)
+            .then(|| {
+                let header = parts.headers.get_all("x-forwarded-for");
+                let entries: Vec<&str> = header
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .map(str::trim)
+                    .collect();
+                entries.len().checked_sub(hops).and_then(|i| entries[i].parse::<IpAddr>().ok())
+            })
+            .flatten();
+        forwarded.or(peer).map(ClientAddr).ok_or(ApiError::Internal)
+    }
+}
 
 /// How many attempts a window allows.
 #[derive(Debug, Clone, Copy)]

@@ -73,6 +73,10 @@ pub struct Shared {
     /// How long a login token lives (e.g. 30m, 24h, 7d).
     #[arg(long, env = "MALL_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,
+    /// How many proxies in front of the gateway append to X-Forwarded-For (its rate limits then count
+    /// the address the outermost one saw); 0 counts the connection's own peer.
+    #[arg(long, env = "MALL_GATEWAY_TRUSTED_PROXIES", default_value_t = 0)]
+    pub trusted_proxies: usize,
     /// How long an unpaid order holds its stock before it expires.
     #[arg(long, env = "MALL_ORDER_TTL", default_value = "30m", value_parser = parse_duration)]
     pub order_ttl: Duration,

@@ -144,6 +144,11 @@ async fn start_service(
     })
 }
 
+/// The gateway's settings from the shared configuration.
+pub fn gateway_config(shared: &Shared) -> mall_gateway::Config {
+    mall_gateway::Config { trusted_proxies: shared.trusted_proxies, ..mall_gateway::Config::default() }
+}
+
 fn gateway_peers(peer: PeerLookup<'_>) -> anyhow::Result<mall_gateway::Peers> {
     Ok(mall_gateway::Peers {
         auth: peer(Service::Auth)?,
@@ -230,7 +235,7 @@ pub async fn serve(
             );
         }
         let listener = mall_runtime::bind(gateway_listen).await?;
-        let config = mall_gateway::Config::default();
+        let config = gateway_config(shared);
         mall_gateway::startup(config, gateway_peers(&peer)?, cache, listener, shutdown.clone()).await?
     } else {
         let db = open_database(service, shared).await?;

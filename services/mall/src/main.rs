@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => {
             let options = mall::StartOptions {
-                gateway: mall_gateway::Config::default(),
+                gateway: mall::gateway_config(&args.shared),
                 gateway_listen: args.gateway_listen.clone(),
                 demo: !args.no_demo,
             };

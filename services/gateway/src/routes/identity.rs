@@ -1,8 +1,6 @@
 //! Accounts: `/register`, `/login`, `/logout`, `/user/me`.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use mall_proto::auth::v1::{IssueTokenRequest, RevokeTokenRequest};
 use mall_proto::user::v1::{GetUserRequest, LoginRequest, RegisterRequest, User};
@@ -13,6 +11,7 @@ use crate::auth::CurrentUser;
 use crate::envelope::{created, ok};
 use crate::error::ApiError;
 use crate::input::JsonOrForm;
+use crate::limit::ClientAddr;
 use crate::{AppState, limit, rfc3339};
 
 #[derive(Deserialize)]
@@ -24,10 +23,10 @@ pub struct RegisterBody {
 
 pub async fn register(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     JsonOrForm(body): JsonOrForm<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    limit::attempt(&state.cache, &state.config.limits, "register", peer.ip(), &body.email).await?;
+    limit::attempt(&state.cache, &state.config.limits, "register", client, &body.email).await?;
     let user = state
         .users
         .clone()
@@ -51,10 +50,10 @@ pub struct LoginBody {
 
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     JsonOrForm(body): JsonOrForm<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    limit::attempt(&state.cache, &state.config.limits, "login", peer.ip(), &body.email).await?;
+    limit::attempt(&state.cache, &state.config.limits, "login", client, &body.email).await?;
     let user = state
         .users
         .clone()

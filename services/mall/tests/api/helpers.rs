@@ -25,6 +25,7 @@ pub struct Options {
     pub token_ttl: Duration,
     pub limits: mall_gateway::Limits,
     pub demo: bool,
+    pub trusted_proxies: usize,
 }
 
 impl Default for Options {
@@ -39,6 +40,7 @@ impl Default for Options {
                 window: Duration::from_secs(60),
             },
             demo: false,
+            trusted_proxies: 0,
         }
     }
 }
@@ -105,12 +107,13 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
         cache_namespace: mall_testkit::unique_name("mall_t"),
         token_ttl: options.token_ttl,
         order_ttl: Duration::from_secs(1800),
+        trusted_proxies: options.trusted_proxies,
         admin_email: ADMIN_EMAIL.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         signing_key: None,
     };
     let start = mall::StartOptions {
-        gateway: mall_gateway::Config { limits: options.limits },
+        gateway: mall_gateway::Config { limits: options.limits, trusted_proxies: options.trusted_proxies },
         gateway_listen: "127.0.0.1:0".into(),
         demo: options.demo,
     };

@@ -153,3 +153,36 @@ async fn login_and_register_are_rate_limited() {
     app.stop().await;
     app2.stop().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_limited_and_client_claims_are_not() {
+    let limits =
+        mall_gateway::Limits { per_address: 2, per_email: 1000, window: std::time::Duration::from_secs(60) };
+    let login_from = |app: &TestApp, forwarded: &'static str| {
+        let (client, url) = (app.client.clone(), app.url.clone());
+        async move {
+            let r = client.post(format!("{url}/login")).header("x-forwarded-for", forwarded);
+            r.json(&json!({ "email": "x@example.com", "password": PASSWORD }))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // One trusted proxy: the right-most entry is the address it saw; what the client put left of it
+    // (a made-up address per attempt) does not matter.
+    let app = spawn_with(Options { limits, trusted_proxies: 1, ..Options::default() }).await.unwrap();
+    assert_eq!(login_from(&app, "9.9.9.1, 203.0.113.7").await, 401);
+    assert_eq!(login_from(&app, "9.9.9.2, 203.0.113.7").await, 401);
+    assert_eq!(login_from(&app, "9.9.9.3, 203.0.113.7").await, 429);
+    assert_eq!(login_from(&app, "203.0.113.8").await, 401, "another client behind the same proxy");
+    app.stop().await;
+
+    // No trusted proxy: the header is ignored, the connection's address counts.
+    let app = spawn_with(Options { limits, ..Options::default() }).await.unwrap();
+    assert_eq!(login_from(&app, "198.51.100.1").await, 401);
+    assert_eq!(login_from(&app, "198.51.100.2").await, 401);
+    assert_eq!(login_from(&app, "198.51.100.3").await, 429);
+    app.stop().await;
+}
