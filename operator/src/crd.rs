@@ -133,6 +133,12 @@ pub struct GatewaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
+    /// Proxies in front of the gateway that append to X-Forwarded-For (an ingress): its login and
+    /// register rate limits then count the address the outermost one saw. Unset: the connection's peer
+    /// (with `NodePort`/`LoadBalancer` the Service keeps the client's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub trusted_proxies: Option<i32>,
 }
 
 impl Default for GatewaySpec {
@@ -143,6 +149,7 @@ impl Default for GatewaySpec {
             autoscaling: None,
             service_type: ServiceType::ClusterIP,
             node_port: None,
+            trusted_proxies: None,
         }
     }
 }

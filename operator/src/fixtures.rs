@@ -79,6 +79,7 @@ pub fn full_stack() -> MallStack {
         autoscaling: None,
         service_type: ServiceType::NodePort,
         node_port: Some(30889),
+        trusted_proxies: None,
     };
     spec.services.product = ServiceSpec {
         replicas: 2,

@@ -208,12 +208,24 @@ fn services_are_headless_and_the_gateway_service_has_the_chosen_type() {
     assert_eq!(gateway.type_.as_deref(), Some("ClusterIP"));
     assert_eq!(gateway.ports.as_ref().unwrap()[0].port, 8889);
     assert_eq!(gateway.ports.as_ref().unwrap()[0].node_port, None);
+    assert_eq!(gateway.external_traffic_policy, None);
+    let gateway_of = |d: &Desired| {
+        d.deployments.iter().find(|x| x.metadata.name.as_deref() == Some("shop-gateway")).unwrap().clone()
+    };
+    let minimal = desired(&minimal_stack(), &ExistingSecrets::new());
+    assert!(!env_map(container(&gateway_of(&minimal))).contains_key("MALL_GATEWAY_TRUSTED_PROXIES"));
+
+    let mut behind_ingress = full_stack();
+    behind_ingress.spec.gateway.trusted_proxies = Some(1);
+    let gw = gateway_of(&desired(&behind_ingress, &ExistingSecrets::new()));
+    assert_eq!(env_map(container(&gw))["MALL_GATEWAY_TRUSTED_PROXIES"].value.as_deref(), Some("1"));
 
     let full = desired(&full_stack(), &ExistingSecrets::new());
     let gateway = full.services.iter().find(|s| s.metadata.name.as_deref() == Some("shop-gateway")).unwrap();
     let spec = gateway.spec.as_ref().unwrap();
     assert_eq!(spec.type_.as_deref(), Some("NodePort"));
     assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, Some(30889));
+    assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"), "client addresses reach the gateway");
     let gw = container(&full.deployments[0]);
     assert_eq!(gw.args.as_deref(), Some(&["serve".to_owned(), "gateway".to_owned()][..]));
     assert_eq!(env_map(gw)["MALL_GATEWAY_LISTEN"].value.as_deref(), Some("0.0.0.0:8889"));

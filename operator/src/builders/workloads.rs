@@ -138,6 +138,9 @@ pub(crate) fn service_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
 
 fn gateway_env(stack: &MallStack) -> Vec<EnvVar> {
     let mut env = vec![value("MALL_GATEWAY_LISTEN", format!("0.0.0.0:{GATEWAY_PORT}"))];
+    if let Some(hops) = stack.spec.gateway.trusted_proxies {
+        env.push(value("MALL_GATEWAY_TRUSTED_PROXIES", hops.to_string()));
+    }
     env.extend(redis_env(stack));
     env
 }
@@ -356,6 +359,9 @@ pub(crate) fn gateway_service(stack: &MallStack) -> KubeService {
                 node_port: spec.node_port.filter(|_| spec.service_type == ServiceType::NodePort),
                 ..ServicePort::default()
             }]),
+            // Traffic from outside keeps the client's address (the gateway's rate limits count it).
+            external_traffic_policy: (spec.service_type != ServiceType::ClusterIP)
+                .then(|| "Local".to_owned()),
             ..KubeServiceSpec::default()
         }),
         status: None,
