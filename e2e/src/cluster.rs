@@ -18,6 +18,17 @@
 //!   `MALL_E2E_GATEWAY=pod-ip` — through the gateway pod's IP (the host must route to pods).
 //! - `MALL_E2E_READY_TIMEOUT` — seconds to wait for the MallStack to be Ready (default 360).
 //! - `MALL_E2E_KEEP=1` — leave the namespace and the release in place for inspection.
+//!
+//! The operations test (`tests/operations.rs`) also reads:
+//! - `MALL_E2E_IMAGE_TAG_NEXT` — a second tag of the same image (loaded into the cluster too) for the
+//!   rollout and rollback phases; unset: those phases are skipped with a message.
+//! - `MALL_E2E_NODE_PORT` — the gateway's nodePort (default 30889, which `kind-config.yaml` publishes on
+//!   the host's 8889); `auto`: the API server picks one and the test reads it from the Service.
+//! - `MALL_E2E_NODE_HOST` — where NodePorts answer (default 127.0.0.1). `MALL_E2E_GATEWAY_URL`, when set,
+//!   wins over both (kind: `http://127.0.0.1:8889`).
+//! - `MALL_E2E_INSTALL_LIMIT` — seconds a first install may take to be Ready (default 120).
+//! - `MALL_E2E_PHASE_TIMEOUT` — seconds a disruption may take to settle (default 300).
+//! - `MALL_E2E_LOAD_PAUSE_MS` — each load client's pause between requests (default 100).
 
 use std::process::Command;
 use std::time::Duration;
@@ -47,6 +58,13 @@ pub struct Cluster {
     pub gateway_by_pod_ip: bool,
     pub ready_timeout: Duration,
     pub keep: bool,
+    pub image_tag_next: Option<String>,
+    /// The gateway's fixed nodePort; `None`: the API server assigns one.
+    pub node_port: Option<i32>,
+    pub node_host: String,
+    pub install_limit: Duration,
+    pub phase_timeout: Duration,
+    pub load_pause: Duration,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -55,6 +73,26 @@ fn var(name: &str) -> Option<String> {
 
 fn flag(name: &str) -> bool {
     var(name).is_some_and(|v| v == "1" || v == "true")
+}
+
+/// A whole number from the environment, or `default` when unset.
+fn number(name: &str, default: u64) -> Result<u64> {
+    var(name)
+        .map(|s| s.trim().parse::<u64>().with_context(|| format!("{name}={s}: a whole number")))
+        .transpose()
+        .map(|n| n.unwrap_or(default))
+}
+
+/// `MALL_E2E_NODE_PORT`: unset 30889 (kind-config.yaml's), `auto` none, else a port in the NodePort range.
+fn node_port(value: Option<&str>) -> Result<Option<i32>> {
+    match value {
+        None => Ok(Some(30889)),
+        Some("auto") => Ok(None),
+        Some(s) => match s.parse::<i32>() {
+            Ok(port) if (30000..=32767).contains(&port) => Ok(Some(port)),
+            _ => bail!("MALL_E2E_NODE_PORT={s}: a port within 30000-32767, or auto"),
+        },
+    }
 }
 
 /// `repository:tag` split at the tag's colon (a registry port is not a tag).
@@ -103,10 +141,15 @@ impl Cluster {
             Ok(Err(e)) => return Ok(Err(format!("context {context} is unreachable: {e}"))),
             Err(_) => return Ok(Err(format!("context {context} did not answer within 15 s"))),
         };
-        let ready_timeout = var("MALL_E2E_READY_TIMEOUT")
-            .map(|s| s.parse::<u64>().context("MALL_E2E_READY_TIMEOUT: seconds"))
-            .transpose()?
-            .unwrap_or(360);
+        let ready_timeout = number("MALL_E2E_READY_TIMEOUT", 360)?;
+        let image_tag_next = var("MALL_E2E_IMAGE_TAG_NEXT");
+        if let Some(next) = &image_tag_next {
+            let (_, next) = split_image(&format!("{image_repository}:{next}"))
+                .context("MALL_E2E_IMAGE_TAG_NEXT: a tag")?;
+            if next == image_tag {
+                bail!("MALL_E2E_IMAGE_TAG_NEXT={next} is MALL_E2E_IMAGE's own tag: give a second tag");
+            }
+        }
         Ok(Ok(Cluster {
             client,
             context,
@@ -123,12 +166,33 @@ impl Cluster {
             gateway_by_pod_ip: var("MALL_E2E_GATEWAY").is_some_and(|v| v == "pod-ip"),
             ready_timeout: Duration::from_secs(ready_timeout),
             keep: flag("MALL_E2E_KEEP"),
+            image_tag_next,
+            node_port: node_port(var("MALL_E2E_NODE_PORT").as_deref())?,
+            node_host: var("MALL_E2E_NODE_HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            install_limit: Duration::from_secs(number("MALL_E2E_INSTALL_LIMIT", 120)?),
+            phase_timeout: Duration::from_secs(number("MALL_E2E_PHASE_TIMEOUT", 300)?),
+            load_pause: Duration::from_millis(number("MALL_E2E_LOAD_PAUSE_MS", 100)?),
         }))
     }
 
     /// Whether a missing cluster fails the test rather than skipping it.
     pub fn required() -> bool {
         flag("MALL_E2E_REQUIRE")
+    }
+
+    /// The cluster for `test`; `None` after saying why the test is skipped. Panics when it cannot be used
+    /// under `MALL_E2E_REQUIRE=1`, or when a setting is malformed.
+    pub async fn for_test(test: &str) -> Option<Cluster> {
+        match Cluster::from_env().await.expect("reading the e2e settings") {
+            Ok(cluster) => Some(cluster),
+            Err(why) if Cluster::required() => {
+                panic!("MALL_E2E_REQUIRE=1 but the cluster cannot be used: {why}")
+            }
+            Err(why) => {
+                crate::skip(test, &why);
+                None
+            }
+        }
     }
 
     /// `helm` pinned to this context.
@@ -225,7 +289,7 @@ pub fn suffix() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::split_image;
+    use super::{node_port, split_image};
 
     #[test]
     fn images_split_at_the_tag() {
@@ -237,5 +301,14 @@ mod tests {
         assert!(split_image("registry:5000/mall").is_err());
         assert!(split_image("mall:latest").is_err());
         assert!(split_image("mall").is_err());
+    }
+
+    #[test]
+    fn node_ports_default_to_kinds_and_may_be_left_to_the_api_server() {
+        assert_eq!(node_port(None).unwrap(), Some(30889));
+        assert_eq!(node_port(Some("auto")).unwrap(), None);
+        assert_eq!(node_port(Some("31000")).unwrap(), Some(31000));
+        assert!(node_port(Some("8889")).is_err());
+        assert!(node_port(Some("x")).is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// One reply: HTTP status and JSON body.
 #[derive(Debug)]
@@ -61,6 +61,34 @@ impl Gateway {
             request = request.bearer_auth(token);
         }
         Gateway::reply(request.send().await.with_context(|| format!("POST {path}"))?).await
+    }
+
+    /// Registers `email` with `password` (201).
+    pub async fn register(&self, email: &str, password: &str) -> Result<()> {
+        let body = json!({"email": email, "password": password, "confirm_password": password});
+        self.post("/register", &body, None).await?.expect(201, "register")?;
+        Ok(())
+    }
+
+    /// Logs in (200); the token.
+    pub async fn login(&self, email: &str, password: &str) -> Result<String> {
+        let reply = self.post("/login", &json!({"email": email, "password": password}), None).await?;
+        let reply = reply.expect(200, &format!("login as {email}"))?;
+        Ok(reply.data()["token"].as_str().context("login: no token")?.to_owned())
+    }
+
+    /// Creates a product as the admin (201); its id.
+    pub async fn create_product(
+        &self,
+        admin_token: &str,
+        name: &str,
+        price: &str,
+        stock: i64,
+    ) -> Result<i64> {
+        let body = json!({"name": name, "description": "Made by the end-to-end suite", "price": price,
+                          "categories": ["E2E"], "stock": stock});
+        let reply = self.post("/product/create", &body, Some(admin_token)).await?;
+        reply.expect(201, "create a product as admin")?.data()["id"].as_i64().context("no product id")
     }
 
     /// Waits until `/readyz` answers 200 (at most `timeout`).

@@ -6,11 +6,15 @@
 //! - [`charts`]: the rendered Helm charts, from `ci/chart-checks.sh` (or `helm` run here).
 //! - [`cluster`]: a real cluster from `KUBECONFIG` (its current context only), for the end-to-end test.
 //! - [`gateway`]: a small HTTP client for the shop's API.
+//! - [`run`]: one run on a cluster: a namespace, the operator chart, a MallStack, diagnostics, cleanup.
+//! - [`load`]: a bounded steady load of a few clients through the gateway, with failures and latencies.
 
 pub mod charts;
 pub mod cluster;
 pub mod gateway;
+pub mod load;
 pub mod manifests;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 
