@@ -278,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
         admin_email: "admin@bench.local".into(),
         admin_password: Some("bench-password".into()),
         signing_key: None,
+        drain_delay: None,
     };
     let limits =
         mall_gateway::Limits { per_address: u64::MAX, per_email: u64::MAX, window: Duration::from_secs(60) };

@@ -9,7 +9,7 @@ mod service;
 use std::time::Duration;
 
 use mall_proto::auth::v1::auth_service_server::AuthServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_runtime::{Readiness, Served, Shutdown};
 use mall_storage::{Cache, Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -43,10 +43,10 @@ pub async fn startup(
     db: Db,
     cache: Cache,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, AuthError> {
     let auth = Auth::new(&config, db.clone(), cache.clone()).await?;
-    let routes = tonic::service::Routes::new(AuthServiceServer::new(auth));
+    let server = AuthServiceServer::new(auth);
     let readiness = Readiness::new()
         .check("database", move || {
             let db = db.clone();
@@ -56,7 +56,7 @@ pub async fn startup(
             let cache = cache.clone();
             async move { cache.ping().await.map_err(|e| e.to_string()) }
         });
-    Ok(mall_runtime::serve("auth", listener, routes, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("auth", listener, server, readiness, shutdown).await?)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod service;
 mod store;
 
 use mall_proto::cart::v1::cart_service_server::CartServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_runtime::{Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -25,14 +25,14 @@ pub async fn startup(
     db: Db,
     product: Channel,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, CartError> {
-    let routes = tonic::service::Routes::new(CartServiceServer::new(Carts::new(db.clone(), product)));
+    let server = CartServiceServer::new(Carts::new(db.clone(), product));
     let readiness = Readiness::new().check("database", move || {
         let db = db.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    Ok(mall_runtime::serve("cart", listener, routes, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("cart", listener, server, readiness, shutdown).await?)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod service;
 mod store;
 
 use mall_proto::checkout::v1::checkout_service_server::CheckoutServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_runtime::{Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -39,16 +39,17 @@ pub async fn startup(
     db: Db,
     peers: Peers,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, CheckoutError> {
     let checkouts = saga::Checkouts::new(db.clone(), peers);
-    checkouts.spawn_recovery(shutdown.clone());
-    let routes = tonic::service::Routes::new(CheckoutServiceServer::new(checkouts));
+    let shutdown = shutdown.into();
+    checkouts.spawn_recovery(shutdown.token().clone());
+    let server = CheckoutServiceServer::new(checkouts);
     let readiness = Readiness::new().check("database", move || {
         let db = db.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    Ok(mall_runtime::serve("checkout", listener, routes, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("checkout", listener, server, readiness, shutdown).await?)
 }
 
 #[cfg(test)]

@@ -14,16 +14,16 @@ use mall_storage::Cache;
 use mall_tokens::{Claims, PublicKey, Role, TokenError, Verifier, now_unix, revoked_key};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
-use tonic::transport::Channel;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::upstream::Upstream;
 
 /// How often an unknown key id may trigger a fetch of auth's keys.
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct TokenCheck {
-    auth: AuthServiceClient<Channel>,
+    auth: AuthServiceClient<Upstream>,
     verifier: RwLock<Option<Arc<Verifier>>>,
     last_refresh: Mutex<Option<Instant>>,
     verified: moka::future::Cache<[u8; 32], Arc<Claims>>,
@@ -31,7 +31,7 @@ pub struct TokenCheck {
 }
 
 impl TokenCheck {
-    pub fn new(auth: AuthServiceClient<Channel>, cache: Cache) -> TokenCheck {
+    pub fn new(auth: AuthServiceClient<Upstream>, cache: Cache) -> TokenCheck {
         TokenCheck {
             auth,
             verifier: RwLock::new(None),

@@ -26,7 +26,8 @@ pub const CODES: &[(u32, &str)] = &[
     (42901, "too many requests: retry after the time in Retry-After"),
     (50001, "internal error"),
     (50101, "not implemented yet"),
-    (50301, "a service the gateway needs is unavailable"),
+    (50301, "a service the route needs is unavailable: the message names it"),
+    (50302, "this gateway is shutting down: retry, another one will answer"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +68,8 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("draining: this gateway is shutting down")]
+    Draining,
 }
 
 impl ApiError {
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::Internal => 50001,
             ApiError::NotImplemented(_) => 50101,
             ApiError::Unavailable(_) => 50301,
+            ApiError::Draining => 50302,
         }
     }
 
@@ -99,7 +103,9 @@ impl ApiError {
 }
 
 /// gRPC status → API error. The services' messages are written for people, so they pass through for
-/// client mistakes; server-side failures are logged here and never shown.
+/// client mistakes and for UNAVAILABLE (which names the service that is down, whether the gateway
+/// could not reach it or a service could not reach its own peer); other server-side failures are
+/// logged here and never shown.
 impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code;
@@ -111,8 +117,12 @@ impl From<tonic::Status> for ApiError {
             Code::NotFound => ApiError::NotFound(msg),
             Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => ApiError::Conflict(msg),
             Code::ResourceExhausted => ApiError::TooManyRequests { retry_after: 1 },
-            Code::Unavailable | Code::DeadlineExceeded => {
-                tracing::warn!(status = ?s.code(), message = %msg, "a service is unavailable");
+            Code::Unavailable => {
+                tracing::warn!(message = %msg, "a service is unavailable");
+                ApiError::Unavailable(msg)
+            }
+            Code::DeadlineExceeded => {
+                tracing::warn!(message = %msg, "a service did not answer in time");
                 ApiError::Unavailable("a service is unavailable right now: try again shortly".into())
             }
             Code::Unimplemented => ApiError::NotImplemented(msg),
@@ -160,6 +170,7 @@ mod tests {
             ApiError::Internal,
             ApiError::NotImplemented(String::new()),
             ApiError::Unavailable(String::new()),
+            ApiError::Draining,
         ];
         assert_eq!(all.len(), CODES.len());
         for e in all {
@@ -174,9 +185,8 @@ mod tests {
         assert_eq!(e, ApiError::Internal);
         assert!(!e.to_string().contains("secret"));
         assert_eq!(ApiError::from(tonic::Status::already_exists("taken")).code(), 40901);
-        assert_eq!(
-            ApiError::from(tonic::Status::unavailable("down")).status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        let down = ApiError::from(tonic::Status::unavailable("the payment service is unavailable"));
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.to_string(), "the payment service is unavailable");
     }
 }

@@ -9,14 +9,15 @@ mod input;
 mod limit;
 mod money;
 mod routes;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, Uri};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Uri, Version, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -27,7 +28,7 @@ use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
 use mall_proto::user::v1::user_service_client::UserServiceClient;
-use mall_runtime::{CancellationToken, RuntimeError, Served};
+use mall_runtime::{RuntimeError, Served, Shutdown};
 use mall_storage::Cache;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -36,6 +37,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, CODES};
 pub use limit::Limits;
+use upstream::Upstream;
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, Default)]
@@ -58,37 +60,22 @@ pub struct Peers {
     pub checkout: Channel,
 }
 
-impl Peers {
-    fn iter(&self) -> impl Iterator<Item = (&'static str, &Channel)> {
-        [
-            ("auth", &self.auth),
-            ("user", &self.user),
-            ("product", &self.product),
-            ("cart", &self.cart),
-            ("order", &self.order),
-            ("payment", &self.payment),
-            ("checkout", &self.checkout),
-        ]
-        .into_iter()
-    }
-}
-
 /// Shared by every request.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     config: Config,
-    peers: Peers,
-    auth: AuthServiceClient<Channel>,
-    users: UserServiceClient<Channel>,
-    products: ProductServiceClient<Channel>,
-    carts: CartServiceClient<Channel>,
-    orders: OrderServiceClient<Channel>,
-    payments: PaymentServiceClient<Channel>,
-    checkouts: CheckoutServiceClient<Channel>,
+    auth: AuthServiceClient<Upstream>,
+    users: UserServiceClient<Upstream>,
+    products: ProductServiceClient<Upstream>,
+    carts: CartServiceClient<Upstream>,
+    orders: OrderServiceClient<Upstream>,
+    payments: PaymentServiceClient<Upstream>,
+    checkouts: CheckoutServiceClient<Upstream>,
     tokens: auth::TokenCheck,
     cache: Cache,
+    shutdown: Shutdown,
 }
 
 impl std::ops::Deref for AppState {
@@ -99,22 +86,23 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, peers: Peers, cache: Cache) -> AppState {
+    /// `shutdown` tells the routes when this gateway is draining (`/readyz` fails, connections close).
+    pub fn new(config: Config, peers: Peers, cache: Cache, shutdown: Shutdown) -> AppState {
         // Install the recorder before the first request is counted.
         mall_runtime::metrics_handle();
-        let auth = AuthServiceClient::new(peers.auth.clone());
+        let auth = AuthServiceClient::new(Upstream::new("auth", peers.auth));
         AppState(Arc::new(Inner {
             config,
             tokens: auth::TokenCheck::new(auth.clone(), cache.clone()),
-            users: UserServiceClient::new(peers.user.clone()),
-            products: ProductServiceClient::new(peers.product.clone()),
-            carts: CartServiceClient::new(peers.cart.clone()),
-            orders: OrderServiceClient::new(peers.order.clone()),
-            payments: PaymentServiceClient::new(peers.payment.clone()),
-            checkouts: CheckoutServiceClient::new(peers.checkout.clone()),
+            users: UserServiceClient::new(Upstream::new("user", peers.user)),
+            products: ProductServiceClient::new(Upstream::new("product", peers.product)),
+            carts: CartServiceClient::new(Upstream::new("cart", peers.cart)),
+            orders: OrderServiceClient::new(Upstream::new("order", peers.order)),
+            payments: PaymentServiceClient::new(Upstream::new("payment", peers.payment)),
+            checkouts: CheckoutServiceClient::new(Upstream::new("checkout", peers.checkout)),
             auth,
-            peers,
             cache,
+            shutdown,
         }))
     }
 }
@@ -155,6 +143,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(input::BODY_LIMIT))
         .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
@@ -182,6 +171,18 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     response
 }
 
+/// While the gateway drains, every HTTP/1 response closes its connection, so that keep-alive clients
+/// open their next one to another gateway (HTTP/2 has no such header; its clients get GOAWAY when the
+/// drain ends).
+async fn close_when_draining(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let http1 = req.version() <= Version::HTTP_11;
+    let mut response = next.run(req).await;
+    if http1 && state.shutdown.is_draining() {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// Unix seconds as RFC 3339 UTC, the API's timestamp format.
 pub(crate) fn rfc3339(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
@@ -190,29 +191,45 @@ pub(crate) fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Serves the API on `listener` until `shutdown`, then finishes in-flight requests (up to 10 s).
+/// Serves the API on `listener`. When the shutdown begins, `/readyz` answers 503 and HTTP/1 responses
+/// close their connections while the API is still served for the drain delay; then the listener
+/// closes and requests in flight get the grace period to finish.
 pub async fn startup(
     config: Config,
     peers: Peers,
     cache: Cache,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, RuntimeError> {
+    let shutdown = shutdown.into();
     let addr = listener.local_addr()?;
-    let app = app(AppState::new(config, peers, cache)).into_make_service_with_connect_info::<SocketAddr>();
+    let state = AppState::new(config, peers, cache, shutdown.clone());
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let stop = shutdown.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-        let result = tokio::select! {
-            r = server => r,
-            () = async { shutdown.cancelled().await; tokio::time::sleep(Duration::from_secs(10)).await } => {
-                tracing::warn!("gateway drain timed out");
+        let draining = stop.clone();
+        let drained = async move {
+            draining.token().cancelled().await;
+            tracing::info!(service = "gateway", drain = ?draining.drain(), "draining");
+            draining.drained().await;
+            tracing::info!(service = "gateway", "no longer accepting connections");
+        };
+        let server = axum::serve(listener, app).with_graceful_shutdown(drained);
+        let result = match stop.within_grace(server.into_future()).await {
+            Some(result) => result.map_err(RuntimeError::from),
+            None => {
+                let grace = stop.grace();
+                tracing::warn!(
+                    service = "gateway",
+                    ?grace,
+                    "requests still in flight after the grace period"
+                );
                 Ok(())
             }
         };
         tracing::info!(service = "gateway", "stopped");
-        result.map_err(RuntimeError::from)
+        result
     });
     tracing::info!(service = "gateway", %addr, "serving HTTP");
-    Ok(Served { name: "gateway", addr, task })
+    Ok(Served { name: "gateway", addr, task, shutdown })
 }

@@ -90,7 +90,15 @@ pub struct Shared {
     /// database.
     #[arg(long, env = "MALL_AUTH_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
+    /// How long a process told to stop keeps serving while it reports not ready, so that endpoints,
+    /// DNS and clients move away first (e.g. 10s, 0). Unset: 10s for `mall serve`, 0 for `mall up`.
+    #[arg(long, env = "MALL_DRAIN_DELAY", value_parser = parse_delay)]
+    pub drain_delay: Option<Duration>,
 }
+
+/// The drain delay of `mall serve` when MALL_DRAIN_DELAY is unset: long enough for Kubernetes to take
+/// the pod out of its EndpointSlices and DNS, and for clients to re-resolve (every 5 s).
+pub const SERVE_DRAIN_DELAY: Duration = Duration::from_secs(10);
 
 /// Every service the `mall` binary can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
@@ -149,22 +157,30 @@ pub fn peer_addr(service: Service, env: impl Fn(&str) -> Option<String>) -> Resu
         .ok_or_else(|| format!("{name} is not set: where does {} listen?", service.name()))
 }
 
-/// `90s`, `30m`, `24h`, `7d`, or plain seconds.
+/// `90s`, `30m`, `24h`, `7d`, or plain seconds; at least one second.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let duration = parse_delay(s)?;
+    if duration < Duration::from_secs(1) {
+        return Err("the duration must be at least one second".into());
+    }
+    Ok(duration)
+}
+
+/// A delay: `500ms`, `10s`, `2m`, `1h`, `1d`, or plain seconds; 0 is allowed.
+pub fn parse_delay(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
     let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: the unit must be ms, s, m, h or d")),
     };
-    if secs == 0 {
-        return Err("the duration must be at least one second".into());
-    }
-    Ok(Duration::from_secs(secs))
+    let ms = n.checked_mul(unit_ms).ok_or_else(|| format!("{s:?} is too long"))?;
+    Ok(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -184,9 +200,24 @@ mod tests {
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        for bad in ["", "0", "0s", "h", "5w", "-1s", "1.5h"] {
+        for bad in ["", "0", "0s", "500ms", "h", "5w", "-1s", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn delays_may_be_zero_or_in_milliseconds() {
+        assert_eq!(parse_delay("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_delay("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_delay("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_delay("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_delay("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "ms", "1.5s", "-1s", "5w", "99999999999999999d"] {
+            assert!(parse_delay(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["mall", "serve", "user", "--drain-delay", "3s"]).unwrap();
+        let Command::Serve { shared, .. } = cli.command else { panic!("serve") };
+        assert_eq!(shared.drain_delay, Some(Duration::from_secs(3)));
     }
 
     #[test]

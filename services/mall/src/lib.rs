@@ -4,10 +4,10 @@
 pub mod config;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::future::Future;
 
 use anyhow::{Context, bail};
-use mall_runtime::{CancellationToken, Served};
+use mall_runtime::{Served, Shutdown};
 use mall_storage::{Cache, Db};
 use mall_user::AdminSeed;
 use tonic::transport::Channel;
@@ -40,7 +40,6 @@ pub struct Mall {
     pub admin: AdminSeed,
     pub admin_email: String,
     pub cache: Cache,
-    shutdown: CancellationToken,
 }
 
 impl Mall {
@@ -53,23 +52,38 @@ impl Mall {
         self.services.iter().find(|s| s.name == name).map(|s| s.addr)
     }
 
-    /// Asks every server to stop and waits until they have drained.
+    /// Stops the gateway first (its drain, then its requests in flight, which may still call the
+    /// services), then each service before the services it calls.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        for served in std::iter::once(self.gateway).chain(self.services) {
-            served
-                .task
-                .await
-                .context("server task panicked")?
-                .with_context(|| format!("{} failed", served.name))?;
+        for served in std::iter::once(self.gateway).chain(self.services.into_iter().rev()) {
+            let name = served.name;
+            served.stop().await.with_context(|| format!("{name} failed"))?;
         }
         Ok(())
     }
 
-    /// Runs until Ctrl-C or SIGTERM, then stops gracefully.
+    /// Runs until Ctrl-C or SIGTERM, then stops gracefully (a second signal cuts the drain short).
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        let gateway = self.gateway.shutdown.clone();
+        until_signal(&gateway, self.stop()).await
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM, then runs `stop`; another signal meanwhile ends `shutdown`'s drain.
+async fn until_signal<F: Future>(shutdown: &Shutdown, stop: F) -> F::Output {
+    mall_runtime::shutdown_signal().await;
+    let stop = std::pin::pin!(stop);
+    let hurry = async {
         mall_runtime::shutdown_signal().await;
-        self.stop().await
+        tracing::info!("stopping without waiting for the rest of the drain");
+        shutdown.hurry();
+        std::future::pending::<std::convert::Infallible>().await
+    };
+    // Biased: the second signal is listened for before the stop begins, so none is missed.
+    tokio::select! {
+        biased;
+        never = hurry => match never {},
+        output = stop => output,
     }
 }
 
@@ -113,7 +127,7 @@ async fn start_service(
     cache: &Cache,
     peer: PeerLookup<'_>,
     listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) -> anyhow::Result<Served> {
     let cache = cache.clone();
     Ok(match service {
@@ -197,22 +211,18 @@ pub async fn start(shared: &Shared, options: StartOptions) -> anyhow::Result<Mal
         Ok(mall_runtime::channel(&format!("http://{addr}"))?)
     };
 
-    let shutdown = CancellationToken::new();
+    // Only the gateway drains: the services are reached through it alone, and stop after it.
     let mut services = Vec::new();
     for (service, listener) in listeners {
         let db = dbs.remove(&service).context("database opened above")?;
-        services.push(start_service(service, shared, db, &cache, &peer, listener, shutdown.clone()).await?);
+        services
+            .push(start_service(service, shared, db, &cache, &peer, listener, Shutdown::default()).await?);
     }
     let listener = mall_runtime::bind(&options.gateway_listen).await?;
-    let gateway = mall_gateway::startup(
-        options.gateway,
-        gateway_peers(&peer)?,
-        cache.clone(),
-        listener,
-        shutdown.clone(),
-    )
-    .await?;
-    Ok(Mall { gateway, services, admin, admin_email: shared.admin_email.clone(), cache, shutdown })
+    let drain = Shutdown::default().with_drain(shared.drain_delay.unwrap_or_default());
+    let gateway =
+        mall_gateway::startup(options.gateway, gateway_peers(&peer)?, cache.clone(), listener, drain).await?;
+    Ok(Mall { gateway, services, admin, admin_email: shared.admin_email.clone(), cache })
 }
 
 /// Runs one service until a signal (what a Kubernetes pod runs).
@@ -222,7 +232,7 @@ pub async fn serve(
     listen: &str,
     gateway_listen: &str,
 ) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
+    let shutdown = Shutdown::default().with_drain(shared.drain_delay.unwrap_or(config::SERVE_DRAIN_DELAY));
     let peer = |s: Service| -> anyhow::Result<Channel> {
         let addr = config::peer_addr(s, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
         Ok(mall_runtime::channel(&addr)?)
@@ -248,12 +258,7 @@ pub async fn serve(
         start_service(service, shared, db, &cache, &peer, listener, shutdown.clone()).await?
     };
     tracing::info!(service = service.name(), addr = %served.addr, "ready");
-    mall_runtime::shutdown_signal().await;
-    shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(30), served.task).await {
-        Ok(result) => result.context("server task panicked")??,
-        Err(_) => tracing::warn!("shutdown timed out"),
-    }
+    until_signal(&shutdown, served.stop()).await?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ mod store;
 use std::time::Duration;
 
 use mall_proto::order::v1::order_service_server::OrderServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_runtime::{CancellationToken, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -54,18 +54,18 @@ pub async fn startup(
     db: Db,
     product: Channel,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, OrderError> {
     let stock = Stock::new(product);
     let orders = Orders::new(db.clone(), stock.clone(), config.unpaid_ttl);
-    let routes = tonic::service::Routes::new(OrderServiceServer::new(orders));
+    let server = OrderServiceServer::new(orders);
     let probe = db.clone();
     let readiness = Readiness::new().check("database", move || {
         let db = probe.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    let served = mall_runtime::serve("order", listener, routes, readiness, shutdown.clone()).await?;
-    spawn_sweeper(db, stock, config.sweep_interval, shutdown);
+    let served = mall_runtime::serve("order", listener, server, readiness, shutdown).await?;
+    spawn_sweeper(db, stock, config.sweep_interval, served.shutdown.token().clone());
     Ok(served)
 }
 

@@ -15,7 +15,7 @@ mod store;
 use std::sync::Arc;
 
 use mall_proto::payment::v1::payment_service_server::PaymentServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_runtime::{Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -41,7 +41,7 @@ pub async fn startup(
     db: Db,
     order: Channel,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, PaymentError> {
     startup_with_processor(db, order, Arc::new(BuiltInProcessor), listener, shutdown).await
 }
@@ -52,16 +52,17 @@ pub async fn startup_with_processor(
     order: Channel,
     processor: Arc<dyn CardProcessor>,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, PaymentError> {
     let payments = Payments::new(db.clone(), order, processor);
-    payments.spawn_sweeper(shutdown.clone());
-    let routes = tonic::service::Routes::new(PaymentServiceServer::new(payments));
+    let shutdown = shutdown.into();
+    payments.spawn_sweeper(shutdown.token().clone());
+    let server = PaymentServiceServer::new(payments);
     let readiness = Readiness::new().check("database", move || {
         let db = db.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    Ok(mall_runtime::serve("payment", listener, routes, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("payment", listener, server, readiness, shutdown).await?)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod service;
 mod store;
 
 use mall_proto::product::v1::product_service_server::ProductServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_runtime::{Readiness, Served, Shutdown};
 use mall_storage::{Cache, Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -29,10 +29,9 @@ pub async fn startup(
     db: Db,
     cache: Cache,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, ProductError> {
-    let routes =
-        tonic::service::Routes::new(ProductServiceServer::new(Catalog::new(db.clone(), cache.clone())));
+    let server = ProductServiceServer::new(Catalog::new(db.clone(), cache.clone()));
     let readiness = Readiness::new()
         .check("database", move || {
             let db = db.clone();
@@ -42,5 +41,5 @@ pub async fn startup(
             let cache = cache.clone();
             async move { cache.ping().await.map_err(|e| e.to_string()) }
         });
-    Ok(mall_runtime::serve("product", listener, routes, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("product", listener, server, readiness, shutdown).await?)
 }

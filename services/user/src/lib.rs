@@ -7,7 +7,7 @@ mod service;
 mod store;
 
 use mall_proto::user::v1::user_service_server::UserServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_runtime::{Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -25,14 +25,14 @@ pub fn migrations() -> Migrations {
 pub async fn startup(
     db: Db,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    shutdown: impl Into<Shutdown>,
 ) -> Result<Served, UserError> {
-    let routes = tonic::service::Routes::new(UserServiceServer::new(Users::new(db.clone())));
+    let server = UserServiceServer::new(Users::new(db.clone()));
     let readiness = Readiness::new().check("database", move || {
         let db = db.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    Ok(mall_runtime::serve("user", listener, routes, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("user", listener, server, readiness, shutdown).await?)
 }
 
 #[cfg(test)]

@@ -1,16 +1,14 @@
 //! Operations: liveness, readiness, metrics, and the API's own description.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{Html, IntoResponse};
-use mall_proto::health::pb::HealthCheckRequest;
-use mall_proto::health::pb::health_client::HealthClient;
 use serde_json::json;
 
 use std::sync::OnceLock;
 
 use crate::AppState;
-use crate::error::CODES;
+use crate::error::{ApiError, CODES};
 
 const OPENAPI: &str = include_str!("../../openapi.json");
 const DOCS: &str = include_str!("../../docs.html");
@@ -19,28 +17,18 @@ pub async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "code": 0, "msg": "ok", "data": { "status": "alive" } }))
 }
 
-/// Ready when every service the gateway calls answers its gRPC health check and the cache answers.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let mut failed = Vec::new();
-    for (name, channel) in state.peers.iter() {
-        let mut client = HealthClient::new(channel.clone());
-        let check = client.check(HealthCheckRequest { service: String::new() });
-        match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
-            Ok(Ok(r)) if r.get_ref().status == 1 => {}
-            Ok(Ok(_)) => failed.push(format!("{name}: not serving")),
-            Ok(Err(s)) => failed.push(format!("{name}: {}", s.message())),
-            Err(_) => failed.push(format!("{name}: timed out")),
-        }
+/// Ready when this gateway can serve: it is not draining and its cache answers. The services it calls
+/// are not its readiness: one that is down fails only the routes that need it (503 naming it), and
+/// failing every gateway's readiness for it would take the whole API down with it.
+pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if state.shutdown.is_draining() {
+        return Err(ApiError::Draining);
     }
     if let Err(e) = state.cache.ping().await {
-        failed.push(format!("cache: {e}"));
+        tracing::warn!(error = %e, "not ready: the cache does not answer");
+        return Err(ApiError::Unavailable("not ready: the cache is unavailable".into()));
     }
-    if failed.is_empty() {
-        (StatusCode::OK, axum::Json(json!({ "code": 0, "msg": "ok", "data": { "status": "ready" } })))
-    } else {
-        let body = json!({ "code": 50301, "msg": format!("not ready: {}", failed.join("; ")), "data": null });
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
-    }
+    Ok(axum::Json(json!({ "code": 0, "msg": "ok", "data": { "status": "ready" } })))
 }
 
 pub async fn metrics() -> impl IntoResponse {

@@ -1,6 +1,7 @@
 //! Serving a service: its gRPC API, the standard gRPC health service, and plain HTTP `/healthz`,
 //! `/readyz` and `/metrics` on the same port (HTTP/1.1 is accepted next to HTTP/2).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,11 +13,12 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_util::sync::CancellationToken;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::RuntimeError;
+use crate::{RuntimeError, Shutdown};
 
 /// A dependency check for `/readyz`: `Err` carries a short reason.
 pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -65,39 +67,68 @@ pub struct Served {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub task: JoinHandle<Result<(), RuntimeError>>,
+    /// Stops this server (see [`Served::stop`]).
+    pub shutdown: Shutdown,
 }
 
 impl Served {
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
+
+    /// Begins this server's shutdown and waits until it has stopped.
+    pub async fn stop(self) -> Result<(), RuntimeError> {
+        self.shutdown.begin();
+        self.task.await?
+    }
 }
 
-/// Serves `routes` (the service's gRPC servers) on `listener` until `shutdown` is cancelled, then
-/// drains in-flight calls. The gRPC health service reports SERVING while the server runs.
-pub async fn serve(
+/// Serves `server` (the service's gRPC API) on `listener`, with the gRPC health service and HTTP
+/// `/healthz`, `/readyz` and `/metrics`. When the shutdown begins, health turns NOT_SERVING (for "" and
+/// the service's name) and `/readyz` answers 503 while calls are still served for the drain delay;
+/// then the listener closes and calls in flight get the grace period to finish.
+pub async fn serve<S>(
     name: &'static str,
     listener: TcpListener,
-    routes: Routes,
+    server: S,
     readiness: Readiness,
-    shutdown: CancellationToken,
-) -> Result<Served, RuntimeError> {
+    shutdown: impl Into<Shutdown>,
+) -> Result<Served, RuntimeError>
+where
+    S: Service<http::Request<tonic::body::Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let shutdown = shutdown.into();
     let addr =
         listener.local_addr().map_err(|source| RuntimeError::Bind { addr: name.to_owned(), source })?;
     crate::metrics_handle();
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    let services = ["", S::NAME];
+    for service in services {
+        reporter.set_service_status(service, ServingStatus::Serving).await;
+    }
 
-    let mut routes = routes.add_service(health);
+    let mut routes = Routes::new(server).add_service(health);
     let router = std::mem::take(routes.axum_router_mut());
     let probes = readiness.clone();
+    let draining = shutdown.clone();
     *routes.axum_router_mut() = router
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
                 let probes = probes.clone();
+                let draining = draining.clone();
                 async move {
+                    if draining.is_draining() {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "draining".to_owned());
+                    }
                     let failed = probes.failures().await;
                     if failed.is_empty() {
                         (StatusCode::OK, "ready".to_owned())
@@ -109,21 +140,34 @@ pub async fn serve(
         )
         .route("/metrics", get(|| async { crate::metrics_handle().render() }));
 
+    let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let stop = shutdown.clone();
-        let result = tonic::transport::Server::builder()
+        let drained = async {
+            stop.token().cancelled().await;
+            for service in services {
+                reporter.set_service_status(service, ServingStatus::NotServing).await;
+            }
+            tracing::info!(service = name, drain = ?stop.drain(), "draining");
+            stop.drained().await;
+            tracing::info!(service = name, "no longer accepting connections");
+        };
+        let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
             .max_connection_age(Duration::from_secs(300))
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                stop.cancelled().await;
-                reporter.set_service_status("", ServingStatus::NotServing).await;
-            })
-            .await;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drained);
+        let result = match stop.within_grace(server).await {
+            Some(result) => result.map_err(RuntimeError::from),
+            None => {
+                let grace = stop.grace();
+                tracing::warn!(service = name, ?grace, "calls still in flight after the grace period");
+                Ok(())
+            }
+        };
         tracing::info!(service = name, "stopped");
-        result.map_err(RuntimeError::from)
+        result
     });
     tracing::info!(service = name, %addr, "serving gRPC");
-    Ok(Served { name, addr, task })
+    Ok(Served { name, addr, task, shutdown })
 }

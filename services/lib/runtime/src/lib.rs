@@ -1,12 +1,14 @@
-//! What every Mall service runs on: tracing, graceful shutdown, serving gRPC with health and HTTP
-//! probes on one port, metrics, and channels to peers.
+//! What every Mall service runs on: tracing, graceful shutdown after a drain, serving gRPC with health
+//! and HTTP probes on one port, metrics, and channels to peers.
 
 mod grpc;
 mod peer;
+mod shutdown;
 mod telemetry;
 
 pub use grpc::{Readiness, ReadyCheck, Served, bind, serve};
 pub use peer::{DnsResolver, RESOLVE_INTERVAL, Resolution, Resolver, balanced_channel, channel};
+pub use shutdown::{DEFAULT_GRACE, Shutdown};
 pub use telemetry::{init_tracing, metrics_handle};
 pub use tokio_util::sync::CancellationToken;
 
@@ -21,6 +23,8 @@ pub enum RuntimeError {
     Serve(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Resolves when the process is asked to stop: Ctrl-C or SIGTERM (what Kubernetes sends).

@@ -26,6 +26,8 @@ pub struct Options {
     pub limits: mall_gateway::Limits,
     pub demo: bool,
     pub trusted_proxies: usize,
+    /// How long the gateway keeps serving once told to stop (MALL_DRAIN_DELAY).
+    pub drain: Duration,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             },
             demo: false,
             trusted_proxies: 0,
+            drain: Duration::ZERO,
         }
     }
 }
@@ -111,6 +114,7 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
         admin_email: ADMIN_EMAIL.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         signing_key: None,
+        drain_delay: Some(options.drain),
     };
     let start = mall::StartOptions {
         gateway: mall_gateway::Config { limits: options.limits, trusted_proxies: options.trusted_proxies },
@@ -193,6 +197,13 @@ impl TestApp {
         let reply = self.login(&email, PASSWORD).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         (id, reply.data()["token"].as_str().unwrap().to_owned())
+    }
+
+    /// Stops one service, as a lost pod leaves it: nothing listens on its address any more.
+    pub async fn stop_service(&mut self, name: &str) {
+        let mall = self.mall.as_mut().expect("the mall is running");
+        let at = mall.services.iter().position(|s| s.name == name).expect("a service of the mall");
+        mall.services.remove(at).stop().await.expect("the service stops cleanly");
     }
 
     /// Stops the mall and drops the test's databases.

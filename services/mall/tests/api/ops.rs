@@ -1,7 +1,10 @@
 //! Operations routes, the envelope on everything, body limits and content types.
 
+use std::time::Duration;
+
 use serde_json::json;
 
+use crate::commerce::{GOOD_CARD, card, checkout_body, product};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -36,7 +39,7 @@ async fn health_readiness_metrics_and_docs() {
 }
 
 #[tokio::test]
-async fn a_gateway_whose_services_are_down_is_alive_but_not_ready() {
+async fn a_gateway_whose_services_are_down_is_ready_and_names_the_missing_service() {
     // A gateway alone, pointed at ports where nothing listens.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dead = || mall_runtime::channel(&dead.to_string()).unwrap();
@@ -59,23 +62,86 @@ async fn a_gateway_whose_services_are_down_is_alive_but_not_ready() {
     let url = format!("http://{}", served.addr);
     let client = reqwest::Client::new();
 
+    // Its readiness is its own: the services are not its to report.
     let ready = client.get(format!("{url}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body["code"], 50301);
-    assert!(body["msg"].as_str().unwrap().contains("auth"), "{body}");
+    assert_eq!(ready.status(), 200);
     assert_eq!(client.get(format!("{url}/healthz")).send().await.unwrap().status(), 200);
 
-    // A call that needs a missing service is a 503 in the envelope, not a 500.
+    // A call that needs a missing service is a 503 in the envelope naming it, not a 500.
     let login =
         client.post(format!("{url}/login")).json(&json!({"email": "a@example.com", "password": PASSWORD}));
     let login = login.send().await.unwrap();
     assert_eq!(login.status(), 503);
     let body: serde_json::Value = login.json().await.unwrap();
     assert_eq!(body["code"], 50301);
+    assert_eq!(body["msg"], "the user service is unavailable");
+    let list = client.get(format!("{url}/products/list")).send().await.unwrap();
+    let body: serde_json::Value = list.json().await.unwrap();
+    assert_eq!(body["msg"], "the product service is unavailable");
 
     shutdown.cancel();
     served.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_service_that_is_down_fails_only_the_routes_that_need_it() {
+    let mut app = spawn_app().await;
+    let mug = product(&app, "Mug", "12.50", 10).await;
+    let (_, token) = app.customer().await;
+    let t = Some(token.as_str());
+    let added = app.post_json("/cart/additem", &json!({ "product_id": mug, "quantity": 1 }), t).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+
+    app.stop_service("payment").await;
+
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(app.get("/products/list", None).await.status, 200);
+    assert_eq!(app.get(&format!("/products/{mug}"), None).await.status, 200);
+    assert_eq!(app.get("/cart", t).await.status, 200);
+
+    // The gateway cannot reach payment itself...
+    let charge = json!({ "order_id": "o-1", "credit_card": card(GOOD_CARD) });
+    let charge = app.post_json("/payment/charge", &charge, t).await;
+    charge.assert_error(503, 50301);
+    assert_eq!(charge.body["msg"], "the payment service is unavailable");
+    // ...and checkout, which calls payment, says so too.
+    let checkout = app.post_json("/checkout", &checkout_body(GOOD_CARD), t).await;
+    checkout.assert_error(503, 50301);
+    assert!(
+        checkout.body["msg"].as_str().unwrap().contains("the payment service is unavailable"),
+        "{}",
+        checkout.body
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_draining_gateway_fails_readiness_closes_connections_and_then_exits() {
+    // A drain far longer than the test: it ends when the test hurries it.
+    let options = Options { drain: Duration::from_secs(3600), ..Options::default() };
+    let app = spawn_with(options).await.unwrap();
+    let gateway = app.mall.as_ref().unwrap().gateway.shutdown.clone();
+    let before = app.get("/products/list", None).await;
+    assert_eq!(before.status, 200);
+    assert!(before.headers.get("connection").is_none_or(|c| c != "close"), "{:?}", before.headers);
+
+    gateway.begin();
+    let ready = app.get("/readyz", None).await;
+    ready.assert_error(503, 50302);
+    assert_eq!(ready.headers["connection"], "close");
+    for path in ["/products/list", "/healthz"] {
+        let reply = app.get(path, None).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        assert_eq!(reply.headers["connection"], "close", "{path}");
+    }
+    let (_, token) = app.customer().await;
+    assert_eq!(app.get("/user/me", Some(&token)).await.status, 200);
+
+    gateway.hurry();
+    let url = app.url.clone();
+    app.stop().await;
+    assert!(reqwest::get(format!("{url}/healthz")).await.is_err(), "the gateway has exited");
 }
 
 #[tokio::test]
