@@ -52,6 +52,19 @@ pub mod payment {
                     .finish()
             }
         }
+
+        /// The reason recorded and answered for a card that fails the checks of `mall_domain::card`.
+        impl From<mall_domain::card::CardError> for DeclineReason {
+            fn from(e: mall_domain::card::CardError) -> Self {
+                use mall_domain::card::CardError;
+                match e {
+                    CardError::InvalidNumber => DeclineReason::InvalidNumber,
+                    CardError::InvalidCvv => DeclineReason::InvalidCvv,
+                    CardError::InvalidExpiry => DeclineReason::InvalidExpiry,
+                    CardError::Expired => DeclineReason::Expired,
+                }
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ pub enum CartError {
     /// A request field with a bad value; the message says which and why.
     #[error("{0}")]
     InvalidArgument(String),
-    /// AddItem for a product that is unknown or deleted.
+    /// AddItem or SetItem (above 0) for a product that is unknown or deleted.
     #[error("product {0} not found")]
     ProductNotFound(i64),
     /// The product service could not be reached (or did not answer in time).

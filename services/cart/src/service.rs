@@ -44,6 +44,32 @@ impl Carts {
         self.cart(req.user_id).await
     }
 
+    async fn set_item(&self, req: pb::SetItemRequest) -> Result<pb::Cart, CartError> {
+        check_user(req.user_id)?;
+        if !(0..=MAX_LINE_QUANTITY).contains(&req.quantity) {
+            return Err(CartError::InvalidArgument(format!(
+                "quantity must be between 0 and {MAX_LINE_QUANTITY}, got {}",
+                req.quantity
+            )));
+        }
+        if req.quantity == 0 {
+            // Not looked up: the line of a product deleted since it was added can still go.
+            store::remove(&self.db, req.user_id, req.product_id).await?;
+            return self.cart(req.user_id).await;
+        }
+        if req.product_id <= 0 || self.live_products(&[req.product_id]).await?.is_empty() {
+            return Err(CartError::ProductNotFound(req.product_id));
+        }
+        store::set(&self.db, req.user_id, req.product_id, req.quantity).await?;
+        self.cart(req.user_id).await
+    }
+
+    async fn remove_item(&self, req: pb::RemoveItemRequest) -> Result<pb::Cart, CartError> {
+        check_user(req.user_id)?;
+        store::remove(&self.db, req.user_id, req.product_id).await?;
+        self.cart(req.user_id).await
+    }
+
     /// The user's cart, priced now.
     async fn cart(&self, user_id: i64) -> Result<pb::Cart, CartError> {
         let lines = store::lines(&self.db, user_id).await?;
@@ -114,6 +140,22 @@ impl CartService for Carts {
     ) -> Result<Response<pb::AddItemResponse>, Status> {
         let cart = Carts::add_item(self, request.into_inner()).await?;
         Ok(Response::new(pb::AddItemResponse { cart: Some(cart) }))
+    }
+
+    async fn set_item(
+        &self,
+        request: Request<pb::SetItemRequest>,
+    ) -> Result<Response<pb::SetItemResponse>, Status> {
+        let cart = Carts::set_item(self, request.into_inner()).await?;
+        Ok(Response::new(pb::SetItemResponse { cart: Some(cart) }))
+    }
+
+    async fn remove_item(
+        &self,
+        request: Request<pb::RemoveItemRequest>,
+    ) -> Result<Response<pb::RemoveItemResponse>, Status> {
+        let cart = Carts::remove_item(self, request.into_inner()).await?;
+        Ok(Response::new(pb::RemoveItemResponse { cart: Some(cart) }))
     }
 
     async fn get_cart(

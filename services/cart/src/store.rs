@@ -28,27 +28,47 @@ const ADD_SQLITE: &str = "INSERT INTO cart_items (user_id, product_id, quantity,
      ON CONFLICT (user_id, product_id) DO UPDATE \
      SET quantity = cart_items.quantity + excluded.quantity, updated_at = excluded.updated_at";
 
+// Sets the line whatever it held. A new line goes last; a changed one keeps its `id`, so its place.
+const SET_MYSQL: &str = "INSERT INTO cart_items (user_id, product_id, quantity, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE quantity = VALUES(quantity), updated_at = VALUES(updated_at)";
+const SET_SQLITE: &str = "INSERT INTO cart_items (user_id, product_id, quantity, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?) \
+     ON CONFLICT (user_id, product_id) DO UPDATE \
+     SET quantity = excluded.quantity, updated_at = excluded.updated_at";
+
+/// Runs one of the upserts above for a line.
+async fn upsert(
+    db: &Db,
+    sql: &'static str,
+    user_id: i64,
+    product_id: i64,
+    quantity: i64,
+) -> sqlx::Result<()> {
+    let now = mall_storage::now_unix();
+    let run = || {
+        sqlx::query(sql).bind(user_id).bind(product_id).bind(quantity).bind(now).bind(now).execute(db.pool())
+    };
+    let mut result = run().await;
+    // InnoDB can pick concurrent upserts of one line as deadlock victims; the statement is atomic, so
+    // running it again is safe.
+    for _ in 0..DEADLOCK_RETRIES {
+        match &result {
+            Err(e) if is_deadlock(e) => result = run().await,
+            _ => break,
+        }
+    }
+    result.map(drop)
+}
+
 /// Adds `quantity` (already checked to be 1..=999) of a product to the user's line.
 pub async fn add(db: &Db, user_id: i64, product_id: i64, quantity: i64) -> Result<(), CartError> {
     let sql = match db.backend() {
         Backend::MySql => ADD_MYSQL,
         Backend::Sqlite => ADD_SQLITE,
     };
-    let now = mall_storage::now_unix();
-    let upsert = || {
-        sqlx::query(sql).bind(user_id).bind(product_id).bind(quantity).bind(now).bind(now).execute(db.pool())
-    };
-    let mut result = upsert().await;
-    // InnoDB can pick concurrent upserts of one line as deadlock victims; the statement is atomic, so
-    // running it again is safe.
-    for _ in 0..DEADLOCK_RETRIES {
-        match &result {
-            Err(e) if is_deadlock(e) => result = upsert().await,
-            _ => break,
-        }
-    }
-    match result {
-        Ok(_) => Ok(()),
+    match upsert(db, sql, user_id, product_id, quantity).await {
+        Ok(()) => Ok(()),
         Err(e) if is_check_violation(&e) => {
             let held = quantity_of(db, user_id, product_id).await?.unwrap_or(0);
             Err(CartError::InvalidArgument(format!(
@@ -59,6 +79,25 @@ pub async fn add(db: &Db, user_id: i64, product_id: i64, quantity: i64) -> Resul
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Sets the user's line of a product to `quantity` (already checked to be 1..=999).
+pub async fn set(db: &Db, user_id: i64, product_id: i64, quantity: i64) -> Result<(), CartError> {
+    let sql = match db.backend() {
+        Backend::MySql => SET_MYSQL,
+        Backend::Sqlite => SET_SQLITE,
+    };
+    Ok(upsert(db, sql, user_id, product_id, quantity).await?)
+}
+
+/// Removes the user's line of a product, if there is one.
+pub async fn remove(db: &Db, user_id: i64, product_id: i64) -> Result<(), CartError> {
+    sqlx::query("DELETE FROM cart_items WHERE user_id = ? AND product_id = ?")
+        .bind(user_id)
+        .bind(product_id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
 }
 
 async fn quantity_of(db: &Db, user_id: i64, product_id: i64) -> Result<Option<i64>, CartError> {

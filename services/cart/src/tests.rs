@@ -1,13 +1,13 @@
 //! The cart service over real gRPC, with a real product service beside it: on SQLite always, and on
-//! MariaDB (product cache on Redis) when configured (always in CI).
+//! MariaDB when configured (always in CI), the product cache then on Redis if that is configured too.
 
 use mall_proto::cart::v1 as pb;
 use mall_proto::cart::v1::cart_service_client::CartServiceClient;
 use mall_proto::product::v1 as product;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
 use mall_runtime::CancellationToken;
-use mall_storage::Cache;
-use mall_testkit::TestDb;
+use mall_storage::{Cache, Db};
+use mall_testkit::{Backend, TestDb};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -15,11 +15,28 @@ use tonic::transport::Channel;
 struct Stack {
     cart: CartServiceClient<Channel>,
     catalog: ProductServiceClient<Channel>,
+    cart_db: Db,
+    dbs: Vec<TestDb>,
     stop: CancellationToken,
 }
 
+async fn test_db(backend: Backend, migrations: &mall_storage::Migrations) -> Option<TestDb> {
+    match backend {
+        Backend::Sqlite => Some(TestDb::sqlite(migrations).await),
+        Backend::Mariadb => TestDb::mariadb(migrations).await,
+    }
+}
+
 impl Stack {
-    async fn start(cart_db: &TestDb, product_db: &TestDb, cache: Cache) -> Stack {
+    /// `None` when MariaDB is not configured (never in CI).
+    async fn start(backend: Backend) -> Option<Stack> {
+        let cart_db = test_db(backend, &crate::migrations()).await?;
+        let product_db = test_db(backend, &mall_product::migrations()).await?;
+        let cache = match backend {
+            Backend::Mariadb => mall_testkit::redis_cache().await,
+            Backend::Sqlite => None,
+        };
+        let cache = cache.unwrap_or_else(|| Cache::memory(&mall_testkit::unique_name("t")));
         let stop = CancellationToken::new();
         let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
         let product =
@@ -28,7 +45,20 @@ impl Stack {
         let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
         let cart = crate::startup(cart_db.db.clone(), product.clone(), listener, stop.clone()).await.unwrap();
         let cart = CartServiceClient::new(mall_runtime::channel(&cart.addr.to_string()).unwrap());
-        Stack { cart, catalog: ProductServiceClient::new(product), stop }
+        Some(Stack {
+            cart,
+            catalog: ProductServiceClient::new(product),
+            cart_db: cart_db.db.clone(),
+            dbs: vec![cart_db, product_db],
+            stop,
+        })
+    }
+
+    async fn finish(self) {
+        self.stop.cancel();
+        for db in self.dbs {
+            db.drop_database().await;
+        }
     }
 
     async fn product(&self, name: &str, price_cents: i64) -> i64 {
@@ -46,6 +76,20 @@ impl Stack {
     async fn add(&self, user_id: i64, product_id: i64, quantity: i64) -> Result<pb::Cart, tonic::Status> {
         let request = pb::AddItemRequest { user_id, product_id, quantity };
         Ok(self.cart.clone().add_item(request).await?.into_inner().cart.unwrap())
+    }
+
+    async fn set(&self, user_id: i64, product_id: i64, quantity: i64) -> Result<pb::Cart, tonic::Status> {
+        let request = pb::SetItemRequest { user_id, product_id, quantity };
+        Ok(self.cart.clone().set_item(request).await?.into_inner().cart.unwrap())
+    }
+
+    async fn remove(&self, user_id: i64, product_id: i64) -> Result<pb::Cart, tonic::Status> {
+        let request = pb::RemoveItemRequest { user_id, product_id };
+        Ok(self.cart.clone().remove_item(request).await?.into_inner().cart.unwrap())
+    }
+
+    async fn delete_product(&self, product_id: i64) {
+        self.catalog.clone().delete_product(product::DeleteProductRequest { product_id }).await.unwrap();
     }
 
     async fn get(&self, user_id: i64) -> pb::Cart {
@@ -170,22 +214,102 @@ async fn empty_and_isolation(s: &Stack) {
     assert_eq!(lines(&s.add(bob, x, 1).await.unwrap()), [(x, 1)], "an emptied cart starts afresh");
 }
 
-async fn check_cart(cart_db: TestDb, product_db: TestDb, cache: Cache) {
-    let s = Stack::start(&cart_db, &product_db, cache).await;
-    adds_up_and_keeps_lines_in_place(&s).await;
-    line_limits(&s).await;
-    unknown_products_and_users(&s).await;
-    prices_in_cents_and_deleted_products(&s).await;
-    empty_and_isolation(&s).await;
+/// SetItem sets a line whatever it held: a new line goes last, a changed one keeps its place, 0
+/// removes it; AddItem then adds to what was set.
+async fn set_item_sets_and_zero_removes(s: &Stack) {
+    let (mug, pen) = (s.product("Set mug", 1990).await, s.product("Set pen", 250).await);
+    let user = 111;
+    assert_eq!(lines(&s.set(user, mug, 3).await.unwrap()), [(mug, 3)], "a new line");
+    s.add(user, pen, 2).await.unwrap();
+    assert_eq!(lines(&s.set(user, mug, 1).await.unwrap()), [(mug, 1), (pen, 2)], "lowered in place");
+    let cart = s.set(user, mug, 999).await.unwrap();
+    assert_eq!(lines(&cart), [(mug, 999), (pen, 2)], "raised to 999 whatever it held");
+    assert_eq!(cart.total_cents, 999 * 1990 + 2 * 250);
+    assert_eq!(cart.user_id, user);
 
-    // Without the product service the cart cannot be priced: UNAVAILABLE, and nothing is added.
+    let cart = s.set(user, mug, 0).await.unwrap();
+    assert_eq!(lines(&cart), [(pen, 2)], "0 removes the line");
+    assert_eq!(cart.total_cents, 500);
+    assert_eq!(s.get(user).await, cart, "GetCart shows what SetItem returned");
+    assert_eq!(lines(&s.set(user, mug, 0).await.unwrap()), [(pen, 2)], "0 for a line not there is fine");
+    assert_eq!(lines(&s.set(user, mug, 4).await.unwrap()), [(pen, 2), (mug, 4)], "set again: last");
+    assert_eq!(lines(&s.add(user, mug, 1).await.unwrap()), [(pen, 2), (mug, 5)], "adding adds to it");
+    assert_eq!(lines(&s.set(user, pen, 2).await.unwrap()), [(pen, 2), (mug, 5)], "the same value: no change");
+}
+
+/// RemoveItem takes one line out, whether or not it is there, and only the caller's.
+async fn remove_item_takes_one_line_out(s: &Stack) {
+    let (mug, pen, lamp) =
+        (s.product("Remove mug", 100).await, s.product("Remove pen", 20).await, s.product("Lamp", 5).await);
+    let (user, other) = (112, 113);
+    s.add(user, mug, 2).await.unwrap();
+    s.add(user, pen, 1).await.unwrap();
+    s.add(user, lamp, 3).await.unwrap();
+    s.add(other, mug, 7).await.unwrap();
+
+    let cart = s.remove(user, pen).await.unwrap();
+    assert_eq!(lines(&cart), [(mug, 2), (lamp, 3)], "the others keep their places");
+    assert_eq!(cart.total_cents, 200 + 15);
+    assert_eq!(s.get(user).await, cart, "GetCart shows what RemoveItem returned");
+    for missing in [pen, 987_654_321, 0, -3] {
+        let cart = s.remove(user, missing).await.expect("removing a line that is not there is fine");
+        assert_eq!(lines(&cart), [(mug, 2), (lamp, 3)], "product {missing}");
+    }
+    assert_eq!(lines(&s.remove(user, mug).await.unwrap()), [(lamp, 3)]);
+    assert_eq!(lines(&s.get(other).await), [(mug, 7)], "another user's line of the product stays");
+
+    // A product deleted after it was added: its line can still be taken out, either way, without
+    // the product being found.
+    s.add(user, pen, 1).await.unwrap();
+    s.delete_product(lamp).await;
+    s.delete_product(pen).await;
+    assert_eq!(lines(&s.remove(user, lamp).await.unwrap()), [(pen, 1)]);
+    assert!(s.set(user, pen, 0).await.unwrap().items.is_empty());
+
+    for user_id in [0, -1] {
+        let e = s.remove(user_id, mug).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "user {user_id}");
+    }
+}
+
+/// SetItem's bounds (0 to 999) and its product check (only above 0), neither changing anything when
+/// they refuse.
+async fn set_item_limits_and_unknown_products(s: &Stack) {
+    let mug = s.product("Bounded mug", 100).await;
+    let user = 114;
+    s.add(user, mug, 5).await.unwrap();
+    for quantity in [-1, 1000, i64::MAX, i64::MIN] {
+        let e = s.set(user, mug, quantity).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "quantity {quantity}");
+        assert!(e.message().contains("between 0 and 999"), "{}", e.message());
+    }
+    assert_eq!(lines(&s.get(user).await), [(mug, 5)], "a refused set changes nothing");
+
+    for missing in [0, -5, 987_654_321] {
+        let e = s.set(user, missing, 1).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "product {missing}");
+    }
+    let gone = s.product("Gone for good", 100).await;
+    s.delete_product(gone).await;
+    let e = s.set(user, gone, 2).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::NotFound, format!("product {gone} not found").as_str()));
+    assert_eq!(lines(&s.get(user).await), [(mug, 5)], "nothing was set");
+
+    for user_id in [0, -1] {
+        assert_eq!(s.set(user_id, mug, 1).await.unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(s.set(user_id, mug, 0).await.unwrap_err().code(), Code::InvalidArgument);
+    }
+}
+
+/// Without the product service the cart cannot be priced: UNAVAILABLE, and nothing is added or set.
+async fn product_service_down(s: &Stack) {
     let user = 110;
     let mug = s.product("Offline mug", 100).await;
     s.add(user, mug, 1).await.unwrap();
     let stop = CancellationToken::new();
     let unreachable = mall_runtime::channel("127.0.0.1:1").unwrap();
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-    let offline = crate::startup(cart_db.db.clone(), unreachable, listener, stop.clone()).await.unwrap();
+    let offline = crate::startup(s.cart_db.clone(), unreachable, listener, stop.clone()).await.unwrap();
     let mut offline = CartServiceClient::new(mall_runtime::channel(&offline.addr.to_string()).unwrap());
     let e = offline.get_cart(pb::GetCartRequest { user_id: user }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
@@ -194,28 +318,30 @@ async fn check_cart(cart_db: TestDb, product_db: TestDb, cache: Cache) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let e = offline
+        .set_item(pb::SetItemRequest { user_id: user, product_id: mug, quantity: 9 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert_eq!(lines(&s.get(user).await), [(mug, 1)]);
     stop.cancel();
-
-    s.stop.cancel();
-    cart_db.drop_database().await;
-    product_db.drop_database().await;
 }
 
-#[tokio::test]
-async fn cart_on_sqlite() {
-    let cart_db = TestDb::sqlite(&crate::migrations()).await;
-    let product_db = TestDb::sqlite(&mall_product::migrations()).await;
-    check_cart(cart_db, product_db, Cache::memory(&mall_testkit::unique_name("t"))).await;
+async fn scenario(backend: Backend, test: impl AsyncFnOnce(&Stack)) {
+    let Some(stack) = Stack::start(backend).await else { return };
+    test(&stack).await;
+    stack.finish().await;
 }
 
-#[tokio::test]
-async fn cart_on_mariadb() {
-    let Some(cart_db) = TestDb::mariadb(&crate::migrations()).await else { return };
-    let Some(product_db) = TestDb::mariadb(&mall_product::migrations()).await else { return };
-    let cache = match mall_testkit::redis_cache().await {
-        Some(cache) => cache,
-        None => Cache::memory(&mall_testkit::unique_name("t")),
-    };
-    check_cart(cart_db, product_db, cache).await;
-}
+mall_testkit::on_both_backends!(
+    super::scenario;
+    adds_up_and_keeps_lines_in_place,
+    line_limits,
+    unknown_products_and_users,
+    prices_in_cents_and_deleted_products,
+    empty_and_isolation,
+    set_item_sets_and_zero_removes,
+    remove_item_takes_one_line_out,
+    set_item_limits_and_unknown_products,
+    product_service_down,
+);

@@ -1,5 +1,10 @@
 //! The `CheckoutService` gRPC implementation: starting, resuming and replaying checkouts.
 //!
+//! Step 0 of api.md's "Checkout, precisely" is done here, before the saga: the request's fields (see
+//! `request`) and the card's form (`mall_domain::card`). A malformed card is DECLINED with payment's
+//! own reason for it, and nothing is recorded, placed or reserved; only the processor's decline
+//! happens after the order is placed.
+//!
 //! Idempotency (the user's key, or a generated one when the client gave none):
 //! - the first call inserts the checkout under UNIQUE (user_id, idempotency_key), holding its lease,
 //!   and drives the saga;
@@ -9,6 +14,7 @@
 //!   card again, so a charge can be attempted), and is ABORTED ("already in progress") if one does.
 //!   So of two concurrent calls with one key, exactly one drives the saga: one order, at most one charge.
 
+use mall_domain::card::{Card, YearMonth};
 use mall_proto::checkout::v1 as pb;
 use mall_proto::checkout::v1::checkout_service_server::CheckoutService;
 use mall_proto::payment::v1::{CreditCard, DeclineReason};
@@ -33,6 +39,9 @@ impl Checkouts {
             && let Some(existing) = store::find_by_key(self.db(), buyer.user_id, key).await?
         {
             return self.resume(existing, &buyer, &card, &lease).await;
+        }
+        if let Some(refused) = refuse_malformed(buyer.user_id, &card) {
+            return Ok(refused);
         }
 
         let checkout_id = uuid::Uuid::now_v7().to_string();
@@ -87,8 +96,13 @@ impl Checkouts {
                 "this idempotency key was already used for a different checkout request".into(),
             ));
         }
+        // A replay answers the first result even if the card has expired since.
         if existing.finished() || existing.outcome == Outcome::Succeeded {
             return answer(&existing, true);
+        }
+        // What is left may place an order or charge: not with a malformed card.
+        if let Some(refused) = refuse_malformed(existing.user_id, card) {
+            return Ok(refused);
         }
         if !store::acquire(self.db(), &existing.checkout_id, lease).await? {
             return Err(already_in_progress());
@@ -143,6 +157,24 @@ impl Checkouts {
             _ => Err(CheckoutError::NotFound("checkout not found".into())),
         }
     }
+}
+
+/// Step 0 for the card: `Some` DECLINED answer, with no checkout, order or transaction, when the card
+/// fails the checks that payment would decline it for.
+fn refuse_malformed(user_id: i64, card: &CreditCard) -> Option<pb::CheckoutResponse> {
+    let now = YearMonth::now_utc();
+    let checked = Card::parse(&card.number, &card.cvv, card.expiration_year, card.expiration_month, now);
+    let reason = DeclineReason::from(checked.err()?);
+    tracing::info!(
+        user_id,
+        reason = reason.as_str_name(),
+        "checkout refused a malformed card; nothing placed"
+    );
+    Some(pb::CheckoutResponse {
+        outcome: pb::CheckoutOutcome::Declined.into(),
+        decline_reason: reason.into(),
+        ..Default::default()
+    })
 }
 
 fn already_in_progress() -> CheckoutError {

@@ -2,6 +2,7 @@
 //! it (each on its own database, all on port 0): on SQLite always, and on MariaDB (product cache on
 //! Redis) when configured.
 
+use mall_domain::card::YearMonth;
 use mall_proto::cart::v1 as cart_pb;
 use mall_proto::cart::v1::cart_service_client::CartServiceClient;
 use mall_proto::checkout::v1 as pb;
@@ -312,15 +313,15 @@ async fn short_stock(s: &Stack) {
     assert_eq!(state.failure_message, e.message());
 }
 
-/// Declined cards: outcome DECLINED with the reason, the order cancelled, its stock back, the cart
-/// kept; another card then pays.
+/// The processor's decline, after the order is placed: outcome DECLINED with the reason, the order
+/// cancelled, its stock back, the cart kept; another card then pays.
 async fn declined_card(s: &Stack) {
     let user = 104;
     let lamp = s.product(700, 4).await;
     s.add(user, lamp, 2).await;
     for (key, number, reason) in [
-        ("k-luhn", "4242 4242 4242 4241", payment_pb::DeclineReason::InvalidNumber),
         ("k-test", mall_payment::DECLINED_TEST_CARD, payment_pb::DeclineReason::ProcessorDeclined),
+        ("k-test-spaced", "4000 0000 0000 0002", payment_pb::DeclineReason::ProcessorDeclined),
     ] {
         let declined = run(&s.checkout, request(user, key, number)).await.unwrap();
         assert_eq!(declined.outcome(), pb::CheckoutOutcome::Declined);
@@ -346,6 +347,62 @@ async fn declined_card(s: &Stack) {
     assert_eq!(s.orders(user).await.len(), 3, "two cancelled, one paid");
 }
 
+/// Step 0: a malformed card (number, CVV, expiry) is DECLINED with payment's reason for it before
+/// anything is recorded, placed, reserved or charged; the cart is kept, and the same key with a good
+/// card then checks out afresh.
+async fn malformed_card(s: &Stack) {
+    let user = 111;
+    let lamp = s.product(700, 4).await;
+    s.add(user, lamp, 2).await;
+    let now = YearMonth::now_utc();
+    let (last_year, last_month) =
+        if now.month == 1 { (now.year - 1, 12) } else { (now.year, i32::from(now.month) - 1) };
+    let with_card = |edit: &dyn Fn(&mut payment_pb::CreditCard)| {
+        let mut req = request(user, "k-malformed", GOOD_CARD);
+        edit(req.credit_card.as_mut().unwrap());
+        req
+    };
+    let cases = [
+        (request(user, "k-malformed", "4242 4242 4242 4241"), payment_pb::DeclineReason::InvalidNumber),
+        (request(user, "k-malformed", "4242 4242 42"), payment_pb::DeclineReason::InvalidNumber),
+        (with_card(&|c| c.cvv = "12".into()), payment_pb::DeclineReason::InvalidCvv),
+        (with_card(&|c| c.expiration_month = 13), payment_pb::DeclineReason::InvalidExpiry),
+        (
+            with_card(&|c| (c.expiration_year, c.expiration_month) = (last_year, last_month)),
+            payment_pb::DeclineReason::Expired,
+        ),
+    ];
+    for (req, reason) in cases {
+        let declined = run(&s.checkout, req).await.unwrap();
+        let refused = pb::CheckoutResponse {
+            outcome: pb::CheckoutOutcome::Declined.into(),
+            decline_reason: reason.into(),
+            ..Default::default()
+        };
+        assert_eq!(declined, refused, "no checkout, order or transaction");
+    }
+    assert!(s.orders(user).await.is_empty(), "nothing placed");
+    assert_eq!(s.stock(lamp).await, 4, "nothing reserved");
+    assert_eq!(s.cart_lines(user).await, [(lamp, 2)], "cart kept");
+    let payments: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE user_id = ?")
+        .bind(user)
+        .fetch_one(s.payment_db.pool())
+        .await
+        .unwrap();
+    assert_eq!(payments, 0, "payment was never asked");
+    let lookup = pb::GetCheckoutRequest {
+        user_id: user,
+        lookup: Some(pb::get_checkout_request::Lookup::IdempotencyKey("k-malformed".into())),
+    };
+    let e = s.checkout.clone().get_checkout(lookup).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "nothing recorded");
+
+    let paid = run(&s.checkout, request(user, "k-malformed", GOOD_CARD)).await.unwrap();
+    assert_eq!(paid.outcome(), pb::CheckoutOutcome::Succeeded);
+    assert_eq!(s.stock(lamp).await, 2);
+    assert_eq!(s.orders(user).await.len(), 1);
+}
+
 /// The payment service is unreachable: UNAVAILABLE, the order not paid, the checkout waiting at
 /// ORDER_PLACED. The same key through a checkout service that reaches payment completes it once.
 async fn payment_unavailable_then_resumed(s: &Stack) {
@@ -366,6 +423,17 @@ async fn payment_unavailable_then_resumed(s: &Stack) {
     // Retrying on the broken one again stays put.
     let e = run(&broken, request(user, "k-resume", GOOD_CARD)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
+    // The same request with a mistyped CVV (which the request's identity leaves out) is refused
+    // without charging, cancelling or moving the checkout.
+    let before = s.state(user, "k-resume").await;
+    let mut typo = request(user, "k-resume", GOOD_CARD);
+    typo.credit_card.as_mut().unwrap().cvv = "3210x".into();
+    let refused = run(&s.checkout, typo).await.unwrap();
+    assert_eq!(
+        (refused.outcome(), refused.decline_reason(), refused.order_id.as_str()),
+        (pb::CheckoutOutcome::Declined, payment_pb::DeclineReason::InvalidCvv, "")
+    );
+    assert_eq!(s.state(user, "k-resume").await, before, "the checkout is where it was");
 
     let done = run(&s.checkout, request(user, "k-resume", GOOD_CARD)).await.unwrap();
     assert_eq!(done.outcome(), pb::CheckoutOutcome::Succeeded);
@@ -548,6 +616,7 @@ mall_testkit::on_both_backends!(
     empty_cart,
     short_stock,
     declined_card,
+    malformed_card,
     payment_unavailable_then_resumed,
     same_key_other_request,
     concurrent_same_key,

@@ -125,6 +125,8 @@ pub fn app(state: AppState) -> Router {
         .route("/cart/additem", post(commerce::add_item))
         .route("/cart", get(commerce::get_cart))
         .route("/cart/get", post(commerce::post_cart))
+        .route("/cart/setitem", post(commerce::set_item))
+        .route("/cart/removeitem", post(commerce::remove_item))
         .route("/cart/empty", post(commerce::empty_cart))
         .route("/order/place", post(commerce::place_order))
         .route("/order/listorder", post(commerce::list_orders_post))

@@ -6,7 +6,6 @@
 //! reason), not errors. Charges are idempotent per order (a UNIQUE claim on the order makes two
 //! successful charges impossible) and per idempotency key.
 
-pub mod card;
 mod error;
 pub mod processor;
 mod service;

@@ -1,12 +1,13 @@
 //! The card processor: the one thing that actually moves money, kept behind a small trait so a real
 //! one (a payment gateway's API) can be plugged in with [`crate::startup_with_processor`].
 //!
-//! The payment service asks the processor only for cards that passed every check in [`crate::card`],
-//! and names each attempt by its transaction id, which a real processor should use as its own
-//! idempotency key (so a retried request can never charge twice).
+//! The payment service asks the processor only for cards that passed every check of
+//! [`mall_domain::card`], and names each attempt by its transaction id, which a real processor should
+//! use as its own idempotency key (so a retried request can never charge twice).
+
+use mall_domain::card::Card;
 
 use crate::DECLINED_TEST_CARD;
-use crate::card::ValidCard;
 
 /// One charge, as asked of the processor.
 #[derive(Debug)]
@@ -15,7 +16,7 @@ pub struct ProcessorCharge<'a> {
     pub transaction_id: &'a str,
     pub order_id: &'a str,
     pub amount_cents: i64,
-    pub card: &'a ValidCard,
+    pub card: &'a Card,
 }
 
 /// The processor's answer to a charge.
@@ -71,19 +72,12 @@ impl CardProcessor for BuiltInProcessor {
 
 #[cfg(test)]
 mod tests {
-    use mall_proto::payment::v1::CreditCard;
+    use mall_domain::card::YearMonth;
 
     use super::*;
-    use crate::card::{YearMonth, validate};
 
     async fn decide(number: &str) -> ProcessorDecision {
-        let card = CreditCard {
-            number: number.into(),
-            cvv: "123".into(),
-            expiration_year: 2030,
-            expiration_month: 1,
-        };
-        let valid = validate(&card, YearMonth { year: 2026, month: 1 }).unwrap();
+        let valid = Card::parse(number, "123", 2030, 1, YearMonth { year: 2026, month: 1 }).unwrap();
         let charge = ProcessorCharge { transaction_id: "t", order_id: "o", amount_cents: 100, card: &valid };
         BuiltInProcessor.authorize(&charge).await.unwrap()
     }

@@ -19,6 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mall_domain::card::{Card, CardSummary, YearMonth};
 use mall_proto::order::v1 as order_pb;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::payment::v1 as pb;
@@ -28,7 +29,6 @@ use mall_storage::{Db, now_unix};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-use crate::card::{self, CardSummary, YearMonth};
 use crate::processor::{CardProcessor, ProcessorCharge, ProcessorDecision};
 use crate::store::{self, PaymentRow, Status as RowStatus};
 use crate::{PaymentError, error::is_transient};
@@ -222,11 +222,18 @@ impl Payments {
             created_at: now,
             updated_at: now,
         };
-        let valid = match card::validate(card, YearMonth::now_utc()) {
+        let checked = Card::parse(
+            &card.number,
+            &card.cvv,
+            card.expiration_year,
+            card.expiration_month,
+            YearMonth::now_utc(),
+        );
+        let valid = match checked {
             Ok(valid) => valid,
             Err(reason) => {
                 row.status = RowStatus::Declined;
-                row.decline_reason = reason;
+                row.decline_reason = reason.into();
                 if store::insert(db, &row).await?.is_err() {
                     return Ok(Attempt::Retry);
                 }

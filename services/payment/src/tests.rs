@@ -210,7 +210,7 @@ async fn declines_then_success(s: &Stack) {
     let order = s.place(user, 1999, 3).await;
     assert_eq!(order.total_cents, 5997);
 
-    let now = crate::card::YearMonth::now_utc();
+    let now = mall_domain::card::YearMonth::now_utc();
     let (last_year, last_month) =
         if now.month == 1 { (now.year - 1, 12) } else { (now.year, i32::from(now.month) - 1) };
     let cases = [

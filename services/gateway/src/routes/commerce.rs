@@ -108,6 +108,47 @@ pub async fn add_item(
     Ok(ok(cart_json(&c)))
 }
 
+#[derive(Deserialize)]
+pub struct SetItemBody {
+    product_id: i64,
+    quantity: i64,
+    #[serde(flatten)]
+    claimed: Claimed,
+}
+
+pub async fn set_item(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    JsonOrForm(b): JsonOrForm<SetItemBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    b.claimed.check(&user)?;
+    if !(0..=999).contains(&b.quantity) {
+        return Err(ApiError::InvalidInput("quantity must be between 0 and 999".into()));
+    }
+    let request =
+        cart::SetItemRequest { user_id: user.user_id, product_id: b.product_id, quantity: b.quantity };
+    let c = state.carts.clone().set_item(request).await?.into_inner().cart.ok_or(ApiError::Internal)?;
+    Ok(ok(cart_json(&c)))
+}
+
+#[derive(Deserialize)]
+pub struct RemoveItemBody {
+    product_id: i64,
+    #[serde(flatten)]
+    claimed: Claimed,
+}
+
+pub async fn remove_item(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    JsonOrForm(b): JsonOrForm<RemoveItemBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    b.claimed.check(&user)?;
+    let request = cart::RemoveItemRequest { user_id: user.user_id, product_id: b.product_id };
+    let c = state.carts.clone().remove_item(request).await?.into_inner().cart.ok_or(ApiError::Internal)?;
+    Ok(ok(cart_json(&c)))
+}
+
 pub async fn get_cart(
     State(state): State<AppState>,
     user: CurrentUser,

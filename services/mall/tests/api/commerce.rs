@@ -44,6 +44,23 @@ async fn add(app: &TestApp, token: &str, product_id: i64, quantity: i64) -> Repl
         .await
 }
 
+async fn set(app: &TestApp, token: &str, product_id: i64, quantity: i64) -> Reply {
+    app.post_json("/cart/setitem", &json!({ "product_id": product_id, "quantity": quantity }), Some(token))
+        .await
+}
+
+async fn remove(app: &TestApp, token: &str, product_id: i64) -> Reply {
+    app.post_json("/cart/removeitem", &json!({ "product_id": product_id }), Some(token)).await
+}
+
+/// (product_id, quantity) of each line of a cart in a reply.
+#[track_caller]
+fn lines(reply: &Reply) -> Vec<(i64, i64)> {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let items = reply.data()["items"].as_array().unwrap_or_else(|| panic!("no items: {}", reply.body));
+    items.iter().map(|i| (i["product_id"].as_i64().unwrap(), i["quantity"].as_i64().unwrap())).collect()
+}
+
 async fn seed_flow(app: &TestApp) {
     let mug = product(app, "Mug", "12.50", 10).await;
     let tea = product(app, "Tea", "3.99", 5).await;
@@ -127,17 +144,206 @@ async fn checkout_failures_leave_nothing_behind() {
     assert_eq!(add(&app, &token, plenty, 4).await.status, 200);
     let declined = app.post_json("/checkout", &checkout_body(DECLINED_CARD), Some(&token)).await;
     declined.assert_error(402, 40201);
+    assert_eq!(declined.body["msg"], "payment declined: the card was declined by the processor");
     assert_eq!(stock(&app, plenty).await, 50);
     let orders = app.get("/orders", Some(&token)).await;
     let statuses: Vec<&str> =
         orders.data()["items"].as_array().unwrap().iter().map(|o| o["status"].as_str().unwrap()).collect();
-    assert!(statuses.iter().all(|s| *s == "cancelled"), "{statuses:?}");
+    assert_eq!(statuses, ["cancelled"], "the processor declines after the order is placed");
     assert_eq!(app.get("/cart", Some(&token)).await.data()["items"].as_array().unwrap().len(), 1);
 
     // The same cart then checks out with a good card.
     let ok = app.post_json("/checkout", &checkout_body(GOOD_CARD), Some(&token)).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(stock(&app, plenty).await, 46);
+    app.stop().await;
+}
+
+/// api.md "Checkout, precisely", step 0: a malformed card is a 402 before anything is placed or
+/// reserved, with the code and message `/payment/charge` gives for the same card.
+#[tokio::test]
+async fn a_malformed_card_is_refused_before_anything_is_placed() {
+    let app = spawn_app().await;
+    let item = product(&app, "Item", "2.00", 5).await;
+    let (_, token) = app.customer().await;
+    let t = Some(token.as_str());
+    assert_eq!(add(&app, &token, item, 2).await.status, 200);
+
+    let luhn = checkout_body("4111 1111 1111 1112");
+    let mut expired = checkout_body(GOOD_CARD);
+    expired["credit_card"]["credit_card_expiration_year"] = json!(2020);
+    expired["credit_card"]["credit_card_expiration_month"] = json!(1);
+    let mut bad_cvv = checkout_body(GOOD_CARD);
+    bad_cvv["credit_card"]["credit_card_cvv"] = json!("12a");
+    let cases = [
+        (luhn, "payment declined: the card number is not valid"),
+        (expired, "payment declined: the card has expired"),
+        (bad_cvv, "payment declined: the CVV must be 3 or 4 digits"),
+    ];
+    for (body, msg) in &cases {
+        let refused = app.post_json("/checkout", body, t).await;
+        refused.assert_error(402, 40201);
+        assert_eq!(refused.body["msg"], *msg);
+        // The same with an Idempotency-Key: still nothing recorded under it.
+        let keyed = app
+            .client
+            .post(format!("{}/checkout", app.url))
+            .bearer_auth(&token)
+            .header("idempotency-key", "malformed-then-good")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(keyed.status(), 402);
+
+        let orders = app.get("/orders", t).await;
+        assert_eq!(orders.data()["total"], 0, "no order: {}", orders.body);
+        assert!(orders.data()["items"].as_array().unwrap().is_empty());
+        assert_eq!(stock(&app, item).await, 5, "nothing reserved");
+        assert_eq!(lines(&app.get("/cart", t).await), [(item, 2)], "the cart is kept");
+    }
+
+    // Nothing was recorded under the key: with a good card it checks out.
+    let good = app
+        .client
+        .post(format!("{}/checkout", app.url))
+        .bearer_auth(&token)
+        .header("idempotency-key", "malformed-then-good")
+        .json(&checkout_body(GOOD_CARD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 200);
+    assert_eq!(stock(&app, item).await, 3);
+    assert_eq!(app.get("/orders", t).await.data()["total"], 1);
+
+    // /payment/charge declines the same cards with the same code and message.
+    let placed = app
+        .post_json(
+            "/order/place",
+            &json!({ "email": "a@example.com", "address": address(),
+                     "items": [{ "product_id": item, "quantity": 1 }] }),
+            t,
+        )
+        .await;
+    let order_id = placed.data()["order_id"].as_str().unwrap().to_owned();
+    for (body, msg) in &cases {
+        let charge = json!({ "order_id": order_id, "credit_card": body["credit_card"] });
+        let declined = app.post_json("/payment/charge", &charge, t).await;
+        declined.assert_error(402, 40201);
+        assert_eq!(declined.body["msg"], *msg);
+    }
+    app.stop().await;
+}
+
+/// `/cart/setitem` sets a line (0 removes it) and `/cart/removeitem` removes one, from JSON or form
+/// bodies; both return the cart.
+#[tokio::test]
+async fn set_and_remove_cart_lines() {
+    let app = spawn_app().await;
+    let mug = product(&app, "Mug", "12.50", 10).await;
+    let tea = product(&app, "Tea", "3.99", 5).await;
+    let (user_id, token) = app.customer().await;
+    let t = Some(token.as_str());
+
+    let cart = set(&app, &token, mug, 3).await;
+    assert_eq!(lines(&cart), [(mug, 3)]);
+    assert_eq!(
+        (cart.data()["total_cents"].as_i64(), cart.data()["total"].as_str()),
+        (Some(3750), Some("37.50"))
+    );
+    assert_eq!(cart.data()["items"][0]["name"], "Mug");
+    assert_eq!(lines(&add(&app, &token, tea, 2).await), [(mug, 3), (tea, 2)]);
+    let cart = set(&app, &token, mug, 1).await;
+    assert_eq!(lines(&cart), [(mug, 1), (tea, 2)], "set, not added; the line keeps its place");
+    assert_eq!(cart.data()["total_cents"], 1250 + 2 * 399);
+    assert_eq!(lines(&set(&app, &token, tea, 999).await), [(mug, 1), (tea, 999)], "999 is the most");
+
+    // Old clients' form fields, with their own user id (ignored because it matches).
+    let (id, tea_id) = (user_id.to_string(), tea.to_string());
+    let fields = [("product_id", tea_id.as_str()), ("quantity", "0"), ("user_id", id.as_str())];
+    let cart = app.post_form_as("/cart/setitem", &fields, &token).await;
+    assert_eq!(lines(&cart), [(mug, 1)], "0 removes the line");
+    assert_eq!(cart.data()["total_cents"], 1250);
+    assert_eq!(lines(&set(&app, &token, tea, 0).await), [(mug, 1)], "0 for a line not there is fine");
+    assert_eq!(app.get("/cart", t).await.body, cart.body, "GET /cart shows the same cart");
+
+    assert_eq!(lines(&add(&app, &token, tea, 4).await), [(mug, 1), (tea, 4)]);
+    let cart = remove(&app, &token, mug).await;
+    assert_eq!(lines(&cart), [(tea, 4)]);
+    assert_eq!(cart.data()["total_cents"], 4 * 399);
+    assert_eq!(lines(&remove(&app, &token, mug).await), [(tea, 4)], "removing it again is not an error");
+    assert_eq!(lines(&remove(&app, &token, 987_654).await), [(tea, 4)], "nor is a product never seen");
+    let fields = [("product_id", tea_id.as_str()), ("userid", id.as_str())];
+    let cart = app.post_form_as("/cart/removeitem", &fields, &token).await;
+    assert_eq!(lines(&cart), []);
+    assert_eq!((cart.data()["total_cents"].as_i64(), cart.data()["total"].as_str()), (Some(0), Some("0.00")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cart_lines_refuse_bad_input_other_users_and_no_token() {
+    let app = spawn_app().await;
+    let mug = product(&app, "Mug", "1.00", 10).await;
+    let (a_id, a) = app.customer().await;
+    let (b_id, b) = app.customer().await;
+    let ta = Some(a.as_str());
+    assert_eq!(lines(&add(&app, &a, mug, 2).await), [(mug, 2)]);
+
+    // Quantities out of range and malformed fields: 400, nothing changed.
+    set(&app, &a, mug, -1).await.assert_error(400, 40001);
+    set(&app, &a, mug, 1000).await.assert_error(400, 40001);
+    app.post_json("/cart/setitem", &json!({ "product_id": mug, "quantity": "lots" }), ta)
+        .await
+        .assert_error(400, 40001);
+    app.post_json("/cart/setitem", &json!({ "product_id": mug }), ta).await.assert_error(400, 40001);
+    app.post_json("/cart/setitem", &json!({ "quantity": 1 }), ta).await.assert_error(400, 40001);
+    let mug_id = mug.to_string();
+    app.post_form_as("/cart/setitem", &[("product_id", mug_id.as_str()), ("quantity", "x")], &a)
+        .await
+        .assert_error(400, 40001);
+    app.post_json("/cart/removeitem", &json!({}), ta).await.assert_error(400, 40001);
+    app.post_json("/cart/removeitem", &json!({ "product_id": "mug" }), ta).await.assert_error(400, 40001);
+    app.post_raw("/cart/removeitem", "text/plain", b"product_id=1".to_vec(), ta)
+        .await
+        .assert_error(415, 41501);
+    // An unknown product cannot be set; it can be set to 0 (nothing to remove).
+    set(&app, &a, 987_654, 1).await.assert_error(404, 40401);
+    assert_eq!(lines(&set(&app, &a, 987_654, 0).await), [(mug, 2)]);
+    // A deleted product cannot be set either, as additem.
+    let gone = product(&app, "Gone", "1.00", 1).await;
+    let admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.data()["token"].as_str().unwrap().to_owned();
+    let deleted = app.post_json("/product/delete", &json!({ "id": gone }), Some(&admin)).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    set(&app, &a, gone, 1).await.assert_error(404, 40401);
+    assert_eq!(lines(&app.get("/cart", ta).await), [(mug, 2)], "refusals changed nothing");
+
+    // Another user's id in the body: 403, whichever field and form; the owner's cart untouched.
+    let other = a_id.to_string();
+    for body in [
+        json!({ "product_id": mug, "quantity": 5, "user_id": a_id }),
+        json!({ "product_id": mug, "quantity": 5, "userid": other.clone() }),
+    ] {
+        app.post_json("/cart/setitem", &body, Some(&b)).await.assert_error(403, 40301);
+        app.post_json("/cart/removeitem", &body, Some(&b)).await.assert_error(403, 40301);
+    }
+    let fields = [("product_id", mug_id.as_str()), ("quantity", "5"), ("user_id", other.as_str())];
+    app.post_form_as("/cart/setitem", &fields, &b).await.assert_error(403, 40301);
+    app.post_form_as("/cart/removeitem", &fields, &b).await.assert_error(403, 40301);
+    let body = json!({ "product_id": mug, "quantity": 5, "user_id": b_id });
+    app.post_json("/cart/setitem", &body, ta).await.assert_error(403, 40301);
+    app.post_json("/cart/removeitem", &body, ta).await.assert_error(403, 40301);
+    assert_eq!(lines(&app.get("/cart", ta).await), [(mug, 2)], "a's cart untouched");
+    assert_eq!(lines(&app.get("/cart", Some(&b)).await), [], "b's cart untouched");
+
+    // No token, or a bad one: 401.
+    let body = json!({ "product_id": mug, "quantity": 1 });
+    for path in ["/cart/setitem", "/cart/removeitem"] {
+        app.post_json(path, &body, None).await.assert_error(401, 40101);
+        app.post_json(path, &body, Some("not-a-token")).await.assert_error(401, 40101);
+        app.post_form(path, &[("product_id", "1"), ("quantity", "1")]).await.assert_error(401, 40101);
+    }
+    assert_eq!(lines(&app.get("/cart", ta).await), [(mug, 2)]);
     app.stop().await;
 }
 

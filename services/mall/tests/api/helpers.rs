@@ -160,6 +160,11 @@ impl TestApp {
         Self::reply(self.client.post(format!("{}{path}", self.url)).form(fields).send().await.unwrap()).await
     }
 
+    pub async fn post_form_as(&self, path: &str, fields: &[(&str, &str)], token: &str) -> Reply {
+        let req = self.client.post(format!("{}{path}", self.url)).bearer_auth(token).form(fields);
+        Self::reply(req.send().await.unwrap()).await
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,

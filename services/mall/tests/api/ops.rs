@@ -24,7 +24,17 @@ async fn health_readiness_metrics_and_docs() {
     let doc = app.get("/openapi.json", None).await;
     assert_eq!(doc.status, 200);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/register", "/login", "/logout", "/user/me", "/products/{id}", "/checkout", "/readyz"] {
+    for path in [
+        "/register",
+        "/login",
+        "/logout",
+        "/user/me",
+        "/products/{id}",
+        "/cart/setitem",
+        "/cart/removeitem",
+        "/checkout",
+        "/readyz",
+    ] {
         assert!(doc.body["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     for (code, _) in mall_gateway::CODES {

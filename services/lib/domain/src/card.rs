@@ -1,13 +1,13 @@
-//! Card checks made before any processor is asked: the number (12 to 19 digits after removing spaces
-//! and dashes, Luhn), the CVV (3 or 4 digits), the expiry (month 1..12, a four-digit year, not past the
-//! end of that month, UTC), and the brand from the number's prefix.
+//! A payment card as the shop takes it, and the checks made before any processor is asked: the number
+//! (12 to 19 digits after removing spaces and dashes, Luhn), the CVV (3 or 4 digits), the expiry (month
+//! 1..12, a four-digit year, not past the end of that month, UTC), and the brand from the number's
+//! prefix. Checkout refuses a malformed card with these before it places anything; payment refuses
+//! the same cards with the same reasons.
 //!
-//! A [`ValidCard`] holds the number and the CVV in memory for the length of one charge; its `Debug`
-//! shows only the last four digits and the brand. Nothing here logs anything.
+//! A [`Card`] holds the number and the CVV in memory for the length of one charge; its `Debug` shows
+//! only the last four digits and the brand. Nothing here logs anything.
 
 use std::fmt;
-
-use mall_proto::payment::v1::{CreditCard, DeclineReason};
 
 /// A month of a year, UTC: what "now" is for the expiry check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -95,16 +95,60 @@ impl CardSummary {
     }
 }
 
+/// Why a card is refused before any processor is asked; the checks run in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CardError {
+    #[error("the card number is not 12 to 19 digits, or fails the Luhn check")]
+    InvalidNumber,
+    #[error("the CVV is not 3 or 4 digits")]
+    InvalidCvv,
+    #[error("the expiration month is not 1 to 12, or its year is not four digits")]
+    InvalidExpiry,
+    #[error("the card has expired")]
+    Expired,
+}
+
 /// A card that passed every check. Holds the number and CVV for the processor; never stored.
 #[derive(Clone)]
-pub struct ValidCard {
+pub struct Card {
     digits: String,
     cvv: String,
     pub expiry: YearMonth,
     pub summary: CardSummary,
 }
 
-impl ValidCard {
+impl Card {
+    /// Checks a card as a client sent it, in the order of [`CardError`]'s variants: number, CVV,
+    /// expiry format, expiry date. `now` is the current month ([`YearMonth::now_utc`] outside tests).
+    pub fn parse(
+        number: &str,
+        cvv: &str,
+        expiration_year: i32,
+        expiration_month: i32,
+        now: YearMonth,
+    ) -> Result<Card, CardError> {
+        let digits = normalized_number(number).ok_or(CardError::InvalidNumber)?;
+        if !(12..=19).contains(&digits.len()) || !luhn_valid(&digits) {
+            return Err(CardError::InvalidNumber);
+        }
+        if !(3..=4).contains(&cvv.len()) || !cvv.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CardError::InvalidCvv);
+        }
+        if !(1..=12).contains(&expiration_month) || !(2000..=9999).contains(&expiration_year) {
+            return Err(CardError::InvalidExpiry);
+        }
+        let expiry = YearMonth {
+            year: expiration_year,
+            month: u8::try_from(expiration_month).map_err(|_| CardError::InvalidExpiry)?,
+        };
+        // Valid through the last day of its month.
+        if expiry < now {
+            return Err(CardError::Expired);
+        }
+        let summary = CardSummary::of(&digits);
+        Ok(Card { digits, cvv: cvv.to_owned(), expiry, summary })
+    }
+
     /// The number's digits, for the processor only.
     pub fn number(&self) -> &str {
         &self.digits
@@ -116,9 +160,9 @@ impl ValidCard {
     }
 }
 
-impl fmt::Debug for ValidCard {
+impl fmt::Debug for Card {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ValidCard")
+        f.debug_struct("Card")
             .field("last4", &self.summary.last4)
             .field("brand", &self.summary.brand)
             .field("expiry", &self.expiry)
@@ -161,49 +205,25 @@ pub fn luhn_valid(digits: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// Checks a card, in the order the reasons are listed in the proto: number, CVV, expiry format,
-/// expiry date. The error is the reason to decline.
-pub fn validate(card: &CreditCard, now: YearMonth) -> Result<ValidCard, DeclineReason> {
-    let digits = normalized_number(&card.number).ok_or(DeclineReason::InvalidNumber)?;
-    if !(12..=19).contains(&digits.len()) || !luhn_valid(&digits) {
-        return Err(DeclineReason::InvalidNumber);
-    }
-    let cvv = card.cvv.as_str();
-    if !(3..=4).contains(&cvv.len()) || !cvv.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(DeclineReason::InvalidCvv);
-    }
-    if !(1..=12).contains(&card.expiration_month) || !(2000..=9999).contains(&card.expiration_year) {
-        return Err(DeclineReason::InvalidExpiry);
-    }
-    let expiry = YearMonth {
-        year: card.expiration_year,
-        month: u8::try_from(card.expiration_month).map_err(|_| DeclineReason::InvalidExpiry)?,
-    };
-    // Valid through the last day of its month.
-    if expiry < now {
-        return Err(DeclineReason::Expired);
-    }
-    let summary = CardSummary::of(&digits);
-    Ok(ValidCard { digits, cvv: cvv.to_owned(), expiry, summary })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const NOW: YearMonth = YearMonth { year: 2026, month: 5 };
 
-    fn card(number: &str, cvv: &str, year: i32, month: i32) -> CreditCard {
-        CreditCard {
-            number: number.to_owned(),
-            cvv: cvv.to_owned(),
-            expiration_year: year,
-            expiration_month: month,
-        }
+    /// A card as a client sends it: number, CVV, expiration year and month.
+    type Form<'a> = (&'a str, &'a str, i32, i32);
+
+    fn card<'a>(number: &'a str, cvv: &'a str, year: i32, month: i32) -> Form<'a> {
+        (number, cvv, year, month)
     }
 
-    fn check(number: &str) -> Result<ValidCard, DeclineReason> {
-        validate(&card(number, "123", 2030, 1), NOW)
+    fn validate((number, cvv, year, month): Form<'_>, now: YearMonth) -> Result<Card, CardError> {
+        Card::parse(number, cvv, year, month, now)
+    }
+
+    fn check(number: &str) -> Result<Card, CardError> {
+        validate(card(number, "123", 2030, 1), NOW)
     }
 
     /// A Luhn-valid number of `len` digits starting with `prefix`.
@@ -226,7 +246,7 @@ mod tests {
         assert!(!luhn_valid("79927398710"));
         assert!(!luhn_valid(""));
         assert!(!luhn_valid("41111111111a1111"));
-        assert_eq!(check("4111111111111112").unwrap_err(), DeclineReason::InvalidNumber);
+        assert_eq!(check("4111111111111112").unwrap_err(), CardError::InvalidNumber);
         assert!(check("4111111111111111").is_ok());
     }
 
@@ -234,10 +254,10 @@ mod tests {
     fn spaces_and_dashes_are_ignored_and_nothing_else_is() {
         assert!(check("4111 1111 1111 1111").is_ok());
         assert!(check("4111-1111-1111-1111").is_ok());
-        assert_eq!(check("4111.1111.1111.1111").unwrap_err(), DeclineReason::InvalidNumber);
-        assert_eq!(check("4111x111111111111").unwrap_err(), DeclineReason::InvalidNumber);
-        assert_eq!(check("").unwrap_err(), DeclineReason::InvalidNumber);
-        assert_eq!(check("   ").unwrap_err(), DeclineReason::InvalidNumber);
+        assert_eq!(check("4111.1111.1111.1111").unwrap_err(), CardError::InvalidNumber);
+        assert_eq!(check("4111x111111111111").unwrap_err(), CardError::InvalidNumber);
+        assert_eq!(check("").unwrap_err(), CardError::InvalidNumber);
+        assert_eq!(check("   ").unwrap_err(), CardError::InvalidNumber);
     }
 
     #[test]
@@ -250,48 +270,48 @@ mod tests {
             if ok {
                 assert!(result.is_ok(), "{len} digits should pass");
             } else {
-                assert_eq!(result.unwrap_err(), DeclineReason::InvalidNumber, "{len} digits");
+                assert_eq!(result.unwrap_err(), CardError::InvalidNumber, "{len} digits");
             }
         }
     }
 
     #[test]
     fn cvv_2_3_4_5_digits() {
-        let v = |cvv: &str| validate(&card("4111111111111111", cvv, 2030, 1), NOW);
-        assert_eq!(v("12").unwrap_err(), DeclineReason::InvalidCvv);
+        let v = |cvv: &str| validate(card("4111111111111111", cvv, 2030, 1), NOW);
+        assert_eq!(v("12").unwrap_err(), CardError::InvalidCvv);
         assert!(v("123").is_ok());
         assert!(v("1234").is_ok());
-        assert_eq!(v("12345").unwrap_err(), DeclineReason::InvalidCvv);
-        assert_eq!(v("12a").unwrap_err(), DeclineReason::InvalidCvv);
-        assert_eq!(v("").unwrap_err(), DeclineReason::InvalidCvv);
-        assert_eq!(v(" 123").unwrap_err(), DeclineReason::InvalidCvv);
+        assert_eq!(v("12345").unwrap_err(), CardError::InvalidCvv);
+        assert_eq!(v("12a").unwrap_err(), CardError::InvalidCvv);
+        assert_eq!(v("").unwrap_err(), CardError::InvalidCvv);
+        assert_eq!(v(" 123").unwrap_err(), CardError::InvalidCvv);
     }
 
     #[test]
     fn expiry_last_month_this_month_and_format() {
-        let v = |year: i32, month: i32| validate(&card("4111111111111111", "123", year, month), NOW);
+        let v = |year: i32, month: i32| validate(card("4111111111111111", "123", year, month), NOW);
         // Valid through the end of its month.
         assert!(v(2026, 5).is_ok(), "this month");
         assert!(v(2026, 6).is_ok());
         assert!(v(2027, 1).is_ok());
-        assert_eq!(v(2026, 4).unwrap_err(), DeclineReason::Expired, "last month");
-        assert_eq!(v(2025, 12).unwrap_err(), DeclineReason::Expired);
+        assert_eq!(v(2026, 4).unwrap_err(), CardError::Expired, "last month");
+        assert_eq!(v(2025, 12).unwrap_err(), CardError::Expired);
         // December rolls into January.
         assert_eq!(
-            validate(&card("4111111111111111", "123", 2025, 12), YearMonth { year: 2026, month: 1 })
+            validate(card("4111111111111111", "123", 2025, 12), YearMonth { year: 2026, month: 1 })
                 .unwrap_err(),
-            DeclineReason::Expired
+            CardError::Expired
         );
         assert!(
-            validate(&card("4111111111111111", "123", 2025, 12), YearMonth { year: 2025, month: 12 }).is_ok()
+            validate(card("4111111111111111", "123", 2025, 12), YearMonth { year: 2025, month: 12 }).is_ok()
         );
         // Format.
-        assert_eq!(v(2030, 0).unwrap_err(), DeclineReason::InvalidExpiry);
-        assert_eq!(v(2030, 13).unwrap_err(), DeclineReason::InvalidExpiry);
-        assert_eq!(v(2030, -1).unwrap_err(), DeclineReason::InvalidExpiry);
-        assert_eq!(v(30, 1).unwrap_err(), DeclineReason::InvalidExpiry, "two-digit years are refused");
-        assert_eq!(v(1999, 1).unwrap_err(), DeclineReason::InvalidExpiry);
-        assert_eq!(v(10000, 1).unwrap_err(), DeclineReason::InvalidExpiry);
+        assert_eq!(v(2030, 0).unwrap_err(), CardError::InvalidExpiry);
+        assert_eq!(v(2030, 13).unwrap_err(), CardError::InvalidExpiry);
+        assert_eq!(v(2030, -1).unwrap_err(), CardError::InvalidExpiry);
+        assert_eq!(v(30, 1).unwrap_err(), CardError::InvalidExpiry, "two-digit years are refused");
+        assert_eq!(v(1999, 1).unwrap_err(), CardError::InvalidExpiry);
+        assert_eq!(v(10000, 1).unwrap_err(), CardError::InvalidExpiry);
     }
 
     #[test]
@@ -299,20 +319,17 @@ mod tests {
         let now = YearMonth::now_utc();
         assert!(now.year >= 2024 && (1..=12).contains(&now.month), "{now:?}");
         let this_month = card("4111111111111111", "123", now.year, i32::from(now.month));
-        assert!(validate(&this_month, now).is_ok());
+        assert!(validate(this_month, now).is_ok());
     }
 
     #[test]
     fn checks_run_in_the_documented_order() {
         // A bad number wins over a bad CVV, which wins over a bad expiry.
-        assert_eq!(validate(&card("123", "1", 30, 13), NOW).unwrap_err(), DeclineReason::InvalidNumber);
+        assert_eq!(validate(card("123", "1", 30, 13), NOW).unwrap_err(), CardError::InvalidNumber);
+        assert_eq!(validate(card("4111111111111111", "1", 30, 13), NOW).unwrap_err(), CardError::InvalidCvv);
         assert_eq!(
-            validate(&card("4111111111111111", "1", 30, 13), NOW).unwrap_err(),
-            DeclineReason::InvalidCvv
-        );
-        assert_eq!(
-            validate(&card("4111111111111111", "123", 2020, 13), NOW).unwrap_err(),
-            DeclineReason::InvalidExpiry
+            validate(card("4111111111111111", "123", 2020, 13), NOW).unwrap_err(),
+            CardError::InvalidExpiry
         );
     }
 
@@ -354,7 +371,7 @@ mod tests {
     fn summary_and_debug_keep_only_last4() {
         assert_eq!(CardSummary::of("12").last4, "");
         assert_eq!(CardSummary::of("4111 1111 1111 1234").last4, "1234");
-        let valid = validate(&card("4111 1111 1111 1111", "987", 2030, 7), NOW).unwrap();
+        let valid = validate(card("4111 1111 1111 1111", "987", 2030, 7), NOW).unwrap();
         assert_eq!(valid.cvv(), "987");
         let shown = format!("{valid:?} {valid:#?}");
         assert!(shown.contains("1111") && shown.contains("Visa"), "{shown}");
