@@ -393,9 +393,11 @@ async fn publish_transitions(
 
 /// Runs the controller until `shutdown` resolves (or a signal arrives).
 /// Watches MallStacks and their children in `namespace`, or in every namespace when it is `None` (the
-/// chart's `rbac.clusterWide`: a namespaced Role cannot list at the cluster scope).
+/// chart's `rbac.clusterWide`: a namespaced Role cannot list at the cluster scope), through
+/// `watch_client` (without the read timeout of the requests' client: a watch is answered for minutes).
 pub async fn run(
     ctx: Arc<Context>,
+    watch_client: Client,
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -409,7 +411,7 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     }
-    let client = ctx.client.clone();
+    let client = watch_client;
     let ns = namespace.as_deref();
     let children = || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     Controller::new(api::<MallStack>(&client, ns), watcher::Config::default())
