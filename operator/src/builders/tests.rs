@@ -474,3 +474,41 @@ fn node_port_only_with_node_port_type() {
     assert_eq!(gateway.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port, None);
     assert_eq!(gateway.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
 }
+
+#[test]
+fn serving_pods_drain_within_their_grace_period() {
+    let d = desired(&full_stack(), &ExistingSecrets::new());
+    let gateway = &d.deployments[0];
+    let serving: Vec<&Deployment> =
+        std::iter::once(gateway).chain(d.migrations.iter().map(|(_, _, dep)| dep)).collect();
+    assert_eq!(serving.len(), 8);
+    for deployment in serving {
+        let name = deployment.metadata.name.as_deref().unwrap();
+        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let grace = pod.termination_grace_period_seconds.unwrap();
+        let c = container(deployment);
+        let env = env_map(c);
+        let seconds = |name: &str| -> i64 {
+            env[name].value.as_deref().unwrap().strip_suffix('s').unwrap().parse().unwrap()
+        };
+        let (drain, request) = (seconds("MALL_DRAIN_DELAY"), seconds("MALL_REQUEST_TIMEOUT"));
+        assert_eq!((drain, request), (10, 10), "{name}");
+        assert!(
+            grace > drain + request,
+            "{name}: {grace} s to drain {drain} s and finish a {request} s call"
+        );
+        assert_eq!(grace, 30, "{name}");
+        // SIGTERM goes to the application at once: it drains by itself.
+        assert!(c.lifecycle.is_none(), "{name}: no preStop hook");
+
+        let readiness = c.readiness_probe.as_ref().unwrap();
+        let (period, failures) = (readiness.period_seconds.unwrap(), readiness.failure_threshold.unwrap());
+        assert_eq!((period, failures), (2, 2), "{name}");
+        assert!(i64::from(period * failures) < drain, "{name}: out of the endpoints before the drain ends");
+        assert!(readiness.timeout_seconds.unwrap() <= period, "{name}");
+    }
+    // A migration Job does not serve: no drain settings.
+    let job = &d.migrations[0].1;
+    let migrate = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert!(!env_map(migrate).contains_key("MALL_DRAIN_DELAY"));
+}
