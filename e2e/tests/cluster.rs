@@ -4,7 +4,8 @@
 //! the gateway (register, log in, create a product as admin, add it to the cart, check out with
 //! 4111 1111 1111 1111, see the order paid); a scale followed by status and back (its
 //! PodDisruptionBudget comes and goes); a deleted child Deployment restored; the MallStack deleted and
-//! every child collected; the release and the namespace deleted.
+//! every child collected (but the managed MySQL's Secret, kept with its volume); the release and the
+//! namespace deleted.
 //!
 //! Without `KUBECONFIG` and `MALL_E2E_IMAGE`, or when the cluster does not answer, it says why and
 //! passes (unless `MALL_E2E_REQUIRE=1`), so a plain `cargo test` costs nothing here.
@@ -500,13 +501,19 @@ impl<'a> Run<'a> {
             left.insert("Job", self.count::<Job>(&selector).await?);
             left.insert("Service", self.count::<Service>(&selector).await?);
             left.insert("ConfigMap", self.count::<ConfigMap>(&selector).await?);
-            left.insert("Secret", self.count::<Secret>(&selector).await?);
+            // The managed MySQL's Secret stays with its volume (retainOnDelete, the default).
+            let kept = format!("{STACK}-mysql");
+            let secrets = self.api::<Secret>().list(&ListParams::default().labels(&selector)).await?.items;
+            let managed = self.c.database_url.is_none();
+            let retained = secrets.iter().filter(|s| managed && s.name_any() == kept).count();
+            left.insert("Secret", secrets.len() - retained);
             left.insert("PodDisruptionBudget", self.count::<PodDisruptionBudget>(&selector).await?);
             left.insert("HorizontalPodAutoscaler", self.count::<HorizontalPodAutoscaler>(&selector).await?);
             left.insert("NetworkPolicy", self.count::<NetworkPolicy>(&selector).await?);
             left.insert("Pod", self.count::<Pod>(&selector).await?);
             left.retain(|_, n| *n > 0);
             if left.is_empty() {
+                ensure!(retained == usize::from(managed), "the Secret {kept} was kept with the MySQL volume");
                 return Ok(());
             }
             let now = format!("{left:?}");

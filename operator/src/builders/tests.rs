@@ -100,7 +100,10 @@ fn minimal_stack_builds_exactly_these_objects() {
 
 #[test]
 fn every_object_is_labelled_and_owned_by_the_stack() {
-    for stack in [minimal_stack(), full_stack()] {
+    // Unless kept on deletion: see `mysql_volume_and_secret_are_kept_or_deleted_together`.
+    let mut minimal = minimal_stack();
+    minimal.spec.database.managed.as_mut().unwrap().retain_on_delete = false;
+    for stack in [minimal, full_stack()] {
         let d = desired(&stack, &ExistingSecrets::new());
         for meta in all_metadata(&d) {
             let labels = meta.labels.as_ref().unwrap();
@@ -473,6 +476,45 @@ fn node_port_only_with_node_port_type() {
     let gateway = d.services.iter().find(|s| s.metadata.name.as_deref() == Some("shop-gateway")).unwrap();
     assert_eq!(gateway.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port, None);
     assert_eq!(gateway.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+}
+
+#[test]
+fn mysql_volume_and_secret_are_kept_or_deleted_together() {
+    let mut stack = minimal_stack();
+    for retain in [true, false] {
+        stack.spec.database.managed.as_mut().unwrap().retain_on_delete = retain;
+        let d = desired(&stack, &ExistingSecrets::new());
+        let policy =
+            d.stateful_sets[0].spec.as_ref().unwrap().persistent_volume_claim_retention_policy.clone();
+        let policy = policy.unwrap();
+        let expected = if retain { "Retain" } else { "Delete" };
+        assert_eq!(policy.when_deleted.as_deref(), Some(expected), "retainOnDelete: {retain}");
+        assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+        for secret in &d.secrets {
+            let name = secret.metadata.name.as_deref().unwrap();
+            let owned = secret.metadata.owner_references.as_ref().is_some_and(|o| o.len() == 1);
+            // The signing key and the admin password go with the stack either way.
+            let kept = retain && name == "shop-mysql";
+            assert_eq!(owned, !kept, "{name}, retainOnDelete: {retain}");
+            // Found again by its labels when the stack is created anew.
+            assert_eq!(secret.metadata.labels.as_ref().unwrap()["app.kubernetes.io/instance"], "shop");
+        }
+    }
+
+    // A stack created again with the same name: the kept Secret's passwords are used, not new ones.
+    let first = generated_secrets(&minimal_stack(), &ExistingSecrets::new());
+    let kept: ExistingSecrets = first
+        .iter()
+        .filter(|s| s.metadata.name.as_deref() == Some("shop-mysql"))
+        .map(|s| (s.metadata.name.clone().unwrap(), s.data.clone().unwrap()))
+        .collect();
+    let mut again = minimal_stack();
+    again.metadata.uid = Some("3f1c9a52-0000-4000-8000-000000000002".into());
+    let recreated = generated_secrets(&again, &kept);
+    let mysql = |secrets: &[k8s_openapi::api::core::v1::Secret]| {
+        secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-mysql")).unwrap().data.clone()
+    };
+    assert_eq!(mysql(&recreated), mysql(&first));
 }
 
 #[test]
