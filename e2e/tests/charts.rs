@@ -299,6 +299,7 @@ fn mall_chart_with_default_values() {
     assert_eq!(stack.name_any(), "mall");
     assert_eq!(stack.spec.image.reference(), "ghcr.io/example/mall:0.1.0");
     assert!(stack.spec.database.managed.is_some() && stack.spec.redis.managed.is_some());
+    assert!(stack.spec.database.managed.as_ref().unwrap().retain_on_delete, "the data outlives the release");
     assert!(stack.spec.services.iter().all(|(_, s)| s.replicas == 1 && s.autoscaling.is_none()));
     assert!(!stack.spec.network_policies && !stack.spec.paused);
 }

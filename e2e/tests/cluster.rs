@@ -4,7 +4,7 @@
 //! the gateway (register, log in, create a product as admin, add it to the cart, check out with
 //! 4111 1111 1111 1111, see the order paid); a scale followed by status and back (its
 //! PodDisruptionBudget comes and goes); a deleted child Deployment restored; the MallStack deleted and
-//! every child collected; the release and the namespace deleted.
+//! every child collected (but the managed MySQL's Secret, kept with its volume); the release and the namespace deleted.
 //!
 //! Without `KUBECONFIG` and `MALL_E2E_IMAGE`, or when the cluster does not answer, it says why and
 //! passes (unless `MALL_E2E_REQUIRE=1`), so a plain `cargo test` costs nothing here.
@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use mall_e2e::cluster::{Cluster, suffix, wait_for};
 use mall_e2e::run::{RELEASE, Run, STACK, components};
 use mall_operator::MallStack;
@@ -195,13 +195,19 @@ async fn delete_stack(run: &Run<'_>) -> Result<()> {
         left.insert("Job", count::<Job>(run, &selector).await?);
         left.insert("Service", count::<Service>(run, &selector).await?);
         left.insert("ConfigMap", count::<ConfigMap>(run, &selector).await?);
-        left.insert("Secret", count::<Secret>(run, &selector).await?);
+        // The managed MySQL's Secret stays with its volume (retainOnDelete, the default).
+        let kept = format!("{STACK}-mysql");
+        let secrets = run.api::<Secret>().list(&ListParams::default().labels(&selector)).await?.items;
+        let managed = run.c.database_url.is_none();
+        let retained = secrets.iter().filter(|s| managed && s.name_any() == kept).count();
+        left.insert("Secret", secrets.len() - retained);
         left.insert("PodDisruptionBudget", count::<PodDisruptionBudget>(run, &selector).await?);
         left.insert("HorizontalPodAutoscaler", count::<HorizontalPodAutoscaler>(run, &selector).await?);
         left.insert("NetworkPolicy", count::<NetworkPolicy>(run, &selector).await?);
         left.insert("Pod", count::<Pod>(run, &selector).await?);
         left.retain(|_, n| *n > 0);
         if left.is_empty() {
+            ensure!(retained == usize::from(managed), "the Secret {kept} was kept with the MySQL volume");
             return Ok(());
         }
         let now = format!("{left:?}");

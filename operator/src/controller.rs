@@ -132,6 +132,11 @@ where
 /// Applies every child, in dependency order, recording what the API server returns in `observed`; then
 /// deletes the children no longer wanted.
 ///
+/// Migration Jobs are created only once the database takes connections (the managed MySQL's pod is
+/// ready): a Job started earlier would only fail, and the back-off of its pods would hold up the first
+/// install long after the database came up. The StatefulSet's status change triggers the reconcile
+/// that creates them.
+///
 /// A migration Job that failed (its pods exhausted their backoff limit, say while the database was not
 /// up yet) is deleted right away so that the next reconcile, which its deletion triggers, creates it
 /// again: that new Job's own pod backoff paces the retry. Its Failed state stays in `observed`, so this
@@ -159,13 +164,22 @@ async fn apply_children(
     for deployment in apply_all(client, ns, &desired.deployments).await? {
         observed.deployments.insert(deployment.name_any(), deployment);
     }
+    let database_ready = status::database_ready(stack, observed);
+    if !database_ready {
+        tracing::info!(stack = %stack.name_any(), "waiting for the database before running migrations");
+    }
     for (service, job, deployment) in &desired.migrations {
-        let job = apply(client, ns, job).await?;
-        let state = MigrationState::of(Some(&job));
-        if state == MigrationState::Failed {
-            retry_migration(stack, ctx, ns, *service, &job).await?;
-        }
-        observed.jobs.insert(job.name_any(), job);
+        let state = if database_ready {
+            let job = apply(client, ns, job).await?;
+            let state = MigrationState::of(Some(&job));
+            if state == MigrationState::Failed {
+                retry_migration(stack, ctx, ns, *service, &job).await?;
+            }
+            observed.jobs.insert(job.name_any(), job);
+            state
+        } else {
+            MigrationState::of(observed.jobs.get(&job.name_any()))
+        };
         let name = deployment.name_any();
         if rollout_allowed(state, observed.deployments.get(&name), deployment) {
             let stored = apply(client, ns, deployment).await?;
@@ -393,9 +407,11 @@ async fn publish_transitions(
 
 /// Runs the controller until `shutdown` resolves (or a signal arrives).
 /// Watches MallStacks and their children in `namespace`, or in every namespace when it is `None` (the
-/// chart's `rbac.clusterWide`: a namespaced Role cannot list at the cluster scope).
+/// chart's `rbac.clusterWide`: a namespaced Role cannot list at the cluster scope), through
+/// `watch_client` (without the read timeout of the requests' client: a watch is answered for minutes).
 pub async fn run(
     ctx: Arc<Context>,
+    watch_client: Client,
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -409,7 +425,7 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     }
-    let client = ctx.client.clone();
+    let client = watch_client;
     let ns = namespace.as_deref();
     let children = || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     Controller::new(api::<MallStack>(&client, ns), watcher::Config::default())

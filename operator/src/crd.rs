@@ -280,6 +280,14 @@ pub struct ManagedDatabase {
     /// Storage class of the data volume (unset: the cluster default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Keep the data volume and the Secret with its passwords when the stack is deleted, so a stack
+    /// created again with the same name finds both. `false`: they are deleted with the stack.
+    #[serde(default = "yes")]
+    pub retain_on_delete: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_mysql_image() -> String {

@@ -26,6 +26,7 @@ pub fn minimal_stack() -> MallStack {
                     image: "mysql:8.4".into(),
                     storage_size: "10Gi".into(),
                     storage_class_name: None,
+                    retain_on_delete: true,
                 }),
                 external: None,
             },

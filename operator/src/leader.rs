@@ -1,29 +1,82 @@
 //! Leader election on a `coordination.k8s.io` Lease: only the replica holding the lease runs the
 //! controller, so two replicas never reconcile at once.
+//!
+//! The leader renews every `retry_period`; when it has not renewed within `renew_deadline` (an API
+//! server that errs, or a call that hangs: each attempt is cut off at the deadline) it stops its work
+//! at once. A candidate takes a lease held by another only after seeing its record unchanged for the
+//! whole `lease_duration`, measured on its own clock from when it first saw that record (never from
+//! the timestamps in it, so clock skew between nodes does not matter). The holder's last renewal
+//! started before the candidate saw it, so the holder has stopped `lease_duration - renew_deadline`
+//! before anyone can take over.
 
+use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
+use tokio::time::Instant;
+
+/// How long a lease is held and renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Written into the lease: how long others wait, after its record last changed, to take it.
+    pub lease_duration: Duration,
+    /// The leader stops when it has not renewed for this long; shorter than `lease_duration`.
+    pub renew_deadline: Duration,
+    /// Between two attempts to renew (or to acquire).
+    pub retry_period: Duration,
+}
+
+impl Default for Timing {
+    /// client-go's defaults: 15 s, 10 s, 2 s.
+    fn default() -> Timing {
+        Timing {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The lease could not be held: whatever ran under it has been stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the leader lease was lost")]
+pub struct Lost;
+
+/// The record of another holder as this candidate last saw it, and since when.
+struct Sighting {
+    record: (Option<String>, Option<String>, Option<MicroTime>),
+    since: Instant,
+}
 
 /// One candidate for a named lease.
 pub struct LeaseLock {
     api: Api<Lease>,
     name: String,
     identity: String,
-    duration: Duration,
+    timing: Timing,
+    seen: Mutex<Option<Sighting>>,
 }
 
 impl LeaseLock {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> LeaseLock {
+    /// # Panics
+    /// When `timing.renew_deadline` is not shorter than `timing.lease_duration`: two leaders could
+    /// overlap.
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, timing: Timing) -> LeaseLock {
+        assert!(
+            timing.renew_deadline < timing.lease_duration,
+            "the renew deadline must end before the lease"
+        );
         LeaseLock {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
             identity: identity.to_owned(),
-            duration,
+            timing,
+            seen: Mutex::new(None),
         }
     }
 
@@ -34,11 +87,30 @@ impl LeaseLock {
     fn spec(&self, now: Timestamp, acquired: Timestamp, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(self.duration.as_secs() as i32),
+            lease_duration_seconds: Some(self.timing.lease_duration.as_secs() as i32),
             acquire_time: Some(MicroTime(acquired)),
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(transitions),
             ..LeaseSpec::default()
+        }
+    }
+
+    /// Whether `lease`, held by another, may be taken: nobody holds it, or its record has not changed
+    /// for its whole duration since this candidate first saw it.
+    fn expired(&self, lease: &Lease) -> bool {
+        let spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+            return true;
+        }
+        let record = (lease.metadata.resource_version.clone(), spec.holder_identity, spec.renew_time);
+        let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.as_ref() {
+            Some(sighting) if sighting.record == record => sighting.since.elapsed() >= duration,
+            _ => {
+                *seen = Some(Sighting { record, since: Instant::now() });
+                false
+            }
         }
     }
 
@@ -55,10 +127,7 @@ impl LeaseLock {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let held_for = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-        let expired = spec.holder_identity.as_deref().is_none_or(str::is_empty)
-            || spec.renew_time.as_ref().is_none_or(|t| t.0 + held_for < now);
-        if !ours && !expired {
+        if !ours && !self.expired(&lease) {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0);
@@ -72,33 +141,82 @@ impl LeaseLock {
         settle(self.api.replace(&self.name, &PostParams::default(), &updated).await)
     }
 
-    /// Blocks until this candidate holds the lease.
-    pub async fn acquire(&self) {
-        loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => return,
-                Ok(false) => tracing::debug!(lease = %self.name, "another replica leads"),
-                Err(e) => tracing::warn!(error = %e, "cannot read the lease"),
-            }
-            tokio::time::sleep(self.duration / 3).await;
+    /// One attempt, cut off at `deadline`; a cut-off attempt counts as an error.
+    async fn attempt(&self, deadline: Instant) -> Result<bool, String> {
+        match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("no answer from the API server in time".to_owned()),
         }
     }
 
-    /// Renews the lease until it can no longer be held (lost or not renewed within its duration).
-    pub async fn keep(&self) {
-        let mut last_renewed = tokio::time::Instant::now();
+    /// Blocks until this candidate holds the lease; when the successful attempt started (the lease
+    /// counts from there).
+    pub async fn acquire(&self) -> Instant {
         loop {
-            tokio::time::sleep(self.duration / 3).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the lease");
-                    if last_renewed.elapsed() >= self.duration {
-                        return;
-                    }
-                }
+            let started = Instant::now();
+            match self.attempt(started + self.timing.renew_deadline / 2).await {
+                Ok(true) => return started,
+                Ok(false) => tracing::debug!(lease = %self.name, "another replica leads"),
+                Err(e) => tracing::warn!(lease = %self.name, error = %e, "cannot read the lease"),
             }
+            tokio::time::sleep_until(started + self.timing.retry_period).await;
+        }
+    }
+
+    /// Runs `work` while holding the lease acquired at `since`: its output if it ends first, [`Lost`]
+    /// as soon as the lease is not renewed within the renew deadline or another replica took it.
+    /// Then `work` is dropped on the spot: nothing it was doing goes on.
+    pub async fn hold<F: Future>(&self, since: Instant, work: F) -> Result<F::Output, Lost> {
+        tokio::select! {
+            output = work => Ok(output),
+            () = self.keep(since) => Err(Lost),
+        }
+    }
+
+    /// Renews the lease until it can no longer be held: returns at the renew deadline at the latest.
+    async fn keep(&self, mut renewed: Instant) {
+        loop {
+            let deadline = renewed + self.timing.renew_deadline;
+            tokio::time::sleep_until((Instant::now() + self.timing.retry_period).min(deadline)).await;
+            let started = Instant::now();
+            if started >= deadline {
+                tracing::error!(lease = %self.name, "the lease was not renewed in time");
+                return;
+            }
+            match self.attempt(deadline).await {
+                Ok(true) => renewed = started,
+                Ok(false) => {
+                    tracing::error!(lease = %self.name, "another replica took the lease");
+                    return;
+                }
+                Err(e) => tracing::warn!(lease = %self.name, error = %e, "cannot renew the lease"),
+            }
+        }
+    }
+
+    /// Gives the lease up (when stopping while leading), so another replica takes it at once instead
+    /// of waiting for it to expire. Best effort: failing, the lease simply expires.
+    pub async fn release(&self) {
+        let deadline = Instant::now() + self.timing.retry_period;
+        let release = async {
+            let Some(lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
+            let spec = lease.spec.clone().unwrap_or_default();
+            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                return Ok(());
+            }
+            let released = LeaseSpec {
+                holder_identity: None,
+                lease_duration_seconds: Some(1),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..spec
+            };
+            let updated = Lease { metadata: lease.metadata.clone(), spec: Some(released) };
+            self.api.replace(&self.name, &PostParams::default(), &updated).await.map(drop)
+        };
+        match tokio::time::timeout_at(deadline, release).await {
+            Ok(Ok(())) => tracing::info!(lease = %self.name, "released the lease"),
+            Ok(Err(e)) => tracing::warn!(lease = %self.name, error = %e, "cannot release the lease"),
+            Err(_) => tracing::warn!(lease = %self.name, "cannot release the lease: no answer in time"),
         }
     }
 }
@@ -112,84 +230,4 @@ fn settle(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
 }
 
 #[cfg(test)]
-mod tests {
-    use http::{Method, StatusCode};
-    use serde_json::{Value, json};
-
-    use super::*;
-    use crate::fixtures::mock_client;
-
-    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/mall-operator";
-
-    fn lock(client: Client) -> LeaseLock {
-        LeaseLock::new(client, "ops", "mall-operator", "pod-a", Duration::from_secs(15))
-    }
-
-    fn lease(holder: &str, renewed: Timestamp, transitions: i32) -> Value {
-        json!({
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": "mall-operator", "namespace": "ops", "resourceVersion": "42"},
-            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
-                     "renewTime": MicroTime(renewed), "acquireTime": MicroTime(renewed), "leaseTransitions": transitions}
-        })
-    }
-
-    fn not_found() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
-    }
-
-    #[tokio::test]
-    async fn creates_a_missing_lease() {
-        let (client, mut server) = mock_client();
-        let script = tokio::spawn(async move {
-            server.expect(Method::GET, LEASE).await.respond(StatusCode::NOT_FOUND, &not_found());
-            let create =
-                server.expect(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/ops/leases").await;
-            assert_eq!(create.body["spec"]["holderIdentity"], "pod-a");
-            assert_eq!(create.body["spec"]["leaseDurationSeconds"], 15);
-            assert!(create.body["spec"]["renewTime"].is_string());
-            let body = create.body.clone();
-            create.respond(StatusCode::CREATED, &body);
-        });
-        assert!(lock(client).try_acquire_or_renew().await.unwrap());
-        script.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn leaves_a_fresh_lease_of_another_alone() {
-        let (client, mut server) = mock_client();
-        let script = tokio::spawn(async move {
-            server.expect(Method::GET, LEASE).await.ok(&lease("pod-b", Timestamp::now(), 3));
-        });
-        assert!(!lock(client).try_acquire_or_renew().await.unwrap());
-        script.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn takes_over_an_expired_lease_and_renews_its_own() {
-        let (client, mut server) = mock_client();
-        let stale = Timestamp::now() - SignedDuration::from_secs(60);
-        let script = tokio::spawn(async move {
-            server.expect(Method::GET, LEASE).await.ok(&lease("pod-b", stale, 3));
-            let put = server.expect(Method::PUT, LEASE).await;
-            assert_eq!(put.body["metadata"]["resourceVersion"], "42", "a compare-and-swap");
-            assert_eq!(put.body["spec"]["holderIdentity"], "pod-a");
-            assert_eq!(put.body["spec"]["leaseTransitions"], 4);
-            let body = put.body.clone();
-            put.ok(&body);
-            // Renewing our own lease keeps the transition count.
-            server.expect(Method::GET, LEASE).await.ok(&lease("pod-a", Timestamp::now(), 4));
-            let put = server.expect(Method::PUT, LEASE).await;
-            assert_eq!(put.body["spec"]["leaseTransitions"], 4);
-            // Someone else won the race: a conflict means "not leader", not an error.
-            put.respond(
-                StatusCode::CONFLICT,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"}),
-            );
-        });
-        let lock = lock(client);
-        assert!(lock.try_acquire_or_renew().await.unwrap());
-        assert!(!lock.try_acquire_or_renew().await.unwrap());
-        script.await.unwrap();
-    }
-}
+mod tests;

@@ -1,4 +1,5 @@
-//! `mall-operator`: serves its probes and metrics, waits for leadership, then runs the controller.
+//! `mall-operator`: serves its probes and metrics, waits for leadership, then runs the controller while
+//! it holds the lease (and is a candidate again when it loses it).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use mall_operator::controller::{self, Context};
 use mall_operator::http::{Health, app};
-use mall_operator::leader::LeaseLock;
+use mall_operator::leader::{LeaseLock, Lost, Timing};
 
 #[derive(Parser)]
 #[command(name = "mall-operator", about = "Reconciles MallStack resources")]
@@ -45,37 +46,46 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    let client = kube::Client::try_default().await?;
+    let (client, watch_client) = clients().await?;
     health.ready.store(true, Ordering::Relaxed);
-    let lock =
-        LeaseLock::new(client.clone(), &args.namespace, &args.lease, &identity, Duration::from_secs(15));
-    tokio::select! {
-        () = lock.acquire() => {}
-        () = mall_runtime::shutdown_signal() => {
-            stop.cancel();
-            server.await??;
-            return Ok(());
-        }
-    }
-    tracing::info!(identity = %lock.identity(), "leading: starting the controller");
-
+    let lock = LeaseLock::new(client.clone(), &args.namespace, &args.lease, &identity, Timing::default());
     let ctx = Arc::new(Context::new(client, Some(identity)));
-    let lost = tokio_util::sync::CancellationToken::new();
-    let controller = {
-        let lost = lost.clone();
-        controller::run(ctx, args.watch_namespace.clone(), async move { lost.cancelled().await })
-    };
-    tokio::select! {
-        () = controller => {}
-        () = lock.keep() => {
-            tracing::error!("lost the lease: stopping so another replica can lead");
-            lost.cancel();
+    loop {
+        let since = tokio::select! {
+            since = lock.acquire() => since,
+            () = mall_runtime::shutdown_signal() => break,
+        };
+        tracing::info!(identity = %lock.identity(), "leading: starting the controller");
+        // The controller stops by itself on SIGTERM (finishing the reconciles under way); losing the
+        // lease drops it on the spot.
+        let controller = controller::run(
+            ctx.clone(),
+            watch_client.clone(),
+            args.watch_namespace.clone(),
+            std::future::pending(),
+        );
+        match lock.hold(since, controller).await {
+            Ok(()) => {
+                lock.release().await;
+                break;
+            }
+            Err(Lost) => tracing::error!("lost the lease: stopped reconciling; a candidate again"),
         }
     }
     stop.cancel();
     server.await??;
-    if lost.is_cancelled() {
-        anyhow::bail!("leadership lost");
-    }
     Ok(())
+}
+
+/// Clients for the API server: one for requests, each bounded (connect, send, answer), and one for the
+/// controller's watches, whose answers stream for minutes (the watcher's idle timeout guards those).
+async fn clients() -> anyhow::Result<(kube::Client, kube::Client)> {
+    let mut config = kube::Config::infer().await?;
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.write_timeout = Some(Duration::from_secs(10));
+    let watch = kube::Client::try_from(config.clone())?;
+    config.read_timeout = Some(Duration::from_secs(30));
+    // Counted from the request, not from when its pooled connection went idle.
+    config.reset_reader_on_write = true;
+    Ok((kube::Client::try_from(config)?, watch))
 }

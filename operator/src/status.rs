@@ -55,19 +55,28 @@ fn components(stack: &MallStack, observed: &Observed) -> BTreeMap<String, Compon
         out.insert(component.to_owned(), ComponentStatus { ready, desired });
     }
     if stack.spec.database.managed.is_some() {
-        let ready = observed
-            .stateful_sets
-            .get(&child_name(stack, "mysql"))
-            .and_then(|s| s.status.as_ref())
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-        out.insert("mysql".to_owned(), ComponentStatus { ready, desired: 1 });
+        out.insert("mysql".to_owned(), ComponentStatus { ready: mysql_ready(stack, observed), desired: 1 });
     }
     if stack.spec.redis.managed.is_some() {
         let (ready, _) = deployment_status(observed, &child_name(stack, "redis"));
         out.insert("redis".to_owned(), ComponentStatus { ready, desired: 1 });
     }
     out
+}
+
+fn mysql_ready(stack: &MallStack, observed: &Observed) -> i32 {
+    observed
+        .stateful_sets
+        .get(&child_name(stack, "mysql"))
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+}
+
+/// Whether the database can take connections: the managed MySQL once its pod is ready; an external
+/// one is assumed to (its migration Jobs wait for it themselves).
+pub fn database_ready(stack: &MallStack, observed: &Observed) -> bool {
+    stack.spec.database.managed.is_none() || mysql_ready(stack, observed) >= 1
 }
 
 fn gateway_endpoint(
@@ -128,15 +137,16 @@ pub fn compute(
     let pending: Vec<&str> =
         migrations.iter().filter(|(_, m)| *m != MigrationState::Succeeded).map(|(s, _)| s.name()).collect();
 
-    let database = if stack.spec.database.managed.is_some() {
-        let mysql = components["mysql"];
-        if mysql.ready >= 1 {
-            (true, "MySQLReady", "the managed MySQL is ready".to_owned())
-        } else {
-            (false, "MySQLNotReady", "waiting for the managed MySQL".to_owned())
-        }
-    } else {
+    let database = if stack.spec.database.managed.is_none() {
         (true, "External", "an external database is used".to_owned())
+    } else if database_ready(stack, observed) {
+        (true, "MySQLReady", "the managed MySQL is ready".to_owned())
+    } else {
+        (
+            false,
+            "MySQLNotReady",
+            "waiting for the managed MySQL (migrations start once it is ready)".to_owned(),
+        )
     };
 
     let migrated = pending.is_empty();

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
@@ -171,6 +173,11 @@ pub(crate) fn mysql_stateful_set(stack: &MallStack, db: &ManagedDatabase) -> Sta
                 }),
             },
             volume_claim_templates: Some(vec![claim]),
+            // Kept or deleted together with the MySQL Secret (see `secrets`).
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some(if db.retain_on_delete { "Retain" } else { "Delete" }.to_owned()),
+                when_scaled: Some("Retain".to_owned()),
+            }),
             ..StatefulSetSpec::default()
         }),
         status: None,

@@ -1,5 +1,10 @@
 //! Secrets the operator generates once and never regenerates: the auth signing key, the MySQL
 //! passwords and the admin password. The builder reuses whatever data the cluster already holds.
+//!
+//! The MySQL Secret goes with the data volume: while `retainOnDelete` keeps the volume, the Secret has
+//! no owner reference either, so deleting the stack leaves both, and a stack created again with the
+//! same name finds the passwords the data was initialised with (the reconciler lists Secrets by the
+//! stack's labels, not by owner).
 
 use std::collections::BTreeMap;
 
@@ -44,14 +49,18 @@ pub fn generated_secrets(stack: &MallStack, existing: &ExistingSecrets) -> Vec<S
         existing,
         &[(SIGNING_KEY_KEY, signing_key)],
     )];
-    if stack.spec.database.managed.is_some() {
-        secrets.push(secret(
+    if let Some(db) = &stack.spec.database.managed {
+        let mut mysql = secret(
             stack,
             mysql_secret_name(stack),
             "mysql",
             existing,
             &[(DB_PASSWORD_KEY, password), (DB_ROOT_PASSWORD_KEY, password)],
-        ));
+        );
+        if db.retain_on_delete {
+            mysql.metadata.owner_references = None;
+        }
+        secrets.push(mysql);
     }
     if stack.spec.admin.password_secret_ref.is_none() {
         secrets.push(secret(

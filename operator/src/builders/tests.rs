@@ -100,7 +100,10 @@ fn minimal_stack_builds_exactly_these_objects() {
 
 #[test]
 fn every_object_is_labelled_and_owned_by_the_stack() {
-    for stack in [minimal_stack(), full_stack()] {
+    // Unless kept on deletion: see `mysql_volume_and_secret_are_kept_or_deleted_together`.
+    let mut minimal = minimal_stack();
+    minimal.spec.database.managed.as_mut().unwrap().retain_on_delete = false;
+    for stack in [minimal, full_stack()] {
         let d = desired(&stack, &ExistingSecrets::new());
         for meta in all_metadata(&d) {
             let labels = meta.labels.as_ref().unwrap();
@@ -473,4 +476,81 @@ fn node_port_only_with_node_port_type() {
     let gateway = d.services.iter().find(|s| s.metadata.name.as_deref() == Some("shop-gateway")).unwrap();
     assert_eq!(gateway.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port, None);
     assert_eq!(gateway.spec.as_ref().unwrap().type_.as_deref(), Some("LoadBalancer"));
+}
+
+#[test]
+fn mysql_volume_and_secret_are_kept_or_deleted_together() {
+    let mut stack = minimal_stack();
+    for retain in [true, false] {
+        stack.spec.database.managed.as_mut().unwrap().retain_on_delete = retain;
+        let d = desired(&stack, &ExistingSecrets::new());
+        let policy =
+            d.stateful_sets[0].spec.as_ref().unwrap().persistent_volume_claim_retention_policy.clone();
+        let policy = policy.unwrap();
+        let expected = if retain { "Retain" } else { "Delete" };
+        assert_eq!(policy.when_deleted.as_deref(), Some(expected), "retainOnDelete: {retain}");
+        assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+        for secret in &d.secrets {
+            let name = secret.metadata.name.as_deref().unwrap();
+            let owned = secret.metadata.owner_references.as_ref().is_some_and(|o| o.len() == 1);
+            // The signing key and the admin password go with the stack either way.
+            let kept = retain && name == "shop-mysql";
+            assert_eq!(owned, !kept, "{name}, retainOnDelete: {retain}");
+            // Found again by its labels when the stack is created anew.
+            assert_eq!(secret.metadata.labels.as_ref().unwrap()["app.kubernetes.io/instance"], "shop");
+        }
+    }
+
+    // A stack created again with the same name: the kept Secret's passwords are used, not new ones.
+    let first = generated_secrets(&minimal_stack(), &ExistingSecrets::new());
+    let kept: ExistingSecrets = first
+        .iter()
+        .filter(|s| s.metadata.name.as_deref() == Some("shop-mysql"))
+        .map(|s| (s.metadata.name.clone().unwrap(), s.data.clone().unwrap()))
+        .collect();
+    let mut again = minimal_stack();
+    again.metadata.uid = Some("3f1c9a52-0000-4000-8000-000000000002".into());
+    let recreated = generated_secrets(&again, &kept);
+    let mysql = |secrets: &[k8s_openapi::api::core::v1::Secret]| {
+        secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-mysql")).unwrap().data.clone()
+    };
+    assert_eq!(mysql(&recreated), mysql(&first));
+}
+
+#[test]
+fn serving_pods_drain_within_their_grace_period() {
+    let d = desired(&full_stack(), &ExistingSecrets::new());
+    let gateway = &d.deployments[0];
+    let serving: Vec<&Deployment> =
+        std::iter::once(gateway).chain(d.migrations.iter().map(|(_, _, dep)| dep)).collect();
+    assert_eq!(serving.len(), 8);
+    for deployment in serving {
+        let name = deployment.metadata.name.as_deref().unwrap();
+        let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let grace = pod.termination_grace_period_seconds.unwrap();
+        let c = container(deployment);
+        let env = env_map(c);
+        let seconds = |name: &str| -> i64 {
+            env[name].value.as_deref().unwrap().strip_suffix('s').unwrap().parse().unwrap()
+        };
+        let (drain, request) = (seconds("MALL_DRAIN_DELAY"), seconds("MALL_REQUEST_TIMEOUT"));
+        assert_eq!((drain, request), (10, 10), "{name}");
+        assert!(
+            grace > drain + request,
+            "{name}: {grace} s to drain {drain} s and finish a {request} s call"
+        );
+        assert_eq!(grace, 30, "{name}");
+        // SIGTERM goes to the application at once: it drains by itself.
+        assert!(c.lifecycle.is_none(), "{name}: no preStop hook");
+
+        let readiness = c.readiness_probe.as_ref().unwrap();
+        let (period, failures) = (readiness.period_seconds.unwrap(), readiness.failure_threshold.unwrap());
+        assert_eq!((period, failures), (2, 2), "{name}");
+        assert!(i64::from(period * failures) < drain, "{name}: out of the endpoints before the drain ends");
+        assert!(readiness.timeout_seconds.unwrap() <= period, "{name}");
+    }
+    // A migration Job does not serve: no drain settings.
+    let job = &d.migrations[0].1;
+    let migrate = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert!(!env_map(migrate).contains_key("MALL_DRAIN_DELAY"));
 }

@@ -28,6 +28,34 @@ pub const REDIS_PORT: i32 = 6379;
 pub const CONFIG_HASH_ANNOTATION: &str = "mall.example.com/config-hash";
 const UID: i64 = 65532;
 
+// A stopping pod: on SIGTERM `mall serve` fails readiness and reports NOT_SERVING, keeps serving for
+// the drain delay while endpoints and DNS forget it, then finishes what is in flight (each call bounded
+// by the request timeout) and exits. The grace period covers all of it with a margin; past it the
+// kubelet kills the pod, cutting whatever was still running. Both settings are passed explicitly, from
+// these numbers, so the grace period cannot drift from the application's defaults.
+//
+// No `preStop` hook: the application drains on SIGTERM itself, and a `preStop: sleep` would only
+// delay that SIGTERM, so the pod would go on reporting ready (and accepting new connections from
+// clients that still resolve it) during the sleep without anything being gained, while eating into
+// the same grace period.
+
+/// How long a stopping pod keeps serving (`MALL_DRAIN_DELAY`): longer than its peers take to stop
+/// sending to it. Its endpoint turns not-ready when the pod is deleted (or, failing readiness, within
+/// `READINESS_PERIOD_SECONDS` × `READINESS_FAILURES`), and peers re-resolve DNS every 5 s.
+pub const DRAIN_DELAY_SECONDS: i64 = 10;
+/// The deadline of one outgoing call (`MALL_REQUEST_TIMEOUT`): the longest a request accepted at the
+/// end of the drain can still take.
+pub const REQUEST_TIMEOUT_SECONDS: i64 = 10;
+/// Closing connections and exiting, with room to spare.
+const EXIT_MARGIN_SECONDS: i64 = 10;
+/// `terminationGracePeriodSeconds` of every serving pod.
+pub const TERMINATION_GRACE_SECONDS: i64 =
+    DRAIN_DELAY_SECONDS + REQUEST_TIMEOUT_SECONDS + EXIT_MARGIN_SECONDS;
+/// Readiness is probed every 2 s and two failures in a row take a pod out of its Service: a pod that
+/// stops being ready (its database is gone, say) receives no new traffic within about 4 s.
+pub const READINESS_PERIOD_SECONDS: i32 = 2;
+pub const READINESS_FAILURES: i32 = 2;
+
 pub fn config_map_name(stack: &MallStack) -> String {
     child_name(stack, "config")
 }
@@ -121,6 +149,7 @@ fn redis_env(stack: &MallStack) -> Vec<EnvVar> {
 /// The explicit environment of a service pod (the ConfigMap adds the shared part).
 pub(crate) fn service_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
     let mut env = vec![value("MALL_LISTEN", format!("0.0.0.0:{GRPC_PORT}"))];
+    env.extend(lifecycle_env());
     env.extend(database_env(stack, service));
     env.extend(redis_env(stack));
     match service {
@@ -136,8 +165,17 @@ pub(crate) fn service_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
     env
 }
 
+/// The drain and call deadlines the grace period is computed from (see `TERMINATION_GRACE_SECONDS`).
+fn lifecycle_env() -> [EnvVar; 2] {
+    [
+        value("MALL_DRAIN_DELAY", format!("{DRAIN_DELAY_SECONDS}s")),
+        value("MALL_REQUEST_TIMEOUT", format!("{REQUEST_TIMEOUT_SECONDS}s")),
+    ]
+}
+
 fn gateway_env(stack: &MallStack) -> Vec<EnvVar> {
     let mut env = vec![value("MALL_GATEWAY_LISTEN", format!("0.0.0.0:{GATEWAY_PORT}"))];
+    env.extend(lifecycle_env());
     if let Some(hops) = stack.spec.gateway.trusted_proxies {
         env.push(value("MALL_GATEWAY_TRUSTED_PROXIES", hops.to_string()));
     }
@@ -184,6 +222,16 @@ fn http_probe(path: &str, port: &str, period: i32) -> Probe {
         timeout_seconds: Some(3),
         failure_threshold: Some(3),
         ..Probe::default()
+    }
+}
+
+/// `GET /readyz` on `port`, quick to notice a pod that stopped being ready.
+fn readiness_probe(port: &str) -> Probe {
+    Probe {
+        timeout_seconds: Some(READINESS_PERIOD_SECONDS),
+        failure_threshold: Some(READINESS_FAILURES),
+        success_threshold: Some(1),
+        ..http_probe("/readyz", port, READINESS_PERIOD_SECONDS)
     }
 }
 
@@ -273,7 +321,10 @@ fn deployment(
                     annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), hash)])),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(mall_pod(stack, container, None)),
+                spec: Some(PodSpec {
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+                    ..mall_pod(stack, container, None)
+                }),
             },
             ..DeploymentSpec::default()
         }),
@@ -292,7 +343,7 @@ pub(crate) fn service_deployment(stack: &MallStack, service: Service) -> Deploym
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }]);
-    container.readiness_probe = Some(http_probe("/readyz", "grpc", 5));
+    container.readiness_probe = Some(readiness_probe("grpc"));
     container.liveness_probe = Some(Probe {
         grpc: Some(GRPCAction { port: GRPC_PORT, service: None }),
         initial_delay_seconds: Some(5),
@@ -336,7 +387,7 @@ pub(crate) fn gateway_deployment(stack: &MallStack) -> Deployment {
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }]);
-    container.readiness_probe = Some(http_probe("/readyz", "http", 5));
+    container.readiness_probe = Some(readiness_probe("http"));
     let mut liveness = http_probe("/healthz", "http", 10);
     liveness.initial_delay_seconds = Some(5);
     container.liveness_probe = Some(liveness);

@@ -261,6 +261,69 @@ async fn services_wait_for_their_migrations() {
 }
 
 #[tokio::test]
+async fn migration_jobs_wait_for_the_managed_database() {
+    let stack = minimal_stack();
+    let wanted = desired(&stack, &Default::default());
+    // Nothing migrated yet: no service Deployment either way.
+    let expected = expected_applies(&wanted, false);
+    let before_database: Vec<(String, Value)> =
+        expected.iter().filter(|(_, body)| body["kind"] != "Job").cloned().collect();
+    assert_eq!(expected.len() - before_database.len(), 7, "one Job per service is held back");
+
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let script = {
+        let stack = stack.clone();
+        async move {
+            reads(&mut server, vec![], vec![], vec![], vec![]).await;
+            // The MySQL pod is still starting: every other child is applied, but no Job.
+            applies(&mut server, &before_database, |b| {
+                if b["kind"] == "StatefulSet" {
+                    let mut starting = b.clone();
+                    starting["status"] = json!({"replicas": 1, "readyReplicas": 0});
+                    starting
+                } else {
+                    settled(b)
+                }
+            })
+            .await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
+            let status = status_patch(&mut server, &stack).await;
+            let database = condition(&status, "DatabaseReady");
+            assert_eq!(
+                (database["status"].as_str(), database["reason"].as_str()),
+                (Some("False"), Some("MySQLNotReady"))
+            );
+            assert_eq!(condition(&status, "MigrationsComplete")["reason"], "Pending");
+            assert_eq!(condition(&status, "Degraded")["status"], "False", "waiting is not a failure");
+            tx.send((status, server)).ok();
+        }
+    };
+    let action = run(stack.clone(), ctx.clone(), script).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    let (status, mut server) = rx.await.unwrap();
+
+    // The StatefulSet's pod is ready (its status change triggers this reconcile): the Jobs are created.
+    let mut waiting = stack.clone();
+    waiting.status = Some(serde_json::from_value(status).unwrap());
+    let script = {
+        let stack = waiting.clone();
+        async move {
+            reads(&mut server, vec![], vec![], vec![], vec![]).await;
+            applies(&mut server, &expected, |b| if b["kind"] == "Job" { b.clone() } else { settled(b) })
+                .await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
+            let status = status_patch(&mut server, &stack).await;
+            assert_eq!(condition(&status, "DatabaseReady")["status"], "True");
+            assert_eq!(condition(&status, "MigrationsComplete")["reason"], "Pending");
+        }
+    };
+    let action = run(waiting, ctx, script).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+}
+
+#[tokio::test]
 async fn paused_stack_writes_no_child_and_reports_paused() {
     let mut stack = minimal_stack();
     stack.spec.paused = true;

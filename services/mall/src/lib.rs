@@ -2,6 +2,7 @@
 //! `mall` binary is a thin shell over this; the API tests start the same composition on port 0.
 
 pub mod config;
+pub mod database;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -87,24 +88,10 @@ async fn until_signal<F: Future>(shutdown: &Shutdown, stop: F) -> F::Output {
     }
 }
 
-/// Opens and migrates `service`'s database.
+/// Opens and migrates `service`'s database (`mall up`; `mall serve` leaves migrations to Jobs).
 pub async fn open_database(service: Service, shared: &Shared) -> anyhow::Result<Db> {
-    let migrations = match service {
-        Service::Auth => mall_auth::migrations(),
-        Service::User => mall_user::migrations(),
-        Service::Product => mall_product::migrations(),
-        Service::Cart => mall_cart::migrations(),
-        Service::Order => mall_order::migrations(),
-        Service::Payment => mall_payment::migrations(),
-        Service::Checkout => mall_checkout::migrations(),
-        Service::Gateway => bail!("the gateway has no database"),
-    };
-    let url = config::database_url(service, shared.database_url.as_deref(), &shared.data_dir, |k| {
-        std::env::var(k).ok()
-    })?;
-    let db =
-        Db::connect(&url).await.with_context(|| format!("cannot open the {} database", service.name()))?;
-    db.migrate(&migrations).await.with_context(|| format!("migrating the {} database", service.name()))?;
+    let db = database::connect(service, shared).await?;
+    database::migrate(service, &db).await?;
     Ok(db)
 }
 
@@ -248,7 +235,7 @@ pub async fn serve(
         let config = gateway_config(shared);
         mall_gateway::startup(config, gateway_peers(&peer)?, cache, listener, shutdown.clone()).await?
     } else {
-        let db = open_database(service, shared).await?;
+        let db = database::connect_migrated(service, shared).await?;
         if service == Service::User
             && let Some(password) = shared.admin_password.as_deref()
         {
@@ -262,9 +249,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs one service's migrations.
+/// Runs one service's migrations, waiting up to two minutes for a database that is not reachable yet.
 pub async fn migrate(service: Service, shared: &Shared) -> anyhow::Result<()> {
-    let db = open_database(service, shared).await?;
+    let db = database::connect_when_reachable(service, shared, database::PATIENCE).await?;
+    database::migrate(service, &db).await?;
     db.close().await;
     tracing::info!(service = service.name(), "migrations applied");
     Ok(())

@@ -73,12 +73,32 @@ impl fmt::Display for Backend {
 
 /// A service's migrations, one set per backend (their SQL dialects differ).
 /// Build it with [`migrations!`](crate::migrations).
+///
+/// Migrations are additive (expand now, contract a release later), so the previous image keeps
+/// running against a newer schema, and a rollback sets the image tag back. Its migration run then
+/// meets versions it does not know: they are ignored (sqlx's `ignore_missing`), instead of failing
+/// the rollback. A changed migration (same version, other checksum) still fails.
 #[derive(Debug)]
 pub struct Migrations {
-    /// Migrations run on MySQL/MariaDB.
-    pub mysql: Migrator,
-    /// Migrations run on SQLite.
-    pub sqlite: Migrator,
+    mysql: Migrator,
+    sqlite: Migrator,
+}
+
+impl Migrations {
+    /// The two sets, each told to ignore applied migrations it does not know (see above).
+    pub fn new(mut mysql: Migrator, mut sqlite: Migrator) -> Migrations {
+        mysql.set_ignore_missing(true);
+        sqlite.set_ignore_missing(true);
+        Migrations { mysql, sqlite }
+    }
+
+    /// The set for `backend`.
+    pub fn for_backend(&self, backend: Backend) -> &Migrator {
+        match backend {
+            Backend::MySql => &self.mysql,
+            Backend::Sqlite => &self.sqlite,
+        }
+    }
 }
 
 /// A pool of connections to one service's database.
@@ -120,14 +140,39 @@ impl Db {
     }
 
     /// Runs the migrations for this pool's backend; already applied
-    /// migrations are skipped, so running it again is a no-op.
+    /// migrations are skipped, so running it again is a no-op, and applied
+    /// migrations newer than the set (a rolled-back image) are left alone.
     pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StorageError> {
-        let migrator = match self.backend {
-            Backend::MySql => &migrations.mysql,
-            Backend::Sqlite => &migrations.sqlite,
-        };
-        migrator.run(&self.pool).await?;
+        migrations.for_backend(self.backend).run(&self.pool).await?;
         Ok(())
+    }
+
+    /// The versions of `migrations` (for this pool's backend) not applied to the database yet, in
+    /// order; all of them when no migration ever ran. Reads only: a server checks its schema with it.
+    pub async fn pending_migrations(&self, migrations: &Migrations) -> Result<Vec<i64>, StorageError> {
+        let exists = match self.backend {
+            Backend::MySql => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'"
+            }
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+        };
+        let tables: i64 = sqlx::query_scalar(exists).fetch_one(&self.pool).await?;
+        let applied: Vec<i64> = if tables == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(&self.pool)
+                .await?
+        };
+        Ok(migrations
+            .for_backend(self.backend)
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect())
     }
 
     /// Checks that the database answers (`SELECT 1`), for readiness probes.

@@ -44,7 +44,7 @@ macro_rules! migrations {
         $crate::migrations!(mysql = "migrations/mysql", sqlite = "migrations/sqlite")
     };
     (mysql = $mysql:literal, sqlite = $sqlite:literal $(,)?) => {
-        $crate::Migrations { mysql: $crate::sqlx::migrate!($mysql), sqlite: $crate::sqlx::migrate!($sqlite) }
+        $crate::Migrations::new($crate::sqlx::migrate!($mysql), $crate::sqlx::migrate!($sqlite))
     };
 }
 

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use mall_storage::sqlx::{self, MySql, migrate::MigrateDatabase};
+use mall_storage::sqlx::migrate::{MigrateDatabase, MigrateError, Migration, MigrationType, Migrator};
+use mall_storage::sqlx::{self, MySql, SqlSafeStr};
 use mall_storage::{
     Backend, Db, Migrations, StorageError, database_url_with_name, is_unique_violation, service_database_url,
     sqlite_url_in,
@@ -15,6 +16,46 @@ const WRITERS: usize = 50;
 
 fn test_migrations() -> Migrations {
     mall_storage::migrations!(mysql = "tests/migrations/mysql", sqlite = "tests/migrations/sqlite",)
+}
+
+/// What the next image ships: the test set and one more, additive migration.
+fn newer_migrations() -> Migrations {
+    fn plus_one(older: &Migrator, sql: &'static str) -> Migrator {
+        let mut all: Vec<Migration> = older.iter().cloned().collect();
+        all.push(Migration::new(3, "added_later".into(), MigrationType::Simple, sql.into_sql_str(), false));
+        Migrator::with_migrations(all)
+    }
+    let older = test_migrations();
+    Migrations::new(
+        plus_one(
+            older.for_backend(Backend::MySql),
+            "CREATE TABLE added_later (id BIGINT NOT NULL PRIMARY KEY)",
+        ),
+        plus_one(
+            older.for_backend(Backend::Sqlite),
+            "CREATE TABLE added_later (id INTEGER NOT NULL PRIMARY KEY)",
+        ),
+    )
+}
+
+/// A rollback: the newer image migrated the database, then the tag goes back and the previous image's
+/// migration Job runs again. It succeeds and leaves the newer schema alone.
+async fn check_rollback_after_newer_migrations(db: &Db) {
+    let (older, newer) = (test_migrations(), newer_migrations());
+    assert_eq!(db.pending_migrations(&older).await.expect("pending on a fresh database"), [1, 2]);
+    db.migrate(&newer).await.expect("the newer image migrates");
+    assert_eq!(count(db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 3);
+    assert!(db.pending_migrations(&newer).await.expect("pending").is_empty());
+
+    db.migrate(&older).await.expect("the previous image's migrations accept the newer schema");
+    assert!(db.pending_migrations(&older).await.expect("pending").is_empty(), "it can serve");
+    assert_eq!(count(db, "SELECT COUNT(*) FROM _sqlx_migrations").await, 3);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM added_later").await, 0, "the newer table stays");
+
+    // What sqlx does by default, and what `Migrations` is there to prevent.
+    let strict = Migrator::with_migrations(older.for_backend(db.backend()).iter().cloned().collect());
+    let refused = strict.run(db.pool()).await.expect_err("a strict migrator refuses unknown versions");
+    assert!(matches!(refused, MigrateError::VersionMissing(3)), "{refused}");
 }
 
 async fn count(db: &Db, sql: &'static str) -> i64 {
@@ -226,6 +267,36 @@ async fn mariadb_contract() {
             again.ping().await.expect("ping");
             again.close().await;
             check_db_contract(db.clone()).await;
+            db.close().await;
+        }
+    })
+    .await;
+    MySql::drop_database(&url).await.expect("drop test database");
+    if let Err(e) = run {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn sqlite_rollback_after_newer_migrations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::connect(&sqlite_url_in(dir.path(), "rollback")).await.expect("connect");
+    check_rollback_after_newer_migrations(&db).await;
+    db.close().await;
+}
+
+#[tokio::test]
+async fn mariadb_rollback_after_newer_migrations() {
+    let Some(base) = mall_testkit::database_url() else {
+        return;
+    };
+    let name = unique_name(TEST_DATABASE_PREFIX.trim_end_matches('_'));
+    let url = database_url_with_name(&base, &name).expect("test database url");
+    let run = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let db = Db::connect(&url).await.expect("connect");
+            check_rollback_after_newer_migrations(&db).await;
             db.close().await;
         }
     })
