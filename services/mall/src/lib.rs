@@ -88,8 +88,11 @@ pub async fn open_database(service: Service, shared: &Shared) -> anyhow::Result<
     let url = config::database_url(service, shared.database_url.as_deref(), &shared.data_dir, |k| {
         std::env::var(k).ok()
     })?;
-    let db =
-        Db::connect(&url).await.with_context(|| format!("cannot open the {} database", service.name()))?;
+    // The address goes into the error (password redacted): the operator quotes it from the log of a
+    // migration or service that cannot reach its database.
+    let db = Db::connect(&url).await.with_context(|| {
+        format!("cannot open the {} database at {}", service.name(), mall_storage::redact_url(&url))
+    })?;
     db.migrate(&migrations).await.with_context(|| format!("migrating the {} database", service.name()))?;
     Ok(db)
 }
