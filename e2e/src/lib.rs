@@ -6,11 +6,14 @@
 //! - [`charts`]: the rendered Helm charts, from `ci/chart-checks.sh` (or `helm` run here).
 //! - [`cluster`]: a real cluster from `KUBECONFIG` (its current context only), for the end-to-end test.
 //! - [`gateway`]: a small HTTP client for the shop's API.
+//! - [`stacks`]: MallStacks under test: the operator installed, a stack from the example, waiting on its
+//!   status.
 
 pub mod charts;
 pub mod cluster;
 pub mod gateway;
 pub mod manifests;
+pub mod stacks;
 
 use std::path::{Path, PathBuf};
 
