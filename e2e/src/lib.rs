@@ -8,6 +8,8 @@
 //! - [`gateway`]: a small HTTP client for the shop's API.
 //! - [`run`]: one run on a cluster: a namespace, the operator chart, a MallStack, diagnostics, cleanup.
 //! - [`load`]: a bounded steady load of a few clients through the gateway, with failures and latencies.
+//! - [`stacks`]: MallStacks under test: the operator installed, a stack from the example, waiting on its
+//!   status.
 
 pub mod charts;
 pub mod cluster;
@@ -15,6 +17,7 @@ pub mod gateway;
 pub mod load;
 pub mod manifests;
 pub mod run;
+pub mod stacks;
 
 use std::path::{Path, PathBuf};
 

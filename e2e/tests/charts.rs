@@ -112,7 +112,8 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// What the operator does to each resource, exactly (see operator/src/controller.rs and leader.rs).
+/// What the operator does to each resource, exactly (see operator/src/controller.rs, leader.rs and
+/// diagnosis/gather.rs).
 fn needed() -> Vec<(&'static str, &'static str, BTreeSet<String>)> {
     let children = set(&["list", "watch", "create", "patch"]);
     // What a stack can stop wanting is pruned.
@@ -130,8 +131,12 @@ fn needed() -> Vec<(&'static str, &'static str, BTreeSet<String>)> {
         ("policy", "poddisruptionbudgets", pruned.clone()),
         ("autoscaling", "horizontalpodautoscalers", pruned.clone()),
         ("networking.k8s.io", "networkpolicies", pruned),
+        // Read to explain a stack that is not Ready (operator/src/diagnosis/gather.rs).
+        ("", "pods", set(&["list"])),
+        ("", "pods/log", set(&["get"])),
+        ("", "persistentvolumeclaims", set(&["list"])),
         ("events.k8s.io", "events", set(&["create", "patch"])),
-        ("", "events", set(&["create", "patch"])),
+        ("", "events", set(&["create", "patch", "list"])),
     ]
 }
 

@@ -29,6 +29,7 @@ use crate::builders::{
     self, Desired, ExistingSecrets, MANAGER, MigrationState, rollout_allowed, stack_selector,
 };
 use crate::crd::{Condition, MallStack, MallStackStatus};
+use crate::diagnosis;
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::status::{self, Failure, Observed};
@@ -82,12 +83,12 @@ pub async fn reconcile(stack: Arc<MallStack>, ctx: Arc<Context>) -> Result<Actio
         Ok(_) => {
             ctx.failures().remove(&ObjectRef::from(stack.as_ref()));
         }
-        Err(e) => metrics::failed(e.metric_label()),
+        Err(e) => metrics::failed(e.metric_label(), e.refusal()),
     }
     result
 }
 
-async fn list<K>(client: &Client, ns: &str, selector: &str) -> Result<Vec<K>>
+pub(crate) async fn list<K>(client: &Client, ns: &str, selector: &str) -> Result<Vec<K>>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + k8s_openapi::Resource,
     K: Clone + DeserializeOwned + Debug,
@@ -323,28 +324,36 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
     let selector = stack_selector(stack);
 
     // Read first: generated secrets are kept, and status comes from what exists.
-    let existing: ExistingSecrets = list::<Secret>(client, &ns, &selector)
-        .await?
-        .into_iter()
-        .filter_map(|s| Some((s.metadata.name?, s.data.unwrap_or_default())))
+    let secrets = list::<Secret>(client, &ns, &selector).await?;
+    let secrets_created = secrets
+        .iter()
+        .filter_map(|s| Some((s.metadata.name.clone()?, s.metadata.creation_timestamp.as_ref()?.0)))
         .collect();
+    let existing: ExistingSecrets =
+        secrets.into_iter().filter_map(|s| Some((s.metadata.name?, s.data.unwrap_or_default()))).collect();
+    let now = jiff::Timestamp::now();
     let mut observed = Observed {
         jobs: by_name(list::<Job>(client, &ns, &selector).await?),
         deployments: by_name(list::<Deployment>(client, &ns, &selector).await?),
         stateful_sets: by_name(list::<StatefulSet>(client, &ns, &selector).await?),
-        gateway_service: None,
+        secrets_created,
+        time: Some(now),
+        ..Observed::default()
     };
+    // Pods, claims, events and logs only explain the status: a refusal to read them is reported, and
+    // the children are applied all the same.
+    let unexplained = diagnosis::gather(client, &ns, &selector, stack, &mut observed).await.err();
 
     let failure = match stack.spec.validate() {
         Err(invalid) => Some(Error::from(invalid)),
         Ok(()) if stack.spec.paused => None,
         Ok(()) => apply_children(stack, ctx, &ns, &existing, &mut observed).await.err(),
     };
+    let failure = failure.or(unexplained);
 
     let reported =
         failure.as_ref().map(|e| Failure { reason: e.reason().to_owned(), message: e.to_string() });
-    let now = jiff::Timestamp::now().to_string();
-    let next = status::compute(stack, &observed, reported.as_ref(), stack.status.as_ref(), &now);
+    let next = status::compute(stack, &observed, reported.as_ref(), stack.status.as_ref(), &now.to_string());
     if stack.status.as_ref() != Some(&next) {
         patch_status(client, stack, &ns, &next).await?;
         publish_transitions(ctx, stack, stack.status.as_ref(), &next).await;
@@ -352,8 +361,11 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
     if let Some(error) = failure {
         return Err(error);
     }
-    let ready = next.condition(status::READY).is_some_and(|c| c.status == "True");
-    Ok(Action::requeue(if ready { Duration::from_secs(300) } else { Duration::from_secs(15) }))
+    // Settled: Ready and nothing awaited on any component (a rollout whose new pods fail changes no
+    // status the controller watches, so it is looked at again soon).
+    let settled = next.condition(status::READY).is_some_and(|c| c.status == "True")
+        && next.components.values().all(|c| c.message.is_none());
+    Ok(Action::requeue(if settled { Duration::from_secs(300) } else { Duration::from_secs(15) }))
 }
 
 async fn patch_status(client: &Client, stack: &MallStack, ns: &str, status: &MallStackStatus) -> Result<()> {

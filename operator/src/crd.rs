@@ -24,9 +24,11 @@ pub const GROUP: &str = "mall.example.com";
     status = "MallStackStatus",
     doc = "A whole Mall shop: gateway, gRPC services, database and cache, reconciled by mall-operator.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Components","type":"string","jsonPath":".status.readyComponents"}"#,
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image.tag"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Problem","type":"string","priority":1,"jsonPath":".status.problem"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MallStackSpec {
@@ -361,6 +363,9 @@ pub struct MallStackStatus {
     /// Where the shop answers HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_endpoint: Option<String>,
+    /// The first thing wrong (`Reason: components: cause`), or else what is awaited; unset when Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl MallStackStatus {
@@ -386,10 +391,17 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// One component: its replicas, and what is wrong with it or awaited, if anything.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ComponentStatus {
     pub ready: i32,
     pub desired: i32,
+    /// Why it is not as it should be: a problem (`CrashLoop`, `MigrationFailed`, …) or `Waiting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The cause in one line, e.g. `exits at start (exit code 1): …` or `pod starting for 20s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A spec the API server would reject (mirrors the schema's CEL rules and ranges).
@@ -721,7 +733,7 @@ mod tests {
     }
 
     #[test]
-    fn printer_columns_show_ready_components_tag_and_age() {
+    fn printer_columns_show_ready_reason_components_tag_age_and_the_problem() {
         let crd = MallStack::crd();
         let columns: Vec<_> = crd.spec.versions[0]
             .additional_printer_columns
@@ -734,11 +746,16 @@ mod tests {
             columns,
             [
                 ("Ready", ".status.conditions[?(@.type==\"Ready\")].status"),
+                ("Reason", ".status.conditions[?(@.type==\"Ready\")].reason"),
                 ("Components", ".status.readyComponents"),
                 ("Image", ".spec.image.tag"),
                 ("Age", ".metadata.creationTimestamp"),
+                ("Problem", ".status.problem"),
             ]
         );
+        let columns = crd.spec.versions[0].additional_printer_columns.as_ref().unwrap();
+        // The problem is long: `-o wide` only.
+        assert_eq!(columns.iter().map(|c| c.priority.unwrap_or(0)).collect::<Vec<_>>(), [0, 0, 0, 0, 0, 1]);
         assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
         assert_eq!(crd.spec.scope, "Namespaced");
     }

@@ -218,6 +218,16 @@ impl Received {
     pub fn ok(self, body: &Value) {
         self.respond(StatusCode::OK, body);
     }
+
+    /// A plain-text answer (a pod's log).
+    pub fn text(self, body: &str) {
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/plain")
+            .body(Body::from(body.as_bytes().to_vec()))
+            .unwrap();
+        self.responder.send_response(response);
+    }
 }
 
 impl ApiServerVerifier {

@@ -57,10 +57,15 @@ mod tests {
         assert_eq!(get(app(health.clone()), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
         health.ready.store(true, Ordering::Relaxed);
         assert_eq!(get(app(health.clone()), "/readyz").await.0, StatusCode::OK);
-        crate::metrics::failed("http_test");
+        crate::metrics::failed("http_test", "forbidden");
         let (status, text) = get(app(health), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(text.contains("mall_operator_reconcile_failures_total{error=\"http_test\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "mall_operator_reconcile_failures_total{error=\"http_test\",reason=\"forbidden\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("mall_operator_reconciles_total"), "{text}");
     }
 }

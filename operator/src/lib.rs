@@ -4,6 +4,7 @@
 pub mod builders;
 pub mod controller;
 pub mod crd;
+pub mod diagnosis;
 pub mod error;
 pub mod http;
 pub mod leader;

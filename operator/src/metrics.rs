@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// Reconciles run.
 pub const RECONCILES: &str = "mall_operator_reconciles_total";
-/// Failed reconciles, by error kind (`error` label: [`crate::error::Error::metric_label`]).
+/// Failed reconciles (and refused reads of a failed container's log), by what failed (`error` label:
+/// [`crate::error::Error::metric_label`], or `logs`) and why (`reason` label: [`crate::error::refusal`]).
 pub const FAILURES: &str = "mall_operator_reconcile_failures_total";
 /// How long a reconcile took (a histogram: `mall-runtime` gives `*_duration_seconds` buckets).
 pub const DURATION: &str = "mall_operator_reconcile_duration_seconds";
@@ -17,7 +18,10 @@ pub fn install() {
     mall_runtime::metrics_handle();
     DESCRIBED.call_once(|| {
         metrics::describe_counter!(RECONCILES, "Reconciles run.");
-        metrics::describe_counter!(FAILURES, "Failed reconciles by error kind.");
+        metrics::describe_counter!(
+            FAILURES,
+            "Failed reconciles by what failed and why the API server refused."
+        );
         metrics::describe_histogram!(DURATION, "How long a reconcile took.");
         // Shown as 0 before the first reconcile, rather than missing.
         metrics::counter!(RECONCILES).increment(0);
@@ -30,9 +34,9 @@ pub fn reconciled(took: Duration) {
     metrics::histogram!(DURATION).record(took.as_secs_f64());
 }
 
-/// Records one failed reconcile.
-pub fn failed(label: &'static str) {
-    metrics::counter!(FAILURES, "error" => label).increment(1);
+/// Records one failure: what failed (`error`) and why (`reason`), both from bounded sets.
+pub fn failed(error: &'static str, reason: &'static str) {
+    metrics::counter!(FAILURES, "error" => error, "reason" => reason).increment(1);
 }
 
 /// Everything recorded, in the Prometheus text format.
@@ -58,13 +62,15 @@ mod tests {
         let before = value(RECONCILES).expect("the counter is shown from the start");
         reconciled(Duration::from_millis(30));
         reconciled(Duration::from_secs(2));
-        failed("metrics_test");
-        failed("metrics_test");
+        failed("metrics_test", "forbidden");
+        failed("metrics_test", "forbidden");
         let text = render();
         assert!(text.contains("# TYPE mall_operator_reconciles_total counter\n"), "{text}");
         assert!(value(RECONCILES).unwrap() >= before + 2.0, "{text}");
         assert!(
-            text.contains("mall_operator_reconcile_failures_total{error=\"metrics_test\"} 2\n"),
+            text.contains(
+                "mall_operator_reconcile_failures_total{error=\"metrics_test\",reason=\"forbidden\"} 2\n"
+            ),
             "{text}"
         );
         assert!(text.contains("# TYPE mall_operator_reconcile_duration_seconds histogram\n"), "{text}");

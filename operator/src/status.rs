@@ -1,23 +1,37 @@
 //! Status from what the cluster reports: ready and desired replicas per component, migrations, the
-//! database, and the conditions derived from them. Pure, so it is compared with the current status
-//! and written only when it changed.
+//! database, what the diagnosis found wrong or awaited (see [`crate::diagnosis`]), and the conditions
+//! derived from them. Pure, so it is compared with the current status and written only when it changed.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Service as KubeService;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim, Pod, Service as KubeService};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::builders::{GATEWAY_PORT, MigrationState, child_name, migration_job_name, namespace};
 use crate::crd::{ComponentStatus, Condition, MallStack, MallStackStatus, Service, ServiceType};
+use crate::diagnosis::{self, Diagnosis, LogTail};
 
-/// What the operator saw of the stack's children, by object name.
+/// What the operator saw of the stack's children (by object name), and when.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub deployments: BTreeMap<String, Deployment>,
     pub stateful_sets: BTreeMap<String, StatefulSet>,
     pub jobs: BTreeMap<String, Job>,
     pub gateway_service: Option<KubeService>,
+    /// Every pod of the stack (its workloads' and its migration Jobs').
+    pub pods: Vec<Pod>,
+    /// The MySQL StatefulSet's volume claims.
+    pub claims: Vec<PersistentVolumeClaim>,
+    /// The namespace's Warning events, read only when an object alone does not say why it is stuck.
+    pub events: Vec<CoreEvent>,
+    /// The last lines of failed containers, by (pod, container).
+    pub logs: BTreeMap<(String, String), LogTail>,
+    /// When each of the stack's generated Secrets was created.
+    pub secrets_created: BTreeMap<String, Timestamp>,
+    /// When this was observed (durations in messages are left out without it).
+    pub time: Option<Timestamp>,
 }
 
 /// A failure to report on the stack.
@@ -41,7 +55,20 @@ fn deployment_status(observed: &Observed, name: &str) -> (i32, Option<i32>) {
     (ready, spec_replicas)
 }
 
-fn components(stack: &MallStack, observed: &Observed) -> BTreeMap<String, ComponentStatus> {
+fn components(
+    stack: &MallStack,
+    observed: &Observed,
+    diagnosis: &Diagnosis,
+) -> BTreeMap<String, ComponentStatus> {
+    let status = |component: &str, ready: i32, desired: i32| {
+        let finding = diagnosis.of(component);
+        ComponentStatus {
+            ready,
+            desired,
+            reason: finding.map(|f| f.reason.clone()),
+            message: finding.map(|f| f.text.clone()),
+        }
+    };
     let mut out = BTreeMap::new();
     let mut mall = vec![("gateway", stack.spec.gateway.replicas, stack.spec.gateway.autoscaling.as_ref())];
     mall.extend(stack.spec.services.iter().map(|(n, s)| (n, s.replicas, s.autoscaling.as_ref())));
@@ -52,14 +79,14 @@ fn components(stack: &MallStack, observed: &Observed) -> BTreeMap<String, Compon
             Some(a) => observed_replicas.unwrap_or(a.min_replicas).max(a.min_replicas),
             None => replicas,
         };
-        out.insert(component.to_owned(), ComponentStatus { ready, desired });
+        out.insert(component.to_owned(), status(component, ready, desired));
     }
     if stack.spec.database.managed.is_some() {
-        out.insert("mysql".to_owned(), ComponentStatus { ready: mysql_ready(stack, observed), desired: 1 });
+        out.insert("mysql".to_owned(), status("mysql", mysql_ready(stack, observed), 1));
     }
     if stack.spec.redis.managed.is_some() {
         let (ready, _) = deployment_status(observed, &child_name(stack, "redis"));
-        out.insert("redis".to_owned(), ComponentStatus { ready, desired: 1 });
+        out.insert("redis".to_owned(), status("redis", ready, 1));
     }
     out
 }
@@ -124,7 +151,8 @@ pub fn compute(
     now: &str,
 ) -> MallStackStatus {
     let generation = stack.metadata.generation;
-    let components = components(stack, observed);
+    let diagnosis = diagnosis::diagnose(stack, observed, previous);
+    let components = components(stack, observed, &diagnosis);
     let ready_count = components.values().filter(|c| c.ready >= c.desired).count();
     let all_ready = ready_count == components.len();
 
@@ -142,11 +170,8 @@ pub fn compute(
     } else if database_ready(stack, observed) {
         (true, "MySQLReady", "the managed MySQL is ready".to_owned())
     } else {
-        (
-            false,
-            "MySQLNotReady",
-            "waiting for the managed MySQL (migrations start once it is ready)".to_owned(),
-        )
+        let why = components["mysql"].message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
+        (false, "MySQLNotReady", format!("waiting for the managed MySQL{why} (migrations start once it is ready)"))
     };
 
     let migrated = pending.is_empty();
@@ -158,10 +183,12 @@ pub fn compute(
         (false, "Pending", format!("waiting for migrations: {}", pending.join(", ")))
     };
 
-    let degraded = match (failure, failed.is_empty()) {
-        (Some(f), _) => (true, f.reason.clone(), f.message.clone()),
-        (None, false) => (true, "MigrationFailed".to_owned(), migration_condition.2.clone()),
-        (None, true) => (false, "AsExpected".to_owned(), String::new()),
+    // The operator's own failure first (nothing else is current then), then the first cause found.
+    let degraded = match (failure, diagnosis.degraded(), failed.is_empty()) {
+        (Some(f), _, _) => (true, f.reason.clone(), f.message.clone()),
+        (None, Some((reason, message)), _) => (true, reason, message),
+        (None, None, false) => (true, "MigrationFailed".to_owned(), migration_condition.2.clone()),
+        (None, None, true) => (false, "AsExpected".to_owned(), String::new()),
     };
     let ready = all_ready && migrated && !degraded.0;
     let not_ready: Vec<&str> =
@@ -169,7 +196,7 @@ pub fn compute(
     let ready_condition = if ready {
         (true, "AllComponentsReady", format!("{ready_count}/{} components ready", components.len()))
     } else if degraded.0 {
-        (false, "Degraded", degraded.2.clone())
+        (false, degraded.1.as_str(), degraded.2.clone())
     } else if !not_ready.is_empty() {
         (false, "ComponentsNotReady", format!("not ready: {}", not_ready.join(", ")))
     } else {
@@ -177,6 +204,14 @@ pub fn compute(
     };
     let paused = stack.spec.paused;
     let progressing = !ready && !degraded.0 && !paused;
+    let waiting = diagnosis.waiting();
+    let problem = if degraded.0 {
+        Some(format!("{}: {}", degraded.1, degraded.2))
+    } else if progressing {
+        waiting.clone().or_else(|| Some(ready_condition.2.clone()))
+    } else {
+        None
+    };
 
     let condition = |type_: &str, status: bool, reason: &str, message: String| {
         let status = if status { "True" } else { "False" }.to_owned();
@@ -199,7 +234,11 @@ pub fn compute(
             PROGRESSING,
             progressing,
             if progressing { "Reconciling" } else { "Idle" },
-            if progressing { "rolling out the stack".to_owned() } else { String::new() },
+            match (progressing, waiting) {
+                (true, Some(waiting)) => waiting,
+                (true, None) => "rolling out the stack".to_owned(),
+                (false, _) => String::new(),
+            },
         ),
         condition(DEGRADED, degraded.0, &degraded.1, degraded.2),
         condition(DATABASE_READY, database.0, database.1, database.2),
@@ -217,15 +256,19 @@ pub fn compute(
         ready_components: Some(format!("{ready_count}/{}", components.len())),
         components,
         gateway_endpoint: gateway_endpoint(stack, observed, previous),
+        problem,
     }
 }
 
 /// Conditions whose status differs between `previous` and `next` (a missing one counts as changed
-/// only when it is `True` now): what events are published for.
+/// only when it is `True` now), and `Degraded` when its cause changed: what events are published for.
 pub fn transitions<'a>(previous: Option<&MallStackStatus>, next: &'a MallStackStatus) -> Vec<&'a Condition> {
     next.conditions
         .iter()
         .filter(|c| match previous.and_then(|p| p.condition(&c.type_)) {
+            Some(before) if c.type_ == DEGRADED && c.status == "True" && before.status == "True" => {
+                before.reason != c.reason || before.message != c.message
+            }
             Some(before) => before.status != c.status,
             None => c.status == "True",
         })
@@ -281,6 +324,75 @@ mod tests {
         assert_eq!(degraded.condition(DATABASE_READY).unwrap().last_transition_time.as_deref(), Some("t0"));
         let changed: Vec<_> = transitions(Some(&first), &degraded).iter().map(|c| c.type_.clone()).collect();
         assert_eq!(changed, [READY, PROGRESSING]);
+    }
+
+    #[test]
+    fn a_cause_degrades_names_its_components_and_is_the_problem() {
+        use crate::diagnosis::fixtures::{at, crash_looping, typed, workload_pod};
+        let stack = minimal_stack();
+        let mut observed = all_ready(&desired(&stack, &ExistingSecrets::new()));
+        observed.time = Some(at(95));
+        let first = compute(&stack, &observed, None, None, "t0");
+        assert_eq!(first.problem, None, "nothing to say when Ready");
+        assert_eq!(first.components["cart"].message, None);
+
+        let cart = observed.deployments.get_mut("shop-cart").unwrap();
+        cart.status = Some(DeploymentStatus { ready_replicas: Some(0), ..Default::default() });
+        let pod = crash_looping(workload_pod(&stack, "cart", "a"), 1, 2);
+        observed.pods.push(typed(&pod));
+        observed
+            .logs
+            .insert(("shop-cart-a".into(), "cart".into()), Ok("Error: cannot reach the cache\n".into()));
+        let broken = compute(&stack, &observed, None, Some(&first), "t1");
+        let degraded = broken.condition(DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str(), degraded.message.as_str()),
+            ("True", "CrashLoop", "cart: exits at start (exit code 1): cannot reach the cache")
+        );
+        let ready = broken.condition(READY).unwrap();
+        assert_eq!((ready.reason.as_str(), ready.message.as_str()), ("CrashLoop", degraded.message.as_str()));
+        assert_eq!(
+            broken.problem.as_deref(),
+            Some("CrashLoop: cart: exits at start (exit code 1): cannot reach the cache")
+        );
+        let cart = &broken.components["cart"];
+        assert_eq!((cart.ready, cart.desired, cart.reason.as_deref()), (0, 1, Some("CrashLoop")));
+        assert_eq!(cart.message.as_deref(), Some("exits at start (exit code 1): cannot reach the cache"));
+        let changed: Vec<_> = transitions(Some(&first), &broken).iter().map(|c| c.type_.clone()).collect();
+        assert_eq!(changed, [READY, DEGRADED]);
+
+        // Another cause while still Degraded: told again; the same cause again: not.
+        observed.logs.insert(("shop-cart-a".into(), "cart".into()), Ok("Error: address in use\n".into()));
+        let other = compute(&stack, &observed, None, Some(&broken), "t2");
+        assert_eq!(
+            transitions(Some(&broken), &other).iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            [DEGRADED]
+        );
+        assert_eq!(other.condition(DEGRADED).unwrap().last_transition_time.as_deref(), Some("t1"));
+        assert!(transitions(Some(&other), &compute(&stack, &observed, None, Some(&other), "t3")).is_empty());
+    }
+
+    #[test]
+    fn what_is_awaited_is_progressing_and_the_problem() {
+        use crate::diagnosis::fixtures::{at, running, typed, workload_pod};
+        let stack = minimal_stack();
+        let mut observed = Observed { time: Some(at(95)), ..Observed::default() };
+        let sts = desired(&stack, &ExistingSecrets::new()).stateful_sets[0].clone();
+        observed.stateful_sets.insert("shop-mysql".into(), sts);
+        observed.pods.push(typed(&running(workload_pod(&stack, "mysql", "0"), false, 80)));
+        let status = compute(&stack, &observed, None, None, "t0");
+        let progressing = status.condition(PROGRESSING).unwrap();
+        assert_eq!(progressing.status, "True");
+        assert!(
+            progressing.message.starts_with("waiting for mysql: pod running, not ready for 10s (and "),
+            "{progressing:?}"
+        );
+        assert_eq!(status.problem.as_deref(), Some(progressing.message.as_str()));
+        assert_eq!(
+            status.condition(DATABASE_READY).unwrap().message,
+            "waiting for the managed MySQL: pod running, not ready for 10s"
+        );
+        assert_eq!(status.components["mysql"].reason.as_deref(), Some("Waiting"));
     }
 
     #[test]

@@ -96,7 +96,13 @@ fn url(service: Service, shared: &Shared) -> anyhow::Result<String> {
 /// Connects to `service`'s database (no waiting, no migrations).
 pub async fn connect(service: Service, shared: &Shared) -> anyhow::Result<Db> {
     let url = url(service, shared)?;
-    Db::connect(&url).await.with_context(|| format!("cannot open the {} database", service.name()))
+    Db::connect(&url).await.with_context(|| cannot_open(service, &url))
+}
+
+/// The address goes into the error (password redacted): the operator quotes it from the log of a
+/// migration or service that cannot reach its database.
+fn cannot_open(service: Service, url: &str) -> String {
+    format!("cannot open the {} database at {}", service.name(), mall_storage::redact_url(url))
 }
 
 /// Connects to `service`'s database, waiting up to `patience` while it is unreachable.
@@ -108,7 +114,7 @@ pub async fn connect_when_reachable(
     let url = url(service, shared)?;
     retry_while_unreachable(service.name(), patience, || Db::connect(&url))
         .await
-        .with_context(|| format!("cannot open the {} database", service.name()))
+        .with_context(|| cannot_open(service, &url))
 }
 
 /// Runs `service`'s migrations on `db`.
