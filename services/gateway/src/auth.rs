@@ -10,11 +10,11 @@ use axum::http::header;
 use axum::http::request::Parts;
 use mall_proto::auth::v1::ListPublicKeysRequest;
 use mall_proto::auth::v1::auth_service_client::AuthServiceClient;
+use mall_runtime::PeerChannel;
 use mall_storage::Cache;
 use mall_tokens::{Claims, PublicKey, Role, TokenError, Verifier, now_unix, revoked_key};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, RwLock};
-use tonic::transport::Channel;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -23,7 +23,7 @@ use crate::error::ApiError;
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct TokenCheck {
-    auth: AuthServiceClient<Channel>,
+    auth: AuthServiceClient<PeerChannel>,
     verifier: RwLock<Option<Arc<Verifier>>>,
     last_refresh: Mutex<Option<Instant>>,
     verified: moka::future::Cache<[u8; 32], Arc<Claims>>,
@@ -31,7 +31,7 @@ pub struct TokenCheck {
 }
 
 impl TokenCheck {
-    pub fn new(auth: AuthServiceClient<Channel>, cache: Cache) -> TokenCheck {
+    pub fn new(auth: AuthServiceClient<PeerChannel>, cache: Cache) -> TokenCheck {
         TokenCheck {
             auth,
             verifier: RwLock::new(None),

@@ -27,10 +27,9 @@ use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
 use mall_proto::user::v1::user_service_client::UserServiceClient;
-use mall_runtime::{CancellationToken, RuntimeError, Served};
+use mall_runtime::{CancellationToken, PeerChannel, RuntimeError, Served};
 use mall_storage::Cache;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -49,17 +48,17 @@ pub struct Config {
 /// Channels to the services the gateway calls.
 #[derive(Clone)]
 pub struct Peers {
-    pub auth: Channel,
-    pub user: Channel,
-    pub product: Channel,
-    pub cart: Channel,
-    pub order: Channel,
-    pub payment: Channel,
-    pub checkout: Channel,
+    pub auth: PeerChannel,
+    pub user: PeerChannel,
+    pub product: PeerChannel,
+    pub cart: PeerChannel,
+    pub order: PeerChannel,
+    pub payment: PeerChannel,
+    pub checkout: PeerChannel,
 }
 
 impl Peers {
-    fn iter(&self) -> impl Iterator<Item = (&'static str, &Channel)> {
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &PeerChannel)> {
         [
             ("auth", &self.auth),
             ("user", &self.user),
@@ -80,13 +79,13 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     config: Config,
     peers: Peers,
-    auth: AuthServiceClient<Channel>,
-    users: UserServiceClient<Channel>,
-    products: ProductServiceClient<Channel>,
-    carts: CartServiceClient<Channel>,
-    orders: OrderServiceClient<Channel>,
-    payments: PaymentServiceClient<Channel>,
-    checkouts: CheckoutServiceClient<Channel>,
+    auth: AuthServiceClient<PeerChannel>,
+    users: UserServiceClient<PeerChannel>,
+    products: ProductServiceClient<PeerChannel>,
+    carts: CartServiceClient<PeerChannel>,
+    orders: OrderServiceClient<PeerChannel>,
+    payments: PaymentServiceClient<PeerChannel>,
+    checkouts: CheckoutServiceClient<PeerChannel>,
     tokens: auth::TokenCheck,
     cache: Cache,
 }

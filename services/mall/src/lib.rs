@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use mall_runtime::{CancellationToken, Served};
+use mall_runtime::{CancellationToken, PeerChannel, Served};
 use mall_storage::{Cache, Db};
 use mall_user::AdminSeed;
-use tonic::transport::Channel;
 
 use crate::config::{Service, Shared};
 
@@ -103,7 +102,7 @@ pub async fn open_cache(shared: &Shared) -> anyhow::Result<Cache> {
 }
 
 /// Where each peer is: loopback addresses in `mall up`, `MALL_<SERVICE>_ADDR` in `mall serve`.
-type PeerLookup<'a> = &'a dyn Fn(Service) -> anyhow::Result<Channel>;
+type PeerLookup<'a> = &'a dyn Fn(Service) -> anyhow::Result<PeerChannel>;
 
 /// Starts one gRPC service on `listener` with its (migrated) database.
 async fn start_service(
@@ -192,7 +191,7 @@ pub async fn start(shared: &Shared, options: StartOptions) -> anyhow::Result<Mal
         addrs.insert(service, listener.local_addr()?);
         listeners.push((service, listener));
     }
-    let peer = |s: Service| -> anyhow::Result<Channel> {
+    let peer = |s: Service| -> anyhow::Result<PeerChannel> {
         let addr = addrs.get(&s).with_context(|| format!("{} is not part of mall up", s.name()))?;
         Ok(mall_runtime::channel(&format!("http://{addr}"))?)
     };
@@ -223,7 +222,7 @@ pub async fn serve(
     gateway_listen: &str,
 ) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let peer = |s: Service| -> anyhow::Result<Channel> {
+    let peer = |s: Service| -> anyhow::Result<PeerChannel> {
         let addr = config::peer_addr(s, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
         Ok(mall_runtime::channel(&addr)?)
     };

@@ -15,10 +15,9 @@ mod store;
 use std::sync::Arc;
 
 use mall_proto::payment::v1::payment_service_server::PaymentServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served};
+use mall_runtime::{CancellationToken, PeerChannel, Readiness, Served};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use error::PaymentError;
 pub use processor::{
@@ -39,7 +38,7 @@ pub fn migrations() -> Migrations {
 /// on `listener`. `order` is a channel to the order service.
 pub async fn startup(
     db: Db,
-    order: Channel,
+    order: PeerChannel,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<Served, PaymentError> {
@@ -49,7 +48,7 @@ pub async fn startup(
 /// [`startup`] with another card processor.
 pub async fn startup_with_processor(
     db: Db,
-    order: Channel,
+    order: PeerChannel,
     processor: Arc<dyn CardProcessor>,
     listener: TcpListener,
     shutdown: CancellationToken,

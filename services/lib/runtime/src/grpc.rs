@@ -107,7 +107,8 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/metrics", get(|| async { crate::metrics_handle().render() }));
+        .route("/metrics", get(|| async { crate::metrics_handle().render() }))
+        .layer(axum::middleware::from_fn(crate::deadline::scope_incoming));
 
     let task = tokio::spawn(async move {
         let stop = shutdown.clone();
