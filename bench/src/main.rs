@@ -278,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
         token_ttl: Duration::from_secs(3600),
         order_ttl: Duration::from_secs(1800),
         trusted_proxies: 0,
+        request_timeout: mall_gateway::DEFAULT_REQUEST_TIMEOUT,
         admin_email: "admin@bench.local".into(),
         admin_password: Some("bench-password".into()),
         signing_key: None,

@@ -37,12 +37,24 @@ pub use error::{ApiError, CODES};
 pub use limit::Limits;
 
 /// The gateway's configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub limits: Limits,
     /// How many proxies in front of the gateway append to `X-Forwarded-For` (0: use the connection's
     /// peer address).
     pub trusted_proxies: usize,
+    /// The time budget of one request: every service call made for it, at every hop, carries what is
+    /// left of it and gives up when it is spent.
+    pub request_timeout: Duration,
+}
+
+/// [`Config::request_timeout`] unless configured otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { limits: Limits::default(), trusted_proxies: 0, request_timeout: DEFAULT_REQUEST_TIMEOUT }
+    }
 }
 
 /// Channels to the services the gateway calls.
@@ -122,6 +134,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     use routes::{catalog, commerce, identity, ops};
     let request_id = HeaderName::from_static("x-request-id");
+    let budget = state.config.request_timeout;
     Router::new()
         .route("/register", post(identity::register))
         .route("/login", post(identity::login))
@@ -153,6 +166,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(input::BODY_LIMIT))
+        .layer(middleware::from_fn(move |req: Request, next: Next| with_budget(budget, req, next)))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -161,6 +175,11 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Serves the request within `budget`: every gRPC call made for it carries the time left.
+async fn with_budget(budget: Duration, req: Request, next: Next) -> Response {
+    mall_runtime::with_deadline(tokio::time::Instant::now() + budget, next.run(req)).await
 }
 
 /// Counts requests and their latency by route and status, for `/metrics`.

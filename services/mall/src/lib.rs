@@ -145,7 +145,11 @@ async fn start_service(
 
 /// The gateway's settings from the shared configuration.
 pub fn gateway_config(shared: &Shared) -> mall_gateway::Config {
-    mall_gateway::Config { trusted_proxies: shared.trusted_proxies, ..mall_gateway::Config::default() }
+    mall_gateway::Config {
+        trusted_proxies: shared.trusted_proxies,
+        request_timeout: shared.request_timeout,
+        ..mall_gateway::Config::default()
+    }
 }
 
 fn gateway_peers(peer: PeerLookup<'_>) -> anyhow::Result<mall_gateway::Peers> {
