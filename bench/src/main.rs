@@ -16,8 +16,8 @@ use axum::extract::{Path, State};
 use clap::{Parser, ValueEnum};
 use mall_proto::product::v1::GetProductRequest;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
+use mall_runtime::PeerChannel;
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -115,7 +115,10 @@ fn ratio(what: &str, a: &Stats, baseline: &Stats) {
 }
 
 /// The baseline: a bare axum handler making one tonic call to the same product service.
-async fn bare_handler(State(client): State<ProductServiceClient<Channel>>, Path(id): Path<i64>) -> String {
+async fn bare_handler(
+    State(client): State<ProductServiceClient<PeerChannel>>,
+    Path(id): Path<i64>,
+) -> String {
     match client.clone().get_product(GetProductRequest { product_id: id }).await {
         Ok(r) => format!("{:?}", r.into_inner().product.map(|p| p.price_cents)),
         Err(s) => s.message().to_owned(),
@@ -275,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
         token_ttl: Duration::from_secs(3600),
         order_ttl: Duration::from_secs(1800),
         trusted_proxies: 0,
+        request_timeout: mall_gateway::DEFAULT_REQUEST_TIMEOUT,
         admin_email: "admin@bench.local".into(),
         admin_password: Some("bench-password".into()),
         signing_key: None,

@@ -171,7 +171,11 @@ pub fn compute(
         (true, "MySQLReady", "the managed MySQL is ready".to_owned())
     } else {
         let why = components["mysql"].message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
-        (false, "MySQLNotReady", format!("waiting for the managed MySQL{why} (migrations start once it is ready)"))
+        (
+            false,
+            "MySQLNotReady",
+            format!("waiting for the managed MySQL{why} (migrations start once it is ready)"),
+        )
     };
 
     let migrated = pending.is_empty();

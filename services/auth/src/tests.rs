@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use mall_proto::auth::v1 as pb;
 use mall_proto::auth::v1::auth_service_client::AuthServiceClient;
+use mall_runtime::PeerChannel;
 use mall_storage::{Cache, Db};
 use mall_testkit::TestDb;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::{Config, startup};
 
@@ -16,7 +16,7 @@ async fn start(
     db: &Db,
     cache: &Cache,
     config: Config,
-) -> (AuthServiceClient<Channel>, mall_runtime::CancellationToken) {
+) -> (AuthServiceClient<PeerChannel>, mall_runtime::CancellationToken) {
     let shutdown = mall_runtime::CancellationToken::new();
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
     let served = startup(config, db.clone(), cache.clone(), listener, shutdown.clone()).await.unwrap();

@@ -6,10 +6,9 @@ mod service;
 mod store;
 
 use mall_proto::cart::v1::cart_service_server::CartServiceServer;
-use mall_runtime::{Readiness, Served, Shutdown};
+use mall_runtime::{PeerChannel, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use error::CartError;
 pub use service::Carts;
@@ -23,7 +22,7 @@ pub fn migrations() -> Migrations {
 /// the product service (connected lazily, so it may start after us).
 pub async fn startup(
     db: Db,
-    product: Channel,
+    product: PeerChannel,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, CartError> {

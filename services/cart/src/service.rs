@@ -6,8 +6,8 @@ use mall_proto::cart::v1 as pb;
 use mall_proto::cart::v1::cart_service_server::CartService;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
 use mall_proto::product::v1::{BatchGetProductsRequest, Product};
+use mall_runtime::PeerChannel;
 use mall_storage::Db;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::CartError;
@@ -18,11 +18,11 @@ const BATCH_LIMIT: usize = 100;
 
 pub struct Carts {
     db: Db,
-    products: ProductServiceClient<Channel>,
+    products: ProductServiceClient<PeerChannel>,
 }
 
 impl Carts {
-    pub fn new(db: Db, product: Channel) -> Carts {
+    pub fn new(db: Db, product: PeerChannel) -> Carts {
         Carts { db, products: ProductServiceClient::new(product) }
     }
 

@@ -5,16 +5,15 @@ use mall_proto::cart::v1 as pb;
 use mall_proto::cart::v1::cart_service_client::CartServiceClient;
 use mall_proto::product::v1 as product;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
-use mall_runtime::CancellationToken;
+use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Cache, Db};
 use mall_testkit::{Backend, TestDb};
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// A cart service and the product service it asks, each on its own database.
 struct Stack {
-    cart: CartServiceClient<Channel>,
-    catalog: ProductServiceClient<Channel>,
+    cart: CartServiceClient<PeerChannel>,
+    catalog: ProductServiceClient<PeerChannel>,
     cart_db: Db,
     dbs: Vec<TestDb>,
     stop: CancellationToken,

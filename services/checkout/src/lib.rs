@@ -12,19 +12,18 @@ mod service;
 mod store;
 
 use mall_proto::checkout::v1::checkout_service_server::CheckoutServiceServer;
-use mall_runtime::{Readiness, Served, Shutdown};
+use mall_runtime::{PeerChannel, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use error::CheckoutError;
 
 /// Channels to the services the saga calls.
 #[derive(Debug, Clone)]
 pub struct Peers {
-    pub cart: Channel,
-    pub order: Channel,
-    pub payment: Channel,
+    pub cart: PeerChannel,
+    pub order: PeerChannel,
+    pub payment: PeerChannel,
 }
 
 /// This service's schema, per dialect.

@@ -22,10 +22,9 @@ use mall_proto::order::v1 as order_pb;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::payment::v1 as payment_pb;
 use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
-use mall_runtime::CancellationToken;
+use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Db, now_unix};
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::error::is_transient;
 use crate::store::{self, CheckoutRow, Outcome, Step};
@@ -47,9 +46,9 @@ pub struct Checkouts {
 
 pub(crate) struct Inner {
     pub(crate) db: Db,
-    cart: CartServiceClient<Channel>,
-    order: OrderServiceClient<Channel>,
-    payment: PaymentServiceClient<Channel>,
+    cart: CartServiceClient<PeerChannel>,
+    order: OrderServiceClient<PeerChannel>,
+    payment: PaymentServiceClient<PeerChannel>,
 }
 
 /// What one recovery pass did.

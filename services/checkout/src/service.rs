@@ -208,9 +208,12 @@ impl CheckoutService for Checkouts {
         &self,
         request: Request<pb::CheckoutRequest>,
     ) -> Result<Response<pb::CheckoutResponse>, Status> {
-        // Run to the end of a step even if the caller goes away, so the saga never stops mid-call.
+        // Run to the end of a step even if the caller goes away, so the saga never stops mid-call; the
+        // calls of each step still carry the caller's deadline.
         let this = self.clone();
-        let task = tokio::spawn(async move { this.run_checkout(request.into_inner()).await });
+        let task = tokio::spawn(mall_runtime::keep_deadline(async move {
+            this.run_checkout(request.into_inner()).await
+        }));
         let response =
             task.await.map_err(|e| CheckoutError::Internal(format!("checkout task failed: {e}")))??;
         Ok(Response::new(response))

@@ -13,11 +13,10 @@ use mall_proto::payment::v1 as payment_pb;
 use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use mall_proto::product::v1 as product_pb;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
-use mall_runtime::CancellationToken;
+use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Cache, Db};
 use mall_testkit::TestDb;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::Peers;
 use crate::saga::{ABANDONED, Checkouts};
@@ -31,11 +30,11 @@ struct Stack {
     checkout_db: Db,
     payment_db: Db,
     peers: Peers,
-    product: ProductServiceClient<Channel>,
-    cart: CartServiceClient<Channel>,
-    order: OrderServiceClient<Channel>,
-    payment: PaymentServiceClient<Channel>,
-    checkout: CheckoutServiceClient<Channel>,
+    product: ProductServiceClient<PeerChannel>,
+    cart: CartServiceClient<PeerChannel>,
+    order: OrderServiceClient<PeerChannel>,
+    payment: PaymentServiceClient<PeerChannel>,
+    checkout: CheckoutServiceClient<PeerChannel>,
     stop: CancellationToken,
 }
 
@@ -50,12 +49,12 @@ async fn listener() -> tokio::net::TcpListener {
     mall_runtime::bind("127.0.0.1:0").await.unwrap()
 }
 
-fn channel(addr: std::net::SocketAddr) -> Channel {
+fn channel(addr: std::net::SocketAddr) -> PeerChannel {
     mall_runtime::channel(&addr.to_string()).unwrap()
 }
 
 /// A channel to a port where nothing listens.
-async fn dead_channel() -> Channel {
+async fn dead_channel() -> PeerChannel {
     let unused = listener().await;
     let addr = unused.local_addr().unwrap();
     drop(unused);
@@ -125,7 +124,7 @@ impl Stack {
     }
 
     /// Another checkout service on the same database, whose payment service is unreachable.
-    async fn checkout_without_payment(&self) -> CheckoutServiceClient<Channel> {
+    async fn checkout_without_payment(&self) -> CheckoutServiceClient<PeerChannel> {
         let peers = Peers { payment: dead_channel().await, ..self.peers.clone() };
         let served = crate::startup(self.checkout_db.clone(), peers, listener().await, self.stop.clone())
             .await
@@ -218,7 +217,7 @@ fn request(user_id: i64, key: &str, number: &str) -> pb::CheckoutRequest {
 }
 
 async fn run(
-    client: &CheckoutServiceClient<Channel>,
+    client: &CheckoutServiceClient<PeerChannel>,
     req: pb::CheckoutRequest,
 ) -> Result<pb::CheckoutResponse, tonic::Status> {
     Ok(client.clone().checkout(req).await?.into_inner())

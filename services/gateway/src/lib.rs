@@ -13,7 +13,7 @@ mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -28,10 +28,9 @@ use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
 use mall_proto::user::v1::user_service_client::UserServiceClient;
-use mall_runtime::{RuntimeError, Served, Shutdown};
+use mall_runtime::{PeerChannel, RuntimeError, Served, Shutdown};
 use mall_storage::Cache;
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -40,24 +39,36 @@ pub use limit::Limits;
 use upstream::Upstream;
 
 /// The gateway's configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub limits: Limits,
     /// How many proxies in front of the gateway append to `X-Forwarded-For` (0: use the connection's
     /// peer address).
     pub trusted_proxies: usize,
+    /// The time budget of one request: every service call made for it, at every hop, carries what is
+    /// left of it and gives up when it is spent.
+    pub request_timeout: Duration,
+}
+
+/// [`Config::request_timeout`] unless configured otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { limits: Limits::default(), trusted_proxies: 0, request_timeout: DEFAULT_REQUEST_TIMEOUT }
+    }
 }
 
 /// Channels to the services the gateway calls.
 #[derive(Clone)]
 pub struct Peers {
-    pub auth: Channel,
-    pub user: Channel,
-    pub product: Channel,
-    pub cart: Channel,
-    pub order: Channel,
-    pub payment: Channel,
-    pub checkout: Channel,
+    pub auth: PeerChannel,
+    pub user: PeerChannel,
+    pub product: PeerChannel,
+    pub cart: PeerChannel,
+    pub order: PeerChannel,
+    pub payment: PeerChannel,
+    pub checkout: PeerChannel,
 }
 
 /// Shared by every request.
@@ -111,6 +122,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     use routes::{catalog, commerce, identity, ops};
     let request_id = HeaderName::from_static("x-request-id");
+    let budget = state.config.request_timeout;
     Router::new()
         .route("/register", post(identity::register))
         .route("/login", post(identity::login))
@@ -144,6 +156,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(input::BODY_LIMIT))
+        .layer(middleware::from_fn(move |req: Request, next: Next| with_budget(budget, req, next)))
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -153,6 +166,11 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Serves the request within `budget`: every gRPC call made for it carries the time left.
+async fn with_budget(budget: Duration, req: Request, next: Next) -> Response {
+    mall_runtime::with_deadline(tokio::time::Instant::now() + budget, next.run(req)).await
 }
 
 /// Counts requests and their latency by route and status, for `/metrics`.

@@ -77,6 +77,10 @@ pub struct Shared {
     /// the address the outermost one saw); 0 counts the connection's own peer.
     #[arg(long, env = "MALL_GATEWAY_TRUSTED_PROXIES", default_value_t = 0)]
     pub trusted_proxies: usize,
+    /// The time budget of one API request (e.g. 10s, 1m): every service call made for it, at every
+    /// hop, carries what is left of it and gives up when it is spent.
+    #[arg(long, env = "MALL_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// How long an unpaid order holds its stock before it expires.
     #[arg(long, env = "MALL_ORDER_TTL", default_value = "30m", value_parser = parse_duration)]
     pub order_ttl: Duration,
@@ -253,5 +257,10 @@ mod tests {
         assert!(matches!(cli.command, Command::Migrate { service: Service::User, .. }));
         assert!(Cli::try_parse_from(["mall", "serve", "nosuch"]).is_err());
         assert!(Cli::try_parse_from(["mall", "up", "--token-ttl", "0"]).is_err());
+        let Command::Up(up) = Cli::try_parse_from(["mall", "up", "--request-timeout", "3s"]).unwrap().command
+        else {
+            panic!("mall up parses as Up");
+        };
+        assert_eq!(up.shared.request_timeout, Duration::from_secs(3));
     }
 }

@@ -8,10 +8,9 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use anyhow::{Context, bail};
-use mall_runtime::{Served, Shutdown};
+use mall_runtime::{PeerChannel, Served, Shutdown};
 use mall_storage::{Cache, Db};
 use mall_user::AdminSeed;
-use tonic::transport::Channel;
 
 use crate::config::{Service, Shared};
 
@@ -104,7 +103,7 @@ pub async fn open_cache(shared: &Shared) -> anyhow::Result<Cache> {
 }
 
 /// Where each peer is: loopback addresses in `mall up`, `MALL_<SERVICE>_ADDR` in `mall serve`.
-type PeerLookup<'a> = &'a dyn Fn(Service) -> anyhow::Result<Channel>;
+type PeerLookup<'a> = &'a dyn Fn(Service) -> anyhow::Result<PeerChannel>;
 
 /// Starts one gRPC service on `listener` with its (migrated) database.
 async fn start_service(
@@ -147,7 +146,11 @@ async fn start_service(
 
 /// The gateway's settings from the shared configuration.
 pub fn gateway_config(shared: &Shared) -> mall_gateway::Config {
-    mall_gateway::Config { trusted_proxies: shared.trusted_proxies, ..mall_gateway::Config::default() }
+    mall_gateway::Config {
+        trusted_proxies: shared.trusted_proxies,
+        request_timeout: shared.request_timeout,
+        ..mall_gateway::Config::default()
+    }
 }
 
 fn gateway_peers(peer: PeerLookup<'_>) -> anyhow::Result<mall_gateway::Peers> {
@@ -193,7 +196,7 @@ pub async fn start(shared: &Shared, options: StartOptions) -> anyhow::Result<Mal
         addrs.insert(service, listener.local_addr()?);
         listeners.push((service, listener));
     }
-    let peer = |s: Service| -> anyhow::Result<Channel> {
+    let peer = |s: Service| -> anyhow::Result<PeerChannel> {
         let addr = addrs.get(&s).with_context(|| format!("{} is not part of mall up", s.name()))?;
         Ok(mall_runtime::channel(&format!("http://{addr}"))?)
     };
@@ -220,7 +223,7 @@ pub async fn serve(
     gateway_listen: &str,
 ) -> anyhow::Result<()> {
     let shutdown = Shutdown::default().with_drain(shared.drain_delay.unwrap_or(config::SERVE_DRAIN_DELAY));
-    let peer = |s: Service| -> anyhow::Result<Channel> {
+    let peer = |s: Service| -> anyhow::Result<PeerChannel> {
         let addr = config::peer_addr(s, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
         Ok(mall_runtime::channel(&addr)?)
     };

@@ -17,10 +17,9 @@ mod store;
 use std::time::Duration;
 
 use mall_proto::order::v1::order_service_server::OrderServiceServer;
-use mall_runtime::{CancellationToken, Readiness, Served, Shutdown};
+use mall_runtime::{CancellationToken, PeerChannel, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use error::OrderError;
 
@@ -52,7 +51,7 @@ pub fn migrations() -> Migrations {
 pub async fn startup(
     config: Config,
     db: Db,
-    product: Channel,
+    product: PeerChannel,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, OrderError> {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use mall_proto::product::v1 as product;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
+use mall_runtime::PeerChannel;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::OrderError;
 
@@ -22,11 +22,11 @@ pub enum Reservation {
 /// The product service, as the order service uses it.
 #[derive(Clone)]
 pub struct Stock {
-    client: ProductServiceClient<Channel>,
+    client: ProductServiceClient<PeerChannel>,
 }
 
 impl Stock {
-    pub fn new(channel: Channel) -> Stock {
+    pub fn new(channel: PeerChannel) -> Stock {
         Stock { client: ProductServiceClient::new(channel) }
     }
 

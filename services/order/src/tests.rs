@@ -10,12 +10,11 @@ use mall_proto::order::v1 as pb;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::product::v1 as product;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
-use mall_runtime::CancellationToken;
+use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Cache, Db};
 use mall_testkit::TestDb;
 use tokio::task::JoinSet;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::input::NewOrder;
 use crate::lifecycle::{Swept, sweep};
@@ -25,9 +24,9 @@ use crate::{Config, store};
 
 /// A product service, and an order service on its own database that calls it.
 struct Stack {
-    orders: OrderServiceClient<Channel>,
-    catalog: ProductServiceClient<Channel>,
-    product_channel: Channel,
+    orders: OrderServiceClient<PeerChannel>,
+    catalog: ProductServiceClient<PeerChannel>,
+    product_channel: PeerChannel,
     db: Db,
     stop: CancellationToken,
 }
@@ -49,7 +48,7 @@ impl Stack {
     }
 
     /// Another order service over the same database, with its own configuration.
-    async fn order_service(&self, product: Channel, config: Config) -> OrderServiceClient<Channel> {
+    async fn order_service(&self, product: PeerChannel, config: Config) -> OrderServiceClient<PeerChannel> {
         start_orders(&self.db, product, config, self.stop.clone()).await
     }
 
@@ -107,10 +106,10 @@ impl Stack {
 
 async fn start_orders(
     db: &Db,
-    product: Channel,
+    product: PeerChannel,
     config: Config,
     stop: CancellationToken,
-) -> OrderServiceClient<Channel> {
+) -> OrderServiceClient<PeerChannel> {
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
     let served = crate::startup(config, db.clone(), product, listener, stop).await.unwrap();
     OrderServiceClient::new(mall_runtime::channel(&served.addr.to_string()).unwrap())

@@ -14,10 +14,9 @@ mod store;
 use std::sync::Arc;
 
 use mall_proto::payment::v1::payment_service_server::PaymentServiceServer;
-use mall_runtime::{Readiness, Served, Shutdown};
+use mall_runtime::{PeerChannel, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use error::PaymentError;
 pub use processor::{
@@ -38,7 +37,7 @@ pub fn migrations() -> Migrations {
 /// on `listener`. `order` is a channel to the order service.
 pub async fn startup(
     db: Db,
-    order: Channel,
+    order: PeerChannel,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, PaymentError> {
@@ -48,7 +47,7 @@ pub async fn startup(
 /// [`startup`] with another card processor.
 pub async fn startup_with_processor(
     db: Db,
-    order: Channel,
+    order: PeerChannel,
     processor: Arc<dyn CardProcessor>,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,

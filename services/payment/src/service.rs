@@ -24,16 +24,16 @@ use mall_proto::order::v1 as order_pb;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::payment::v1 as pb;
 use mall_proto::payment::v1::payment_service_server::PaymentService;
-use mall_runtime::CancellationToken;
+use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Db, now_unix};
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::processor::{CardProcessor, ProcessorCharge, ProcessorDecision};
 use crate::store::{self, PaymentRow, Status as RowStatus};
 use crate::{PaymentError, error::is_transient};
 
-/// Longest wait for the processor's answer; after it, the charge is voided.
+/// Longest wait for the processor's answer (shorter when the caller's deadline comes first); after it,
+/// the charge is voided.
 const PROCESSOR_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a charge waits for another in-flight charge of the same order before answering ABORTED.
 const BUSY_WAIT: Duration = Duration::from_secs(10);
@@ -54,7 +54,7 @@ pub struct Payments {
 
 struct Inner {
     db: Db,
-    order: OrderServiceClient<Channel>,
+    order: OrderServiceClient<PeerChannel>,
     processor: Arc<dyn CardProcessor>,
 }
 
@@ -68,7 +68,7 @@ enum Attempt {
 }
 
 impl Payments {
-    pub fn new(db: Db, order: Channel, processor: Arc<dyn CardProcessor>) -> Payments {
+    pub fn new(db: Db, order: PeerChannel, processor: Arc<dyn CardProcessor>) -> Payments {
         Payments { inner: Arc::new(Inner { db, order: OrderServiceClient::new(order), processor }) }
     }
 
@@ -241,7 +241,13 @@ impl Payments {
                 return Ok(Attempt::Done(row.to_proto(), false));
             }
         };
-        // 5. Claim the order, then ask the processor.
+        // 5. Claim the order, then ask the processor, for no longer than the caller still waits.
+        let wait = mall_runtime::remaining().map_or(PROCESSOR_TIMEOUT, |left| left.min(PROCESSOR_TIMEOUT));
+        if wait.is_zero() {
+            return Err(PaymentError::Unavailable(
+                "the request's deadline has passed; nothing was charged".into(),
+            ));
+        }
         if store::insert(db, &row).await?.is_err() {
             return Ok(Attempt::Retry);
         }
@@ -251,7 +257,7 @@ impl Payments {
             amount_cents: row.amount_cents,
             card: &valid,
         };
-        let decision = tokio::time::timeout(PROCESSOR_TIMEOUT, self.inner.processor.authorize(&charge)).await;
+        let decision = tokio::time::timeout(wait, self.inner.processor.authorize(&charge)).await;
         match decision {
             Ok(Ok(ProcessorDecision::Approved)) => {
                 if !store::finish_processing(db, &row.transaction_id, true, row.decline_reason).await? {
@@ -393,9 +399,13 @@ impl PaymentService for Payments {
         &self,
         request: Request<pb::ChargeRequest>,
     ) -> Result<Response<pb::ChargeResponse>, Status> {
-        // Run to the end even if the caller goes away, so a charge never stops half-way.
+        // Run to the end even if the caller goes away, so a charge never stops half-way; within the
+        // caller's deadline all the same (what is left undone then is the sweep's).
         let this = self.clone();
-        let task = tokio::spawn(async move { this.run_charge(request.into_inner()).await });
+        let task =
+            tokio::spawn(mall_runtime::keep_deadline(
+                async move { this.run_charge(request.into_inner()).await },
+            ));
         let (payment, replayed) =
             task.await.map_err(|e| PaymentError::Internal(format!("charge task failed: {e}")))??;
         Ok(Response::new(pb::ChargeResponse { payment: Some(payment), replayed }))

@@ -10,12 +10,11 @@ use mall_proto::payment::v1 as pb;
 use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use mall_proto::product::v1 as product_pb;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
-use mall_runtime::CancellationToken;
+use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Backend, Cache, Db};
 use mall_testkit::TestDb;
 use tokio::sync::Notify;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::processor::{
     BuiltInProcessor, CardProcessor, ProcessorCharge, ProcessorDecision, ProcessorUnavailable,
@@ -31,15 +30,15 @@ use mall_testkit::Backend as Kind;
 struct Stack {
     dbs: Vec<TestDb>,
     payment_db: Db,
-    product: ProductServiceClient<Channel>,
-    order: OrderServiceClient<Channel>,
-    order_channel: Channel,
-    payment: PaymentServiceClient<Channel>,
+    product: ProductServiceClient<PeerChannel>,
+    order: OrderServiceClient<PeerChannel>,
+    order_channel: PeerChannel,
+    payment: PaymentServiceClient<PeerChannel>,
     /// Stops the order service alone (its own token), to make it unreachable.
     order_stop: CancellationToken,
     order_addr: std::net::SocketAddr,
     order_db: Db,
-    product_channel: Channel,
+    product_channel: PeerChannel,
     stop: CancellationToken,
 }
 
@@ -571,6 +570,42 @@ async fn order_service_down_after_approval(kind: Kind) {
     assert_eq!(retry.payment.unwrap(), kept);
     assert_eq!(s.count("1 = 1", &order.order_id).await, 1);
     s.finish().await;
+}
+
+/// The processor does not answer within the caller's budget: the payment service stops waiting for it
+/// when the caller's deadline passes (not after its own 30 s), voids the charge and keeps the order
+/// pending; the caller gets DEADLINE_EXCEEDED within its budget.
+async fn processor_slower_than_the_budget(kind: Kind) {
+    let gate = Arc::new(GatedProcessor::default());
+    let Some(s) = Stack::start(kind, gate.clone()).await else { return };
+    let user = 81;
+    let order = s.place(user, 700, 1).await;
+    let budget = tokio::time::Instant::now() + Duration::from_millis(500);
+    let charge = mall_runtime::with_deadline(budget, s.charge(user, &order.order_id, card(GOOD_CARD), ""));
+    let e = tokio::time::timeout(Duration::from_secs(5), charge)
+        .await
+        .expect("the call ends with its budget")
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    let voided = tokio::time::timeout(Duration::from_secs(5), async {
+        while s.count("status = 'voided'", &order.order_id).await == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    voided.await.expect("the charge is voided once the caller's deadline has passed");
+    assert_eq!(s.count("status <> 'voided'", &order.order_id).await, 0);
+    assert_eq!(s.get_order(user, &order.order_id).await.status(), order_pb::OrderStatus::Pending);
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_slower_than_the_budget_on_sqlite() {
+    processor_slower_than_the_budget(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_slower_than_the_budget_on_mariadb() {
+    processor_slower_than_the_budget(Kind::Mariadb).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,12 +10,11 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt as _;
 use mall_proto::product::v1 as pb;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
-use mall_runtime::{CancellationToken, Served};
+use mall_runtime::{CancellationToken, PeerChannel, Served};
 use mall_storage::sqlx;
 use mall_storage::{Backend, Cache, Db};
 use mall_testkit::TestDb;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,13 +27,13 @@ enum Stack {
 
 /// A started product service and what it runs on.
 struct Svc {
-    client: ProductServiceClient<Channel>,
+    client: ProductServiceClient<PeerChannel>,
     db: Db,
     cache: Cache,
 }
 
 impl Svc {
-    fn client(&self) -> ProductServiceClient<Channel> {
+    fn client(&self) -> ProductServiceClient<PeerChannel> {
         self.client.clone()
     }
 }

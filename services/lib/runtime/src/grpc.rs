@@ -138,7 +138,8 @@ where
                 }
             }),
         )
-        .route("/metrics", get(|| async { crate::metrics_handle().render() }));
+        .route("/metrics", get(|| async { crate::metrics_handle().render() }))
+        .layer(axum::middleware::from_fn(crate::deadline::scope_incoming));
 
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

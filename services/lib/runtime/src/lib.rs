@@ -1,13 +1,21 @@
 //! What every Mall service runs on: tracing, graceful shutdown after a drain, serving gRPC with health
-//! and HTTP probes on one port, metrics, and channels to peers.
+//! and HTTP probes on one port, metrics, channels to peers, and the deadline every request carries
+//! through them.
 
+mod deadline;
 mod grpc;
 mod peer;
+mod retry_safe;
 mod shutdown;
 mod telemetry;
 
+pub use deadline::{deadline, keep_deadline, remaining, with_deadline};
 pub use grpc::{Readiness, ReadyCheck, Served, bind, serve};
-pub use peer::{DnsResolver, RESOLVE_INTERVAL, Resolution, Resolver, balanced_channel, channel};
+pub use peer::{
+    DnsResolver, PeerChannel, RESOLVE_INTERVAL, Resolution, Resolver, UNSCOPED_CALL_TIMEOUT,
+    balanced_channel, channel,
+};
+pub use retry_safe::is_retry_safe;
 pub use shutdown::{DEFAULT_GRACE, Shutdown};
 pub use telemetry::{init_tracing, metrics_handle};
 pub use tokio_util::sync::CancellationToken;

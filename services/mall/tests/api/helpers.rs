@@ -111,13 +111,14 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
         token_ttl: options.token_ttl,
         order_ttl: Duration::from_secs(1800),
         trusted_proxies: options.trusted_proxies,
+        request_timeout: mall_gateway::DEFAULT_REQUEST_TIMEOUT,
         admin_email: ADMIN_EMAIL.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         signing_key: None,
         drain_delay: Some(options.drain),
     };
     let start = mall::StartOptions {
-        gateway: mall_gateway::Config { limits: options.limits, trusted_proxies: options.trusted_proxies },
+        gateway: mall_gateway::Config { limits: options.limits, ..mall::gateway_config(&shared) },
         gateway_listen: "127.0.0.1:0".into(),
         demo: options.demo,
     };

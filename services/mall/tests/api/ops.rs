@@ -155,6 +155,45 @@ async fn a_draining_gateway_fails_readiness_closes_connections_and_then_exits() 
 }
 
 #[tokio::test]
+async fn a_request_whose_service_never_answers_fails_within_the_gateway_budget() {
+    // A gateway alone, whose services accept connections and never answer.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let peer = || mall_runtime::channel(&silent_addr.to_string()).unwrap();
+    let peers = mall_gateway::Peers {
+        auth: peer(),
+        user: peer(),
+        product: peer(),
+        cart: peer(),
+        order: peer(),
+        payment: peer(),
+        checkout: peer(),
+    };
+    let config = mall_gateway::Config {
+        request_timeout: Duration::from_millis(500),
+        ..mall_gateway::Config::default()
+    };
+    let shutdown = mall_runtime::CancellationToken::new();
+    let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
+    let cache = mall_storage::Cache::memory("budget-test");
+    let served = mall_gateway::startup(config, peers, cache, listener, shutdown.clone()).await.unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+
+    let reply = client
+        .get(format!("http://{}/products/1", served.addr))
+        .send()
+        .await
+        .expect("an answer within the budget, not when the service answers");
+    assert_eq!(reply.status(), 503);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["code"], 50301, "{body}");
+
+    shutdown.cancel();
+    served.task.await.unwrap().unwrap();
+    drop(silent);
+}
+
+#[tokio::test]
 async fn every_response_has_a_request_id_and_the_envelope() {
     let app = spawn_app().await;
     let a = app.get("/healthz", None).await;

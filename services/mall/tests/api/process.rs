@@ -52,6 +52,17 @@ async fn mall_up_serves_and_stops_on_sigterm() {
 async fn mall_serve_drains_on_sigterm_and_a_second_signal_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // `mall serve` leaves migrations to `mall migrate` (a Job in a cluster).
+    let migrated = Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["migrate", "product"])
+        .env("MALL_DATA_DIR", dir.path())
+        .env_remove("MALL_DATABASE_URL")
+        .env_remove("MALL_REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(migrated.success(), "mall migrate product: {migrated}");
     let child = Command::new(env!("CARGO_BIN_EXE_mall"))
         .args(["serve", "product", "--listen", &format!("127.0.0.1:{port}")])
         .env("MALL_DATA_DIR", dir.path())
