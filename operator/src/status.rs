@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(status.problem.as_deref(), Some(progressing.message.as_str()));
         assert_eq!(
             status.condition(DATABASE_READY).unwrap().message,
-            "waiting for the managed MySQL: pod running, not ready for 10s"
+            "waiting for the managed MySQL: pod running, not ready for 10s (migrations start once it is ready)"
         );
         assert_eq!(status.components["mysql"].reason.as_deref(), Some("Waiting"));
     }
