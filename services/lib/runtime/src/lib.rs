@@ -1,14 +1,16 @@
 //! What every Mall service runs on: tracing, graceful shutdown, serving gRPC with health and HTTP
-//! probes on one port, metrics, and channels to peers.
+//! probes on one port, metrics, channels to peers, and bounded work.
 
 mod grpc;
 mod peer;
 mod telemetry;
+mod work;
 
 pub use grpc::{Readiness, ReadyCheck, Served, bind, serve};
 pub use peer::{DnsResolver, RESOLVE_INTERVAL, Resolution, Resolver, balanced_channel, channel};
 pub use telemetry::{init_tracing, metrics_handle};
 pub use tokio_util::sync::CancellationToken;
+pub use work::{WorkError, WorkLimit, available_cpus};
 
 /// Errors of the runtime layer; binaries wrap them with context.
 #[derive(Debug, thiserror::Error)]
