@@ -27,6 +27,7 @@ pub const CODES: &[(u32, &str)] = &[
     (50001, "internal error"),
     (50101, "not implemented yet"),
     (50301, "a service the gateway needs is unavailable"),
+    (50302, "busy: too much costly work (password checks, searches) at once; retry after Retry-After"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +68,15 @@ pub enum ApiError {
     NotImplemented(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A service refused work it had no capacity for (gRPC RESOURCE_EXHAUSTED): nothing was done.
+    #[error("the mall is busy right now: try again in {retry_after} second(s)")]
+    Busy { retry_after: u64 },
 }
+
+/// What a busy service's refusal tells the client to wait: the services keep a refused call waiting at
+/// most 2 s for a slot, and a slot frees within a hash's or a search's time, so one second is enough
+/// for a retry to find room once the burst has passed.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
 impl ApiError {
     pub fn code(&self) -> u32 {
@@ -90,6 +99,7 @@ impl ApiError {
             ApiError::Internal => 50001,
             ApiError::NotImplemented(_) => 50101,
             ApiError::Unavailable(_) => 50301,
+            ApiError::Busy { .. } => 50302,
         }
     }
 
@@ -110,7 +120,10 @@ impl From<tonic::Status> for ApiError {
             Code::PermissionDenied => ApiError::Forbidden(msg),
             Code::NotFound => ApiError::NotFound(msg),
             Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => ApiError::Conflict(msg),
-            Code::ResourceExhausted => ApiError::TooManyRequests { retry_after: 1 },
+            Code::ResourceExhausted => {
+                tracing::warn!(message = %msg, "a service is busy");
+                ApiError::Busy { retry_after: BUSY_RETRY_AFTER_SECS }
+            }
             Code::Unavailable | Code::DeadlineExceeded => {
                 tracing::warn!(status = ?s.code(), message = %msg, "a service is unavailable");
                 ApiError::Unavailable("a service is unavailable right now: try again shortly".into())
@@ -128,7 +141,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "code": self.code(), "msg": self.to_string(), "data": null });
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after } = self {
+        if let ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
         }
         response
@@ -160,6 +173,7 @@ mod tests {
             ApiError::Internal,
             ApiError::NotImplemented(String::new()),
             ApiError::Unavailable(String::new()),
+            ApiError::Busy { retry_after: 1 },
         ];
         assert_eq!(all.len(), CODES.len());
         for e in all {
@@ -178,5 +192,14 @@ mod tests {
             ApiError::from(tonic::Status::unavailable("down")).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[test]
+    fn a_busy_service_is_a_503_with_retry_after() {
+        let e = ApiError::from(tonic::Status::resource_exhausted("too many searches at once"));
+        assert_eq!(e, ApiError::Busy { retry_after: BUSY_RETRY_AFTER_SECS });
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 }
