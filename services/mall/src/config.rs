@@ -3,6 +3,7 @@
 //! are resolved by functions that take the lookup as an argument, so they are tested without touching
 //! the process environment.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -90,6 +91,14 @@ pub struct Shared {
     /// database.
     #[arg(long, env = "MALL_AUTH_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
+    /// How many passwords the user service hashes or verifies at once (19 MiB each while it runs);
+    /// more wait up to 2 s, then get 503. Unset: one per CPU.
+    #[arg(long, env = "MALL_PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<NonZeroUsize>,
+    /// How many product searches run at once; more wait up to 2 s, then get 503. Unset: one per CPU, at
+    /// most 5.
+    #[arg(long, env = "MALL_SEARCH_CONCURRENCY")]
+    pub search_concurrency: Option<NonZeroUsize>,
 }
 
 /// Every service the `mall` binary can run.
@@ -222,5 +231,10 @@ mod tests {
         assert!(matches!(cli.command, Command::Migrate { service: Service::User, .. }));
         assert!(Cli::try_parse_from(["mall", "serve", "nosuch"]).is_err());
         assert!(Cli::try_parse_from(["mall", "up", "--token-ttl", "0"]).is_err());
+        let cli = Cli::try_parse_from(["mall", "up", "--password-hash-concurrency", "3"]).unwrap();
+        let Command::Up(up) = cli.command else { panic!("up") };
+        assert_eq!(up.shared.password_hash_concurrency, NonZeroUsize::new(3));
+        assert_eq!(up.shared.search_concurrency, None);
+        assert!(Cli::try_parse_from(["mall", "up", "--search-concurrency", "0"]).is_err());
     }
 }

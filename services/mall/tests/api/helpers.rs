@@ -111,6 +111,8 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
         admin_email: ADMIN_EMAIL.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         signing_key: None,
+        password_hash_concurrency: None,
+        search_concurrency: None,
     };
     let start = mall::StartOptions {
         gateway: mall_gateway::Config { limits: options.limits, trusted_proxies: options.trusted_proxies },
