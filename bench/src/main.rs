@@ -4,8 +4,14 @@
 //!
 //! - `product`: `GET /products/:id` through the gateway (routing, envelope, request id, tracing, one
 //!   gRPC call, the product cache) against a bare axum handler making the same gRPC call.
+//! - `signup`: each virtual user registers and logs in (gateway → user, two argon2 passes in the user
+//!   service's bounded hashing threads; gateway → auth for the token), against the same two argon2
+//!   passes run directly on one thread per CPU.
 //! - `checkout`: each virtual user adds to its cart and checks out (gateway → checkout → cart, order,
 //!   product, payment: every write of the saga), against one database write round trip.
+//!
+//! After each scenario it prints the process's resident memory, now and at its peak: the mall runs in
+//! this process (with the `mall` binary's allocator), so that is what `mall up` would use.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,9 +25,14 @@ use mall_proto::product::v1::product_service_client::ProductServiceClient;
 use mall_runtime::PeerChannel;
 use serde_json::{Value, json};
 
+/// The `mall` binary's allocator, so that the memory reported is what `mall up` would use.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     Product,
+    Signup,
     Checkout,
     All,
 }
@@ -37,6 +48,9 @@ struct Args {
     /// Checkouts per checkout measurement.
     #[arg(long, default_value_t = 1_000)]
     checkouts: usize,
+    /// Users per signup measurement.
+    #[arg(long, default_value_t = 200)]
+    signups: usize,
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -114,6 +128,19 @@ fn ratio(what: &str, a: &Stats, baseline: &Stats) {
     );
 }
 
+/// This process's resident memory now and at its peak (`VmRSS`, `VmHWM` of /proc/self/status).
+fn report_memory() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or_else(|| "?".to_owned(), |kib| format!("{}", kib / 1024))
+    };
+    println!("  memory (mall and bench, one process): RSS {} MiB, peak {} MiB", mib("VmRSS:"), mib("VmHWM:"));
+}
+
 /// The baseline: a bare axum handler making one tonic call to the same product service.
 async fn bare_handler(
     State(client): State<ProductServiceClient<PeerChannel>>,
@@ -163,6 +190,51 @@ async fn product_scenario(mall: &mall::Mall, args: &Args) -> anyhow::Result<()> 
     .await?;
     report("gateway", "req", &gateway);
     ratio("gateway/baseline", &gateway, &baseline);
+    Ok(())
+}
+
+async fn signup_scenario(mall: &mall::Mall, args: &Args) -> anyhow::Result<()> {
+    println!("signup (register + log in) — {} users at concurrency {}", args.signups, args.concurrency);
+    // Baseline: the argon2 work alone (a hash and a verification per user), one at a time per CPU, as
+    // the user service's hashing threads run it by default.
+    let hashing = mall_runtime::WorkLimit::new(
+        "bench hashing",
+        mall_runtime::available_cpus(),
+        Duration::from_secs(3600),
+    );
+    let baseline = load(args.signups, args.concurrency, move |_, _| {
+        let hashing = hashing.clone();
+        async move {
+            let work = || {
+                let phc = mall_user::hash_password("bench-password").ok()?;
+                Some(mall_user::verify_password("bench-password", &phc))
+            };
+            matches!(hashing.run_blocking(work).await, Ok(Some(true)))
+        }
+    })
+    .await?;
+    report("baseline: argon2 hash + verify", "user", &baseline);
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let base = mall.gateway_url();
+    let stats = load(args.signups, args.concurrency, move |worker, i| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let email = format!("signup-{worker}-{i}@bench.local");
+            let password = "bench-password";
+            let ok = |r: reqwest::Result<reqwest::Response>| r.is_ok_and(|r| r.status().is_success());
+            let register = json!({ "email": email, "password": password, "confirm_password": password });
+            ok(client.post(format!("{base}/register")).json(&register).send().await)
+                && ok(client
+                    .post(format!("{base}/login"))
+                    .json(&json!({ "email": email, "password": password }))
+                    .send()
+                    .await)
+        }
+    })
+    .await?;
+    report("register + log in (errors: 503 busy)", "user", &stats);
+    ratio("signup/argon2", &stats, &baseline);
     Ok(())
 }
 
@@ -283,6 +355,8 @@ async fn main() -> anyhow::Result<()> {
         admin_password: Some("bench-password".into()),
         signing_key: None,
         drain_delay: None,
+        password_hash_concurrency: None,
+        search_concurrency: None,
     };
     let limits =
         mall_gateway::Limits { per_address: u64::MAX, per_email: u64::MAX, window: Duration::from_secs(60) };
@@ -296,11 +370,18 @@ async fn main() -> anyhow::Result<()> {
         "Mall bench on {} cores (embedded storage: SQLite + in-process cache)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
+    report_memory();
     if matches!(args.scenario, Scenario::Product | Scenario::All) {
         product_scenario(&mall, &args).await?;
+        report_memory();
+    }
+    if matches!(args.scenario, Scenario::Signup | Scenario::All) {
+        signup_scenario(&mall, &args).await?;
+        report_memory();
     }
     if matches!(args.scenario, Scenario::Checkout | Scenario::All) {
         checkout_scenario(&mall, &shared, &args).await?;
+        report_memory();
     }
     mall.stop().await
 }

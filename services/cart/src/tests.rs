@@ -38,8 +38,15 @@ impl Stack {
         let cache = cache.unwrap_or_else(|| Cache::memory(&mall_testkit::unique_name("t")));
         let stop = CancellationToken::new();
         let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-        let product =
-            mall_product::startup(product_db.db.clone(), cache, listener, stop.clone()).await.unwrap();
+        let product = mall_product::startup(
+            mall_product::Config::default(),
+            product_db.db.clone(),
+            cache,
+            listener,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         let product = mall_runtime::channel(&product.addr.to_string()).unwrap();
         let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
         let cart = crate::startup(cart_db.db.clone(), product.clone(), listener, stop.clone()).await.unwrap();

@@ -75,9 +75,15 @@ impl Stack {
             Kind::Mariadb => mall_testkit::redis_cache().await?,
         };
         let stop = CancellationToken::new();
-        let product = mall_product::startup(product_db.db.clone(), cache, listener().await, stop.clone())
-            .await
-            .unwrap();
+        let product = mall_product::startup(
+            mall_product::Config::default(),
+            product_db.db.clone(),
+            cache,
+            listener().await,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         let product = channel(product.addr);
         let cart = mall_cart::startup(cart_db.db.clone(), product.clone(), listener().await, stop.clone())
             .await

@@ -28,6 +28,7 @@ pub const CODES: &[(u32, &str)] = &[
     (50101, "not implemented yet"),
     (50301, "a service the route needs is unavailable: the message names it"),
     (50302, "this gateway is shutting down: retry, another one will answer"),
+    (50303, "busy: too much costly work (password checks, searches) at once; retry after Retry-After"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,7 +71,15 @@ pub enum ApiError {
     Unavailable(String),
     #[error("draining: this gateway is shutting down")]
     Draining,
+    /// A service refused work it had no capacity for (gRPC RESOURCE_EXHAUSTED): nothing was done.
+    #[error("the mall is busy right now: try again in {retry_after} second(s)")]
+    Busy { retry_after: u64 },
 }
+
+/// What a busy service's refusal tells the client to wait: the services keep a refused call waiting at
+/// most 2 s for a slot, and a slot frees within a hash's or a search's time, so one second is enough
+/// for a retry to find room once the burst has passed.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
 impl ApiError {
     pub fn code(&self) -> u32 {
@@ -94,6 +103,7 @@ impl ApiError {
             ApiError::NotImplemented(_) => 50101,
             ApiError::Unavailable(_) => 50301,
             ApiError::Draining => 50302,
+            ApiError::Busy { .. } => 50303,
         }
     }
 
@@ -116,7 +126,10 @@ impl From<tonic::Status> for ApiError {
             Code::PermissionDenied => ApiError::Forbidden(msg),
             Code::NotFound => ApiError::NotFound(msg),
             Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => ApiError::Conflict(msg),
-            Code::ResourceExhausted => ApiError::TooManyRequests { retry_after: 1 },
+            Code::ResourceExhausted => {
+                tracing::warn!(message = %msg, "a service is busy");
+                ApiError::Busy { retry_after: BUSY_RETRY_AFTER_SECS }
+            }
             Code::Unavailable => {
                 tracing::warn!(message = %msg, "a service is unavailable");
                 ApiError::Unavailable(msg)
@@ -138,7 +151,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "code": self.code(), "msg": self.to_string(), "data": null });
         let mut response = (self.status(), axum::Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after } = self {
+        if let ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
         }
         response
@@ -171,6 +184,7 @@ mod tests {
             ApiError::NotImplemented(String::new()),
             ApiError::Unavailable(String::new()),
             ApiError::Draining,
+            ApiError::Busy { retry_after: 1 },
         ];
         assert_eq!(all.len(), CODES.len());
         for e in all {
@@ -188,5 +202,14 @@ mod tests {
         let down = ApiError::from(tonic::Status::unavailable("the payment service is unavailable"));
         assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(down.to_string(), "the payment service is unavailable");
+    }
+
+    #[test]
+    fn a_busy_service_is_a_503_with_retry_after() {
+        let e = ApiError::from(tonic::Status::resource_exhausted("too many searches at once"));
+        assert_eq!(e, ApiError::Busy { retry_after: BUSY_RETRY_AFTER_SECS });
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 }

@@ -3,6 +3,7 @@
 //! are resolved by functions that take the lookup as an argument, so they are tested without touching
 //! the process environment.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -98,6 +99,14 @@ pub struct Shared {
     /// DNS and clients move away first (e.g. 10s, 0). Unset: 10s for `mall serve`, 0 for `mall up`.
     #[arg(long, env = "MALL_DRAIN_DELAY", value_parser = parse_delay)]
     pub drain_delay: Option<Duration>,
+    /// How many passwords the user service hashes or verifies at once (19 MiB each while it runs);
+    /// more wait up to 2 s, then get 503. Unset: one per CPU.
+    #[arg(long, env = "MALL_PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<NonZeroUsize>,
+    /// How many product searches run at once; more wait up to 2 s, then get 503. Unset: one per CPU, at
+    /// most 5.
+    #[arg(long, env = "MALL_SEARCH_CONCURRENCY")]
+    pub search_concurrency: Option<NonZeroUsize>,
 }
 
 /// The drain delay of `mall serve` when MALL_DRAIN_DELAY is unset: long enough for Kubernetes to take
@@ -262,5 +271,10 @@ mod tests {
             panic!("mall up parses as Up");
         };
         assert_eq!(up.shared.request_timeout, Duration::from_secs(3));
+        let cli = Cli::try_parse_from(["mall", "up", "--password-hash-concurrency", "3"]).unwrap();
+        let Command::Up(up) = cli.command else { panic!("up") };
+        assert_eq!(up.shared.password_hash_concurrency, NonZeroUsize::new(3));
+        assert_eq!(up.shared.search_concurrency, None);
+        assert!(Cli::try_parse_from(["mall", "up", "--search-concurrency", "0"]).is_err());
     }
 }

@@ -124,8 +124,10 @@ async fn start_service(
             };
             mall_auth::startup(config, db, cache, listener, shutdown).await?
         }
-        Service::User => mall_user::startup(db, listener, shutdown).await?,
-        Service::Product => mall_product::startup(db, cache, listener, shutdown).await?,
+        Service::User => mall_user::startup(user_config(shared), db, listener, shutdown).await?,
+        Service::Product => {
+            mall_product::startup(product_config(shared), db, cache, listener, shutdown).await?
+        }
         Service::Cart => mall_cart::startup(db, peer(Service::Product)?, listener, shutdown).await?,
         Service::Order => {
             let config = mall_order::Config { unpaid_ttl: shared.order_ttl, ..mall_order::Config::default() };
@@ -142,6 +144,19 @@ async fn start_service(
         }
         Service::Gateway => bail!("the gateway is not a gRPC service"),
     })
+}
+
+/// The user service's settings: the defaults, with what the configuration overrides.
+fn user_config(shared: &Shared) -> mall_user::Config {
+    let defaults = mall_user::Config::default();
+    let hash_concurrency = shared.password_hash_concurrency.map_or(defaults.hash_concurrency, |n| n.get());
+    mall_user::Config { hash_concurrency, ..defaults }
+}
+
+fn product_config(shared: &Shared) -> mall_product::Config {
+    let defaults = mall_product::Config::default();
+    let search_concurrency = shared.search_concurrency.map_or(defaults.search_concurrency, |n| n.get());
+    mall_product::Config { search_concurrency, ..defaults }
 }
 
 /// The gateway's settings from the shared configuration.

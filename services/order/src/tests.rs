@@ -35,7 +35,15 @@ impl Stack {
     async fn start(order_db: &Db, product_db: &Db, cache: Cache, config: Config) -> Stack {
         let stop = CancellationToken::new();
         let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-        let product = mall_product::startup(product_db.clone(), cache, listener, stop.clone()).await.unwrap();
+        let product = mall_product::startup(
+            mall_product::Config::default(),
+            product_db.clone(),
+            cache,
+            listener,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         let product_channel = mall_runtime::channel(&product.addr.to_string()).unwrap();
         let orders = start_orders(order_db, product_channel.clone(), config, stop.clone()).await;
         Stack {

@@ -70,8 +70,15 @@ impl Stack {
         };
         let stop = CancellationToken::new();
         let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-        let product =
-            mall_product::startup(product_db.db.clone(), cache, listener, stop.clone()).await.unwrap();
+        let product = mall_product::startup(
+            mall_product::Config::default(),
+            product_db.db.clone(),
+            cache,
+            listener,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         let product_channel = mall_runtime::channel(&product.addr.to_string()).unwrap();
 
         let order_stop = stop.child_token();

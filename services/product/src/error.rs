@@ -24,6 +24,9 @@ pub enum ProductError {
     /// ReserveStock for an order id that already holds a reservation with other lines.
     #[error("order {0:?} already holds a stock reservation with other lines")]
     ReservationConflict(String),
+    /// Every search slot stayed taken for the whole wait.
+    #[error("too many searches at once: try again in a moment")]
+    Busy,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("storage: {0}")]
@@ -32,6 +35,15 @@ pub enum ProductError {
     Internal(String),
     #[error(transparent)]
     Runtime(#[from] mall_runtime::RuntimeError),
+}
+
+impl From<mall_runtime::WorkError> for ProductError {
+    fn from(e: mall_runtime::WorkError) -> Self {
+        match e {
+            mall_runtime::WorkError::Busy(_) => ProductError::Busy,
+            failed => ProductError::Internal(failed.to_string()),
+        }
+    }
 }
 
 impl From<ProductError> for tonic::Status {
@@ -43,6 +55,7 @@ impl From<ProductError> for tonic::Status {
             | ProductError::InsufficientStock { .. }
             | ProductError::ReservationReleased(_) => tonic::Status::failed_precondition(e.to_string()),
             ProductError::ReservationConflict(_) => tonic::Status::already_exists(e.to_string()),
+            ProductError::Busy => tonic::Status::resource_exhausted(e.to_string()),
             ProductError::Database(ref db) if mall_storage::is_transient(db) => {
                 tracing::warn!(error = %e, "product service: database unavailable");
                 tonic::Status::unavailable("the product database is unavailable; try again")
@@ -86,5 +99,7 @@ mod tests {
         assert_eq!(code(ProductError::Database(sqlx::Error::PoolTimedOut)), tonic::Code::Unavailable);
         assert_eq!(code(ProductError::Database(sqlx::Error::RowNotFound)), tonic::Code::Internal);
         assert_eq!(code(ProductError::Internal("x".into())), tonic::Code::Internal);
+        assert_eq!(code(ProductError::Busy), tonic::Code::ResourceExhausted);
+        assert_eq!(code(mall_runtime::WorkError::Busy("search").into()), tonic::Code::ResourceExhausted);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use mall_proto::product::v1 as pb;
 use mall_proto::product::v1::product_service_server::ProductService;
+use mall_runtime::WorkLimit;
 use mall_storage::{Cache, Db};
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -21,6 +22,10 @@ const CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 pub struct Catalog {
     db: Db,
     cache: Cache,
+    /// Searches scan the catalog with `LIKE` patterns the client chooses; they run in its slots, so a
+    /// flood of them neither takes every database connection from GetProduct and ReserveStock nor
+    /// piles up.
+    searches: WorkLimit,
 }
 
 fn cache_key(product_id: i64) -> String {
@@ -50,8 +55,8 @@ fn to_lines(lines: Vec<Line>) -> Vec<pb::StockLine> {
 }
 
 impl Catalog {
-    pub fn new(db: Db, cache: Cache) -> Catalog {
-        Catalog { db, cache }
+    pub fn new(db: Db, cache: Cache, searches: WorkLimit) -> Catalog {
+        Catalog { db, cache, searches }
     }
 
     async fn create(&self, req: pb::CreateProductRequest) -> Result<pb::Product, ProductError> {
@@ -140,7 +145,7 @@ impl Catalog {
     ) -> Result<pb::SearchProductsResponse, ProductError> {
         let patterns = input::search_patterns(&req.query)?;
         let page = Page::parse(req.page, req.page_size)?;
-        let (items, total) = store::search(&self.db, &patterns, page).await?;
+        let (items, total) = self.searches.run(store::search(&self.db, &patterns, page)).await??;
         Ok(pb::SearchProductsResponse {
             items: items.into_iter().map(to_proto).collect(),
             page: page.page,

@@ -63,9 +63,15 @@ where
     };
     let shutdown = CancellationToken::new();
     let listener = mall_runtime::bind("127.0.0.1:0").await.expect("bind");
-    let served: Served = mall_product::startup(test_db.db.clone(), cache.clone(), listener, shutdown.clone())
-        .await
-        .expect("start the product service");
+    let served: Served = mall_product::startup(
+        mall_product::Config::default(),
+        test_db.db.clone(),
+        cache.clone(),
+        listener,
+        shutdown.clone(),
+    )
+    .await
+    .expect("start the product service");
     let channel = mall_runtime::channel(&format!("http://{}", served.addr)).expect("channel");
     let svc = Svc { client: ProductServiceClient::new(channel), db: test_db.db.clone(), cache };
 

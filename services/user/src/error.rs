@@ -11,12 +11,24 @@ pub enum UserError {
     WrongCredentials,
     #[error("no such user")]
     NotFound,
+    /// Every password-hashing slot stayed taken for the whole wait.
+    #[error("too many logins and registrations at once: try again in a moment")]
+    Busy,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]
     Runtime(#[from] mall_runtime::RuntimeError),
+}
+
+impl From<mall_runtime::WorkError> for UserError {
+    fn from(e: mall_runtime::WorkError) -> Self {
+        match e {
+            mall_runtime::WorkError::Busy(_) => UserError::Busy,
+            failed => UserError::Internal(failed.to_string()),
+        }
+    }
 }
 
 impl From<UserError> for tonic::Status {
@@ -26,6 +38,7 @@ impl From<UserError> for tonic::Status {
             UserError::EmailTaken => tonic::Status::already_exists(e.to_string()),
             UserError::WrongCredentials => tonic::Status::unauthenticated(e.to_string()),
             UserError::NotFound => tonic::Status::not_found(e.to_string()),
+            UserError::Busy => tonic::Status::resource_exhausted(e.to_string()),
             other => {
                 tracing::error!(error = %other, "user service failure");
                 tonic::Status::internal("internal error")

@@ -5,21 +5,29 @@ use std::sync::OnceLock;
 use mall_proto::auth::v1::Role as PbRole;
 use mall_proto::user::v1 as pb;
 use mall_proto::user::v1::user_service_server::UserService;
+use mall_runtime::WorkLimit;
 use mall_storage::Db;
 use mall_tokens::Role;
 use tonic::{Request, Response, Status};
 
 use crate::UserError;
-use crate::credentials::{Email, Password, verify_password};
-use crate::store::{self, UserRow, hash_blocking};
+use crate::credentials::{Email, Password, hash_password, verify_password};
+use crate::store::{self, UserRow};
 
 pub struct Users {
     db: Db,
+    /// Every argon2 hash and verification of a client's request runs in one of its slots: each costs
+    /// 19 MiB and tens of milliseconds of a CPU, so unbounded they take all of both.
+    hashing: WorkLimit,
 }
 
 impl Users {
-    pub fn new(db: Db) -> Users {
-        Users { db }
+    pub fn new(db: Db, hashing: WorkLimit) -> Users {
+        Users { db, hashing }
+    }
+
+    async fn hash(&self, password: String) -> Result<String, UserError> {
+        self.hashing.run_blocking(move || hash_password(&password)).await?
     }
 
     async fn register(&self, req: pb::RegisterRequest) -> Result<UserRow, UserError> {
@@ -28,7 +36,7 @@ impl Users {
         if req.password != req.confirm_password {
             return Err(UserError::InvalidArgument("password and confirm_password do not match".into()));
         }
-        let hash = hash_blocking(password.as_str().to_owned()).await?;
+        let hash = self.hash(password.as_str().to_owned()).await?;
         let user = store::insert(&self.db, &email, &hash, Role::Customer).await?;
         tracing::info!(user_id = user.id, "user registered");
         Ok(user)
@@ -43,26 +51,25 @@ impl Users {
         // Verify against a real hash even for an unknown email, so timing does not tell who exists.
         let phc = match &user {
             Some(u) => u.password_hash.clone(),
-            None => dummy_hash().await?,
+            None => self.dummy_hash().await?,
         };
         let password = req.password;
-        let matches = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-            .await
-            .map_err(|e| UserError::Internal(format!("verification task failed: {e}")))?;
+        let matches = self.hashing.run_blocking(move || verify_password(&password, &phc)).await?;
         match user {
             Some(user) if matches => Ok(user),
             _ => Err(UserError::WrongCredentials),
         }
     }
-}
 
-async fn dummy_hash() -> Result<String, UserError> {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    if let Some(h) = DUMMY.get() {
-        return Ok(h.clone());
+    /// A real hash to verify against for an unknown email, made once (in a hashing slot).
+    async fn dummy_hash(&self) -> Result<String, UserError> {
+        static DUMMY: OnceLock<String> = OnceLock::new();
+        if let Some(h) = DUMMY.get() {
+            return Ok(h.clone());
+        }
+        let h = self.hash("not the password of anyone".into()).await?;
+        Ok(DUMMY.get_or_init(|| h).clone())
     }
-    let h = hash_blocking("not the password of anyone".into()).await?;
-    Ok(DUMMY.get_or_init(|| h).clone())
 }
 
 fn to_proto(u: &UserRow) -> pb::User {

@@ -99,8 +99,9 @@ pub async fn seed_admin(db: &Db, email: &str, password: Option<&str>) -> Result<
     }
 }
 
-/// Argon2 is deliberately slow: keep it off the async workers.
-pub async fn hash_blocking(password: String) -> Result<String, UserError> {
+/// Argon2 is deliberately slow: keep it off the async workers. (Seeding hashes once at start, outside
+/// any client's request; requests hash through the service's bounded slots.)
+async fn hash_blocking(password: String) -> Result<String, UserError> {
     tokio::task::spawn_blocking(move || hash_password(&password))
         .await
         .map_err(|e| UserError::Internal(format!("hashing task failed: {e}")))?

@@ -1,6 +1,6 @@
 //! What every Mall service runs on: tracing, graceful shutdown after a drain, serving gRPC with health
-//! and HTTP probes on one port, metrics, channels to peers, and the deadline every request carries
-//! through them.
+//! and HTTP probes on one port, metrics, channels to peers, the deadline every request carries
+//! through them, and bounded work.
 
 mod deadline;
 mod grpc;
@@ -8,6 +8,7 @@ mod peer;
 mod retry_safe;
 mod shutdown;
 mod telemetry;
+mod work;
 
 pub use deadline::{deadline, keep_deadline, remaining, with_deadline};
 pub use grpc::{Readiness, ReadyCheck, Served, bind, serve};
@@ -19,6 +20,7 @@ pub use retry_safe::is_retry_safe;
 pub use shutdown::{DEFAULT_GRACE, Shutdown};
 pub use telemetry::{init_tracing, metrics_handle};
 pub use tokio_util::sync::CancellationToken;
+pub use work::{WorkError, WorkLimit, available_cpus};
 
 /// Errors of the runtime layer; binaries wrap them with context.
 #[derive(Debug, thiserror::Error)]

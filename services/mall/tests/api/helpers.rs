@@ -116,6 +116,8 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
         admin_password: Some(ADMIN_PASSWORD.into()),
         signing_key: None,
         drain_delay: Some(options.drain),
+        password_hash_concurrency: None,
+        search_concurrency: None,
     };
     let start = mall::StartOptions {
         gateway: mall_gateway::Config { limits: options.limits, ..mall::gateway_config(&shared) },

@@ -1,51 +1,172 @@
-//! The real `mall` binary: `mall up` on a fresh data directory serves the API, and SIGTERM stops it
-//! gracefully with exit code 0; `mall serve` drains first (a second signal cuts the drain short).
+//! The real `mall` binary: `mall up` on a fresh data directory serves the API, SIGTERM stops it
+//! gracefully with exit code 0 (after a short drain), `mall serve` drains first (a second signal cuts
+//! the drain short), and a burst of logins and registrations stays within its memory bound.
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// `mall up` as a child process on a free port and a temp data directory.
+struct MallUp {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl MallUp {
+    /// Starts it with `env` added to a clean configuration and waits until `/readyz` answers 200.
+    async fn start(env: &[(&str, &str)]) -> MallUp {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Its log goes to stdout: into a file, so that a full pipe never blocks it.
+        let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mall"));
+        command
+            .args(["up", "--gateway-listen", &format!("127.0.0.1:{port}")])
+            .env("MALL_DATA_DIR", dir.path())
+            .env("MALL_DRAIN_DELAY", "200ms")
+            .env_remove("MALL_DATABASE_URL")
+            .env_remove("MALL_REDIS_URL")
+            .env_remove("MALL_ADMIN_PASSWORD")
+            .stdout(stdout)
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(r) = client.get(format!("{url}/readyz")).send().await
+                && r.status() == 200
+            {
+                return MallUp { child, url, dir };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("mall up did not become ready");
+    }
+
+    /// A line of `/proc/<pid>/status` in bytes (`VmRSS`: resident now, `VmHWM`: the peak so far).
+    fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    /// SIGTERM, then the exit status and what it printed.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let kill = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        let status = self.child.wait().unwrap();
+        (status, std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap())
+    }
+}
 
 #[tokio::test]
 async fn mall_up_serves_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_mall"))
-        .args(["up", "--gateway-listen", &format!("127.0.0.1:{port}")])
-        .env("MALL_DATA_DIR", dir.path())
-        .env("MALL_DRAIN_DELAY", "200ms")
-        .env_remove("MALL_DATABASE_URL")
-        .env_remove("MALL_REDIS_URL")
-        .env_remove("MALL_ADMIN_PASSWORD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    let mut up = false;
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
-            && r.status() == 200
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "mall up did not become ready");
+    let mall = MallUp::start(&[]).await;
     for service in ["auth", "user", "product"] {
-        assert!(dir.path().join(format!("{service}.db")).exists(), "{service}.db");
+        assert!(mall.dir.path().join(format!("{service}.db")).exists(), "{service}.db");
     }
-    let list = client.get(format!("http://127.0.0.1:{port}/products/list")).send().await.unwrap();
+    let list = reqwest::get(format!("{}/products/list", mall.url)).await.unwrap();
     let list: serde_json::Value = list.json().await.unwrap();
     assert!(list["data"]["total"].as_i64().unwrap() >= 25, "the demo catalog is loaded: {list}");
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "exit: {:?}", output.status);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("http://127.0.0.1:{port}")), "{stdout}");
+    let url = mall.url.clone();
+    let (status, stdout) = mall.stop();
+    assert!(status.success(), "exit: {status:?}");
+    assert!(stdout.contains(&url), "{stdout}");
     assert!(stdout.contains("Admin account created: admin@mall.local / "), "{stdout}");
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// How an answer to a burst request ended: `Ok` for the success status, `Busy` for the documented
+/// refusal (503, code 50303, a Retry-After); anything else fails the test.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Busy,
+}
+
+async fn outcome(response: reqwest::Response, success: u16) -> Outcome {
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value = response.json().await.unwrap();
+    if status == success {
+        return Outcome::Ok;
+    }
+    assert_eq!(status, 503, "only success or 503 is acceptable: {body}");
+    assert_eq!(body["code"], 50303, "{body}");
+    assert!(body["msg"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    let retry_after: u64 = retry_after.expect("a 503 for a busy server says when to retry").parse().unwrap();
+    assert!(retry_after >= 1, "Retry-After: {retry_after}");
+    Outcome::Busy
+}
+
+/// Argon2 costs 19 MiB per hash: 200 concurrent logins and 20 registrations must neither pile up that
+/// memory nor fail with anything but a 503 that says when to retry. `mall up` stays under 120 MiB.
+#[tokio::test]
+async fn a_login_burst_stays_within_the_memory_bound() {
+    // One trusted proxy, so that each request can come from its own address (the per-address limit
+    // would otherwise answer 429 long before the hashing is busy). Two hashes at a time pins the
+    // bound on any machine: its default follows the CPUs.
+    let mall =
+        MallUp::start(&[("MALL_GATEWAY_TRUSTED_PROXIES", "1"), ("MALL_PASSWORD_HASH_CONCURRENCY", "2")])
+            .await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let post = |path: &str, from: String, body: serde_json::Value| {
+        client.post(format!("{}{path}", mall.url)).header("x-forwarded-for", from).json(&body).send()
+    };
+    let password = "burst-password";
+    // 25 accounts, so that 200 logins stay within the per-email limit (10 a minute).
+    let accounts: Vec<String> = (0..25).map(|i| format!("burst{i}@example.com")).collect();
+    for (i, email) in accounts.iter().enumerate() {
+        let body = json!({ "email": email, "password": password, "confirm_password": password });
+        let r = post("/register", format!("192.0.2.{i}"), body).await.unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let idle = mall.memory("VmRSS");
+
+    let logins = (0..200).map(|i| {
+        let body = json!({ "email": accounts[i % accounts.len()], "password": password });
+        let request = post("/login", format!("203.0.113.{i}"), body);
+        async move { outcome(request.await.unwrap(), 200).await }
+    });
+    let registrations = (0..20).map(|i| {
+        let email = format!("new{i}@example.com");
+        let body = json!({ "email": email, "password": password, "confirm_password": password });
+        let request = post("/register", format!("198.51.100.{i}"), body);
+        async move { outcome(request.await.unwrap(), 201).await }
+    });
+    let burst =
+        futures::future::join(futures::future::join_all(logins), futures::future::join_all(registrations));
+    // A guard against a hang, not a timing assertion: every request is answered or refused in seconds.
+    let (logins, registrations) =
+        tokio::time::timeout(Duration::from_secs(300), burst).await.expect("the burst was not answered");
+
+    let (peak, after) = (mall.memory("VmHWM"), mall.memory("VmRSS"));
+    let count = |outcomes: &[Outcome], o: Outcome| outcomes.iter().filter(|x| **x == o).count();
+    eprintln!(
+        "burst: RSS idle {} MiB, peak {} MiB, after {} MiB; logins {} ok / {} busy; registrations {} ok / {} busy",
+        idle / MIB,
+        peak / MIB,
+        after / MIB,
+        count(&logins, Outcome::Ok),
+        count(&logins, Outcome::Busy),
+        count(&registrations, Outcome::Ok),
+        count(&registrations, Outcome::Busy),
+    );
+    assert!(count(&logins, Outcome::Ok) > 0, "some logins get through");
+    assert!(peak < 120 * MIB, "peak RSS {} MiB is over 120 MiB", peak / MIB);
+    let (status, _) = mall.stop();
+    assert!(status.success(), "exit: {status:?}");
 }
 
 #[tokio::test]
