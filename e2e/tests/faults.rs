@@ -227,10 +227,12 @@ impl<'a> Drills<'a> {
     /// The user service seeds the admin with the configured password, and refuses one under 8
     /// characters: it exits at start.
     async fn exits_at_start(&mut self) -> Result<Outcome> {
-        let secret = "drill-admin";
-        put_secret(self.c, &self.ns, secret, "password", "short").await?;
+        // A Secret of another name: the pod template changes, so the user service rolls out (a new
+        // value in the same Secret would reach a pod only at its next restart).
+        let short = "drill-admin-short";
+        put_secret(self.c, &self.ns, short, "password", "short").await?;
         let mut stack = self.current_spec("drill").await?;
-        stack["spec"]["admin"]["passwordSecretRef"] = json!({"name": secret, "key": "password"});
+        stack["spec"]["admin"]["passwordSecretRef"] = json!({"name": short, "key": "password"});
         apply(self.c, &self.ns, &stack).await?;
         let (degraded_after, message, wide) = self
             .expect_degraded(
@@ -240,9 +242,9 @@ impl<'a> Drills<'a> {
             )
             .await?;
 
-        // The next restart reads the Secret again.
-        put_secret(self.c, &self.ns, secret, "password", &format!("drill-{}-long-enough", self.suffix))
-            .await?;
+        // The repair: back to a good password, which rolls the crash-looping pod away.
+        stack["spec"]["admin"]["passwordSecretRef"] = json!({"name": "drill-admin", "key": "password"});
+        apply(self.c, &self.ns, &stack).await?;
         let ready_after = self.expect_ready("drill", |_| true).await?;
         Ok(Outcome::Passed { degraded_after, message, wide, ready_after })
     }

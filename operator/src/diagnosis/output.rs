@@ -37,6 +37,11 @@ pub fn explain(tail: &str, database: Option<&str>) -> Option<Explained> {
         return Some(Explained { kind: Kind::PasswordRefused, text });
     }
     if let Some(how) = unreachable(&all) {
+        // The gateway and the services also wait for the cache at start: that is not the database.
+        let lower = all.to_ascii_lowercase();
+        if lower.contains("cannot reach the cache") || lower.contains("redis at") {
+            return Some(Explained { kind: Kind::Other, text: format!("cache unreachable ({how})") });
+        }
         let text = match address(&all).or_else(|| database.map(str::to_owned)) {
             Some(at) => format!("database unreachable at {at} ({how})"),
             None => format!("database unreachable ({how})"),

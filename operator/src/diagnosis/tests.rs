@@ -88,6 +88,15 @@ fn an_unreachable_database_names_where_it_was_looked_for() {
 }
 
 #[test]
+fn an_unreachable_cache_is_not_called_the_database() {
+    let gateway = "Error: cannot reach the cache\n\nCaused by:\n    Redis at redis://shop-redis:6379 did not answer within 10s";
+    assert_eq!(
+        explain(gateway, Some(MYSQL)).unwrap(),
+        Explained { kind: Kind::Other, text: "cache unreachable (no answer)".into() }
+    );
+}
+
+#[test]
 fn anything_else_is_the_last_words_without_decoration() {
     assert_eq!(
         explain(

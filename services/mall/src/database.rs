@@ -13,8 +13,9 @@ use tokio::time::Instant;
 use crate::config::{self, Service, Shared};
 
 /// How long `mall migrate` waits for an unreachable database before it fails (and the Job's pod
-/// backoff takes over).
-pub const PATIENCE: Duration = Duration::from_secs(120);
+/// backoff takes over). Long enough for a DNS blip or a server that is still starting; short enough
+/// that an address that will never answer shows in the stack's status within a minute.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 const FIRST_DELAY: Duration = Duration::from_millis(500);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
@@ -213,8 +214,8 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(e, StorageError::Timeout { .. }));
-        // 0.5 + 1 + 2 + 4 s, then every 5 s while the next wait still ends within the two minutes.
-        assert_eq!(attempts.load(Ordering::Relaxed), 5 + 22);
+        // 0.5 + 1 + 2 + 4 s, then every 5 s while the next wait still ends within the 30 s.
+        assert_eq!(attempts.load(Ordering::Relaxed), 5 + 4);
         assert!(started.elapsed() <= PATIENCE, "{:?}", started.elapsed());
     }
 
