@@ -15,7 +15,7 @@ use crate::config::{self, Service, Shared};
 /// How long `mall migrate` waits for an unreachable database before it fails (and the Job's pod
 /// backoff takes over). Long enough for a DNS blip or a server that is still starting; short enough
 /// that an address that will never answer shows in the stack's status within a minute.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub const PATIENCE: Duration = Duration::from_secs(20);
 const FIRST_DELAY: Duration = Duration::from_millis(500);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
@@ -214,8 +214,8 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(e, StorageError::Timeout { .. }));
-        // 0.5 + 1 + 2 + 4 s, then every 5 s while the next wait still ends within the 30 s.
-        assert_eq!(attempts.load(Ordering::Relaxed), 5 + 4);
+        // 0.5 + 1 + 2 + 4 s, then every 5 s while the next wait still ends within the 20 s.
+        assert_eq!(attempts.load(Ordering::Relaxed), 5 + 2);
         assert!(started.elapsed() <= PATIENCE, "{:?}", started.elapsed());
     }
 
