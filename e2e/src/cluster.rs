@@ -232,6 +232,25 @@ impl Cluster {
         .context("the namespace's default ServiceAccount")
     }
 
+    /// `helm uninstall` of `release` from namespace `ns`, then the namespace deleted (waiting up to
+    /// 5 min); what went wrong, as messages, so that a cleanup goes on after a failure.
+    pub async fn uninstall(&self, release: &str, ns: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.helm() {
+            Ok(mut uninstall) => {
+                uninstall.args(["uninstall", release, "--namespace", ns, "--wait", "--timeout", "3m"]);
+                if let Err(e) = run(uninstall, "helm uninstall") {
+                    problems.push(format!("{e:#}"));
+                }
+            }
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+        if let Err(e) = self.delete_namespace(ns, Duration::from_secs(300)).await {
+            problems.push(format!("{e:#}"));
+        }
+        problems
+    }
+
     /// Deletes the namespace and waits (at most `timeout`) until it is gone.
     pub async fn delete_namespace(&self, name: &str, timeout: Duration) -> Result<()> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());

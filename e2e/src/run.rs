@@ -474,19 +474,7 @@ impl<'a> Run<'a> {
 
     async fn cleanup(&mut self) -> Result<()> {
         self.step("cleanup: helm uninstall, delete the namespace");
-        let mut problems = Vec::new();
-        match self.c.helm() {
-            Ok(mut uninstall) => {
-                uninstall.args(["uninstall", RELEASE, "--namespace", &self.ns, "--wait", "--timeout", "3m"]);
-                if let Err(e) = run(uninstall, "helm uninstall") {
-                    problems.push(format!("{e:#}"));
-                }
-            }
-            Err(e) => problems.push(format!("{e:#}")),
-        }
-        if let Err(e) = self.c.delete_namespace(&self.ns, Duration::from_secs(300)).await {
-            problems.push(format!("{e:#}"));
-        }
+        let mut problems = self.c.uninstall(RELEASE, &self.ns).await;
         if let Some((name, dir)) = self.pv.take() {
             let pvs: Api<PersistentVolume> = Api::all(self.c.client.clone());
             if let Err(e) = pvs.delete(&name, &DeleteParams::default()).await {

@@ -444,19 +444,7 @@ impl<'a> Drills<'a> {
     }
 
     async fn cleanup(&mut self) -> Result<()> {
-        let mut problems = Vec::new();
-        match self.c.helm() {
-            Ok(mut uninstall) => {
-                uninstall.args(["uninstall", RELEASE, "--namespace", &self.ns, "--wait", "--timeout", "3m"]);
-                if let Err(e) = run(uninstall, "helm uninstall") {
-                    problems.push(format!("{e:#}"));
-                }
-            }
-            Err(e) => problems.push(format!("{e:#}")),
-        }
-        if let Err(e) = self.c.delete_namespace(&self.ns, Duration::from_secs(300)).await {
-            problems.push(format!("{e:#}"));
-        }
+        let mut problems = self.c.uninstall(RELEASE, &self.ns).await;
         let classes: Api<StorageClass> = Api::all(self.c.client.clone());
         for class in self.classes.drain(..) {
             if let Err(e) = classes.delete(&class, &DeleteParams::default()).await {
