@@ -91,6 +91,22 @@ impl Gateway {
         reply.expect(201, "create a product as admin")?.data()["id"].as_i64().context("no product id")
     }
 
+    /// Checks the caller's cart out with the approved test card (4111 1111 1111 1111), expecting 200;
+    /// the order's id and total in cents.
+    pub async fn checkout(&self, token: &str, email: &str) -> Result<(String, i64)> {
+        let body = json!({
+            "firstname": "Ada", "lastname": "Lovelace", "email": email,
+            "address": {"street_address": "1 Main St", "city": "Springfield", "state": "OR",
+                        "country": "US", "zip_code": "97477"},
+            "credit_card": {"credit_card_number": "4111 1111 1111 1111", "credit_card_cvv": "123",
+                            "credit_card_expiration_year": 2099, "credit_card_expiration_month": 12}
+        });
+        let reply = self.post("/checkout", &body, Some(token)).await?.expect(200, "checkout")?;
+        let order_id = reply.data()["order_id"].as_str().context("checkout: no order id")?.to_owned();
+        let total = reply.data()["total_cents"].as_i64().context("checkout: no total")?;
+        Ok((order_id, total))
+    }
+
     /// Waits until `/readyz` answers 200 (at most `timeout`).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;

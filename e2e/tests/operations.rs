@@ -52,7 +52,6 @@ const STEADY: Duration = Duration::from_secs(15);
 /// One request's limit in the load.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "correct horse battery";
-const GOOD_CARD: &str = "4111 1111 1111 1111";
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -399,21 +398,7 @@ impl Witness {
         let product = gw.create_product(admin, "Witness teapot", "21.00", 100).await?;
         let add = |quantity: i64| json!({"product_id": product, "quantity": quantity});
         gw.post("/cart/additem", &add(2), Some(&token)).await?.expect(200, "witness: add to cart")?;
-        let checkout = gw
-            .post(
-                "/checkout",
-                &json!({
-                    "firstname": "Grace", "lastname": "Hopper", "email": email,
-                    "address": {"street_address": "1 Main St", "city": "Springfield", "state": "OR",
-                                "country": "US", "zip_code": "97477"},
-                    "credit_card": {"credit_card_number": GOOD_CARD, "credit_card_cvv": "123",
-                                    "credit_card_expiration_year": 2099, "credit_card_expiration_month": 12}
-                }),
-                Some(&token),
-            )
-            .await?
-            .expect(200, "witness: checkout")?;
-        let order_id = checkout.data()["order_id"].as_str().context("witness: no order id")?.to_owned();
+        let (order_id, _) = gw.checkout(&token, &email).await.context("witness: checkout")?;
         gw.post("/cart/additem", &add(3), Some(&token)).await?.expect(200, "witness: fill the cart again")?;
         let witness = Witness { email, product, order_id, stock: 98 };
         witness.verify(gw).await.context("the witness right after it was made")?;
