@@ -67,6 +67,7 @@ where
         mall_product::Config::default(),
         test_db.db.clone(),
         cache.clone(),
+        mall_runtime::Access::unchecked(),
         listener,
         shutdown.clone(),
     )

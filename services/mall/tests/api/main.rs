@@ -1,6 +1,7 @@
 //! Gateway API tests: the whole mall started in-process on port 0, spoken to over HTTP as a client
 //! would. One binary, a module per area.
 
+mod callers;
 mod catalog;
 mod commerce;
 mod helpers;
