@@ -7,5 +7,6 @@ mod commerce;
 mod helpers;
 mod identity;
 mod ops;
+mod owasp;
 mod process;
 mod tokens;
