@@ -35,6 +35,7 @@ pub fn minimal_stack() -> MallStack {
                 external: None,
             },
             token_ttl: "24h".into(),
+            auth: AuthSpec::default(),
             admin: AdminSpec::default(),
             network_policies: false,
             paused: false,
