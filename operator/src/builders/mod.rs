@@ -2,6 +2,7 @@
 //! the stack needs. Nothing here talks to the API server, so all of it is unit-tested.
 
 mod data;
+mod identity;
 mod jobs;
 mod policy;
 mod secrets;
@@ -21,6 +22,10 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::{MallStack, Service};
 
+pub use identity::{
+    IDENTITY_COMPONENTS, IDENTITY_KEY_ENV, IDENTITY_PEERS_ENV, Identity, identity, identity_key_name,
+    identity_secret_name,
+};
 pub use jobs::{MigrationState, migration_job, migration_job_name, rollout_allowed};
 pub use secrets::{
     ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, SIGNING_KEY_KEY,
@@ -53,6 +58,8 @@ pub struct Desired {
 /// the cluster, which are kept as they are.
 pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     let mut d = Desired { secrets: generated_secrets(stack, existing), ..Desired::default() };
+    let identity = identity(stack, existing);
+    d.secrets.push(identity.secret.clone());
     d.config_maps.push(config_map(stack));
     if let Some(db) = &stack.spec.database.managed {
         d.config_maps.push(data::mysql_init_config_map(stack));
@@ -65,14 +72,16 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     }
     for service in Service::ALL {
         d.services.push(workloads::service_service(stack, service));
-        d.migrations.push((
-            service,
-            migration_job(stack, service),
-            workloads::service_deployment(stack, service),
-        ));
+        let mut deployment = workloads::service_deployment(stack, service);
+        identity::wire(stack, &mut deployment, service.name(), &identity.peers);
+        workloads::rehash(stack, &mut deployment);
+        d.migrations.push((service, migration_job(stack, service), deployment));
     }
     d.services.push(workloads::gateway_service(stack));
-    d.deployments.push(workloads::gateway_deployment(stack));
+    let mut gateway = workloads::gateway_deployment(stack);
+    identity::wire(stack, &mut gateway, "gateway", &identity.peers);
+    workloads::rehash(stack, &mut gateway);
+    d.deployments.push(gateway);
     d.pod_disruption_budgets = policy::pod_disruption_budgets(stack);
     d.autoscalers = policy::autoscalers(stack);
     if stack.spec.network_policies {
@@ -150,3 +159,5 @@ pub(crate) fn short_hash(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keys;

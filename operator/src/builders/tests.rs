@@ -56,7 +56,7 @@ fn hash_of(d: &Deployment) -> String {
 #[test]
 fn minimal_stack_builds_exactly_these_objects() {
     let d = desired(&minimal_stack(), &ExistingSecrets::new());
-    assert_eq!(names(&d.secrets), ["shop-auth-signing-key", "shop-mysql", "shop-admin"]);
+    assert_eq!(names(&d.secrets), ["shop-auth-signing-key", "shop-mysql", "shop-admin", "shop-identity"]);
     assert_eq!(names(&d.config_maps), ["shop-config", "shop-mysql-init"]);
     assert_eq!(
         names(&d.services),
@@ -262,7 +262,7 @@ fn managed_mysql_and_redis() {
 #[test]
 fn external_database_redis_and_admin_come_from_the_given_secrets() {
     let d = desired(&full_stack(), &ExistingSecrets::new());
-    assert_eq!(names(&d.secrets), ["shop-auth-signing-key"]);
+    assert_eq!(names(&d.secrets), ["shop-auth-signing-key", "shop-identity"]);
     assert!(d.stateful_sets.is_empty());
     assert_eq!(names(&d.deployments), ["shop-gateway"]);
     assert_eq!(names(&d.config_maps), ["shop-config"]);
@@ -342,9 +342,9 @@ fn network_policies_admit_only_the_callers() {
 #[test]
 fn config_hash_follows_configuration_only() {
     let base = minimal_stack();
-    let hash = |stack: &MallStack, s: Service| {
-        hash_of(service_deployment_of(&desired(stack, &ExistingSecrets::new()), s))
-    };
+    // The identity keys the cluster holds (without them each build would make new ones).
+    let existing = existing_of(&desired(&base, &ExistingSecrets::new()).secrets);
+    let hash = |stack: &MallStack, s: Service| hash_of(service_deployment_of(&desired(stack, &existing), s));
     let before = hash(&base, Service::Cart);
     assert_eq!(before.len(), 16);
     assert_eq!(before, hash(&base, Service::Cart), "deterministic");
@@ -371,9 +371,14 @@ fn config_hash_follows_configuration_only() {
     db.spec.image = base.spec.image.clone();
     assert_ne!(hash(&db, Service::Cart), before, "a different database rolls pods");
 
-    let d = desired(&base, &ExistingSecrets::new());
+    let d = desired(&base, &existing);
     let deployment = service_deployment_of(&d, Service::Cart);
     assert_eq!(deployment.metadata.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION], before);
+}
+
+/// The data of `secrets` as the reconciler reads it back from the cluster.
+fn existing_of(secrets: &[Secret]) -> ExistingSecrets {
+    secrets.iter().map(|s| (s.metadata.name.clone().unwrap(), s.data.clone().unwrap())).collect()
 }
 
 #[test]

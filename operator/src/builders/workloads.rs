@@ -95,11 +95,11 @@ pub fn config_map(stack: &MallStack) -> ConfigMap {
     }
 }
 
-fn value(name: &str, value: impl Into<String>) -> EnvVar {
+pub(super) fn value(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
 }
 
-fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+pub(super) fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: None,
@@ -289,6 +289,24 @@ pub(crate) fn config_hash(stack: &MallStack, container: &Container) -> String {
         "args": container.args,
     });
     short_hash(input.to_string().as_bytes())
+}
+
+/// Hashes the configuration of `deployment` again after its container was changed past [`deployment`]
+/// (the identity and key wiring is added to the built Deployments).
+pub(crate) fn rehash(stack: &MallStack, deployment: &mut Deployment) {
+    let Some(spec) = deployment.spec.as_mut() else { return };
+    let Some(container) = spec.template.spec.as_ref().and_then(|p| p.containers.first()) else { return };
+    let hash = config_hash(stack, container);
+    for annotations in [
+        deployment.metadata.annotations.get_or_insert_with(BTreeMap::new),
+        spec.template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new),
+    ] {
+        annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), hash.clone());
+    }
 }
 
 fn deployment(

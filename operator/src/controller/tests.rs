@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use super::*;
 use crate::builders::{Desired, desired};
 use crate::crd::MallStack;
-use crate::fixtures::{ApiServerVerifier, Received, full_stack, minimal_stack, mock_client, settled};
+use crate::fixtures::{
+    ApiServerVerifier, Received, cluster_secrets, full_stack, minimal_stack, mock_client, settled,
+};
 
 const SECRETS: &str = "/api/v1/namespaces/mall/secrets";
 const JOBS: &str = "/apis/batch/v1/namespaces/mall/jobs";
@@ -54,7 +56,18 @@ fn context(client: kube::Client) -> Arc<Context> {
     Arc::new(Context::new(client, Some("test".into())))
 }
 
-/// Plays the reads every reconcile starts with: the children, then the pods and claims (none here).
+/// `secrets` and the identity keys of [`cluster_secrets`], unless they are among them already.
+fn with_identity(mut secrets: Vec<Value>) -> Vec<Value> {
+    let identity = desired(&minimal_stack(), &cluster_secrets()).secrets.pop().unwrap();
+    assert_eq!(identity.metadata.name.as_deref(), Some("shop-identity"));
+    if !secrets.iter().any(|s| s["metadata"]["name"] == "shop-identity") {
+        secrets.push(stored(&identity));
+    }
+    secrets
+}
+
+/// Plays the reads every reconcile starts with: the children (the Secrets with the identity keys), then
+/// the pods and claims (none here).
 async fn reads(
     server: &mut ApiServerVerifier,
     secrets: Vec<Value>,
@@ -62,7 +75,7 @@ async fn reads(
     deployments: Vec<Value>,
     sts: Vec<Value>,
 ) {
-    server.list(SECRETS, "Secret", secrets).await;
+    server.list(SECRETS, "Secret", with_identity(secrets)).await;
     server.list(JOBS, "Job", jobs).await;
     server.list(DEPLOYMENTS, "Deployment", deployments).await;
     server.list(STATEFULSETS, "StatefulSet", sts).await;
@@ -121,12 +134,17 @@ async fn applies(
     for (path, body) in expected {
         let received = server.apply(path).await;
         if body["kind"] == "Secret" {
+            // Generated values and times: only which there are is compared.
             let mut sent = received.body.clone();
-            let keys = |v: &Value| v["data"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-            assert_eq!(keys(&sent), keys(body), "{path}");
+            let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+            assert_eq!(keys(&sent["data"]), keys(&body["data"]), "{path}");
+            let annotations = |v: &Value| keys(&v["metadata"]["annotations"]);
+            assert_eq!(annotations(&sent), annotations(body), "{path}");
             sent["data"] = Value::Null;
+            sent["metadata"]["annotations"] = Value::Null;
             let mut want = body.clone();
             want["data"] = Value::Null;
+            want["metadata"]["annotations"] = Value::Null;
             assert_eq!(sent, want, "{path}");
         } else {
             assert_eq!(&received.body, body, "{path}");
@@ -181,8 +199,8 @@ async fn run<F: Future<Output = ()> + Send + 'static>(
 #[tokio::test]
 async fn first_reconcile_applies_every_child_then_settles_without_status_writes() {
     let stack = minimal_stack();
-    let expected = expected_applies(&desired(&stack, &Default::default()), true);
-    assert_eq!(expected.len(), 3 + 2 + 10 + 1 + 2 + 14);
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
+    assert_eq!(expected.len(), 4 + 2 + 10 + 1 + 2 + 14);
 
     let (client, mut server) = mock_client();
     let ctx = context(client);
@@ -224,6 +242,10 @@ async fn first_reconcile_applies_every_child_then_settles_without_status_writes(
             let path = format!("{SECRETS}/{}", secret["metadata"]["name"].as_str().unwrap());
             let received = server.apply(&path).await;
             assert_eq!(received.body["data"], secret["data"], "{path} keeps its values");
+            assert_eq!(
+                received.body["metadata"]["annotations"], secret["metadata"]["annotations"],
+                "{path} keeps its bookkeeping"
+            );
             received.ok(secret);
         }
         applies(&mut server, &expected[secrets.len()..], settled).await;
@@ -239,7 +261,7 @@ async fn first_reconcile_applies_every_child_then_settles_without_status_writes(
 #[tokio::test]
 async fn services_wait_for_their_migrations() {
     let stack = minimal_stack();
-    let expected = expected_applies(&desired(&stack, &Default::default()), false);
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), false);
     // The previous image's migration of auth, done: kept while the current migrations run.
     let mut previous = stack.clone();
     previous.spec.image.tag = "0.0.9".into();
@@ -267,7 +289,7 @@ async fn services_wait_for_their_migrations() {
 #[tokio::test]
 async fn migration_jobs_wait_for_the_managed_database() {
     let stack = minimal_stack();
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     // Nothing migrated yet: no service Deployment either way.
     let expected = expected_applies(&wanted, false);
     let before_database: Vec<(String, Value)> =
@@ -418,8 +440,8 @@ fn before_scaling_down(stack: &MallStack) -> MallStack {
 #[tokio::test]
 async fn children_no_longer_wanted_are_deleted() {
     let stack = minimal_stack();
-    let expected = expected_applies(&desired(&stack, &Default::default()), true);
-    let left = desired(&before_scaling_down(&stack), &Default::default());
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
+    let left = desired(&before_scaling_down(&stack), &cluster_secrets());
     let pdbs: Vec<Value> = left.pod_disruption_budgets.iter().map(stored).collect();
     let hpas: Vec<Value> = left.autoscalers.iter().map(stored).collect();
     let policies: Vec<Value> = left.network_policies.iter().map(stored).collect();
@@ -468,7 +490,7 @@ async fn children_no_longer_wanted_are_deleted() {
 #[tokio::test]
 async fn nothing_is_deleted_when_every_child_is_wanted() {
     let stack = full_stack();
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     assert!(
         !wanted.pod_disruption_budgets.is_empty()
             && !wanted.autoscalers.is_empty()
@@ -504,8 +526,8 @@ async fn nothing_is_deleted_when_every_child_is_wanted() {
 #[tokio::test]
 async fn a_failed_deletion_degrades_the_stack() {
     let stack = minimal_stack();
-    let expected = expected_applies(&desired(&stack, &Default::default()), true);
-    let left = desired(&before_scaling_down(&stack), &Default::default());
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
+    let left = desired(&before_scaling_down(&stack), &cluster_secrets());
     let pdb = stored(&left.pod_disruption_budgets[0]);
     let (client, mut server) = mock_client();
     let ctx = context(client);
@@ -549,7 +571,7 @@ fn failed_job(job: &Value) -> Value {
 #[tokio::test]
 async fn a_failed_migration_job_is_deleted_so_that_it_runs_again() {
     let stack = minimal_stack();
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     let (_, job, deployment) =
         wanted.migrations.iter().find(|(s, _, _)| *s == crate::crd::Service::Product).unwrap();
     let (job_path, job_body) = entry(job);
