@@ -1,6 +1,7 @@
 //! Pure functions from a `MallStack` (and the generated secrets already in the cluster) to every object
 //! the stack needs. Nothing here talks to the API server, so all of it is unit-tested.
 
+mod auth_keys;
 mod data;
 mod identity;
 mod jobs;
@@ -22,6 +23,10 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::{MallStack, Service};
 
+pub use auth_keys::{
+    AUTH_KEYS_FILE, AUTH_KEYS_FILE_ENV, AUTH_KEYS_FILE_KEY, AUTH_KEYS_MOUNT_PATH, LAST_ROTATION_ANNOTATION,
+    PUBLISHED_AT_ANNOTATION, auth_keys_secret, auth_keys_secret_name, current_key_ring,
+};
 pub use identity::{
     IDENTITY_COMPONENTS, IDENTITY_KEY_ENV, IDENTITY_PEERS_ENV, Identity, identity, identity_key_name,
     identity_secret_name,
@@ -55,7 +60,8 @@ pub struct Desired {
 }
 
 /// Builds every desired object of `stack`. `existing` holds the data of the generated Secrets already in
-/// the cluster, which are kept as they are.
+/// the cluster, which are kept as they are. (Auth's key file changes as keys rotate: the reconciler
+/// keeps its Secret, see `auth_keys`.)
 pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     let mut d = Desired { secrets: generated_secrets(stack, existing), ..Desired::default() };
     let identity = identity(stack, existing);
@@ -74,6 +80,9 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
         d.services.push(workloads::service_service(stack, service));
         let mut deployment = workloads::service_deployment(stack, service);
         identity::wire(stack, &mut deployment, service.name(), &identity.peers);
+        if service == Service::Auth {
+            auth_keys::wire(&mut deployment, stack);
+        }
         workloads::rehash(stack, &mut deployment);
         d.migrations.push((service, migration_job(stack, service), deployment));
     }

@@ -13,10 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::secrets::{
-    ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, SIGNING_KEY_KEY, admin_secret_name, mysql_secret_name,
-    signing_key_secret_name,
-};
+use super::secrets::{ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, admin_secret_name, mysql_secret_name};
 use super::{child_name, label_selector, labels, metadata, namespace, selector_labels, short_hash};
 use crate::crd::{MallStack, Service, ServiceType};
 
@@ -152,15 +149,13 @@ pub(crate) fn service_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
     env.extend(lifecycle_env());
     env.extend(database_env(stack, service));
     env.extend(redis_env(stack));
-    match service {
-        Service::Auth => {
-            env.push(from_secret("MALL_AUTH_SIGNING_KEY", &signing_key_secret_name(stack), SIGNING_KEY_KEY))
-        }
-        Service::User => env.push(match &stack.spec.admin.password_secret_ref {
+    // Auth's signing keys come as a file (`auth_keys::wire`), every component's identity from
+    // `identity::wire`.
+    if service == Service::User {
+        env.push(match &stack.spec.admin.password_secret_ref {
             Some(r) => from_secret("MALL_ADMIN_PASSWORD", &r.name, &r.key),
             None => from_secret("MALL_ADMIN_PASSWORD", &admin_secret_name(stack), ADMIN_PASSWORD_KEY),
-        }),
-        _ => {}
+        });
     }
     env
 }

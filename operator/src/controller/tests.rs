@@ -9,11 +9,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::builders::{Desired, desired};
+use crate::builders::{Desired, auth_keys_secret, desired};
 use crate::crd::MallStack;
 use crate::fixtures::{
     ApiServerVerifier, Received, cluster_secrets, full_stack, minimal_stack, mock_client, settled,
 };
+use crate::rotation::KeyRing;
 
 const SECRETS: &str = "/api/v1/namespaces/mall/secrets";
 const JOBS: &str = "/apis/batch/v1/namespaces/mall/jobs";
@@ -33,8 +34,10 @@ fn entry<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> (String, Value) 
 }
 
 /// The applies a reconcile sends, in order; without the service Deployments when migrations are not done.
+/// First comes auth's key file, as a new stack gets it (the test stacks share their metadata).
 fn expected_applies(d: &Desired, migrated: bool) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = Vec::new();
+    out.push(entry(&auth_keys_secret(&minimal_stack(), &KeyRing::fresh(jiff::Timestamp::now()))));
     out.extend(d.secrets.iter().map(entry));
     out.extend(d.config_maps.iter().map(entry));
     out.extend(d.services.iter().map(entry));
@@ -200,7 +203,7 @@ async fn run<F: Future<Output = ()> + Send + 'static>(
 async fn first_reconcile_applies_every_child_then_settles_without_status_writes() {
     let stack = minimal_stack();
     let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
-    assert_eq!(expected.len(), 4 + 2 + 10 + 1 + 2 + 14);
+    assert_eq!(expected.len(), 1 + 3 + 2 + 10 + 1 + 2 + 14);
 
     let (client, mut server) = mock_client();
     let ctx = context(client);
@@ -389,16 +392,13 @@ async fn failing_apply_degrades_the_stack_and_backs_off() {
             let stack = stack.clone();
             async move {
                 reads(&mut server, vec![], vec![], vec![], vec![]).await;
-                let received = server.apply(&format!("{SECRETS}/shop-auth-signing-key")).await;
+                let received = server.apply(&format!("{SECRETS}/shop-auth-keys")).await;
                 received.respond(StatusCode::from_u16(code).unwrap(), &failure_status(code, reason));
                 let status = status_patch(&mut server, &stack).await;
                 let degraded = condition(&status, "Degraded");
                 assert_eq!(degraded["status"], "True");
                 assert_eq!(degraded["reason"], condition_reason);
-                assert!(
-                    degraded["message"].as_str().unwrap().contains("shop-auth-signing-key"),
-                    "{degraded}"
-                );
+                assert!(degraded["message"].as_str().unwrap().contains("shop-auth-keys"), "{degraded}");
                 assert_eq!(condition(&status, "Ready")["status"], "False");
                 event(&mut server, "Warning", condition_reason).await;
             }
@@ -663,3 +663,4 @@ async fn a_failed_migration_job_is_deleted_so_that_it_runs_again() {
 }
 
 mod diagnosis;
+mod keys;
