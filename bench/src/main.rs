@@ -354,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
         admin_email: "admin@bench.local".into(),
         admin_password: Some("bench-password".into()),
         signing_key: None,
+        auth_keys_file: None,
         drain_delay: None,
         password_hash_concurrency: None,
         search_concurrency: None,

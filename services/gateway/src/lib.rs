@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use auth::{KeyRefresh, KeySource, LOG_IN_AGAIN};
 pub use error::{ApiError, CODES};
 pub use limit::Limits;
 use upstream::Upstream;
@@ -48,6 +49,8 @@ pub struct Config {
     /// The time budget of one request: every service call made for it, at every hop, carries what is
     /// left of it and gives up when it is spent.
     pub request_timeout: Duration,
+    /// When auth's public keys are fetched again.
+    pub keys: KeyRefresh,
 }
 
 /// [`Config::request_timeout`] unless configured otherwise.
@@ -55,7 +58,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Config {
     fn default() -> Config {
-        Config { limits: Limits::default(), trusted_proxies: 0, request_timeout: DEFAULT_REQUEST_TIMEOUT }
+        Config {
+            limits: Limits::default(),
+            trusted_proxies: 0,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            keys: KeyRefresh::default(),
+        }
     }
 }
 
@@ -84,7 +92,7 @@ pub struct Inner {
     orders: OrderServiceClient<Upstream>,
     payments: PaymentServiceClient<Upstream>,
     checkouts: CheckoutServiceClient<Upstream>,
-    tokens: auth::TokenCheck,
+    tokens: Arc<auth::TokenCheck>,
     cache: Cache,
     shutdown: Shutdown,
 }
@@ -102,9 +110,11 @@ impl AppState {
         // Install the recorder before the first request is counted.
         mall_runtime::metrics_handle();
         let auth = AuthServiceClient::new(Upstream::new("auth", peers.auth));
+        let tokens = Arc::new(auth::TokenCheck::new(auth.clone(), cache.clone(), config.keys));
+        auth::TokenCheck::spawn_refresh(&tokens, shutdown.token().clone());
         AppState(Arc::new(Inner {
             config,
-            tokens: auth::TokenCheck::new(auth.clone(), cache.clone()),
+            tokens,
             users: UserServiceClient::new(Upstream::new("user", peers.user)),
             products: ProductServiceClient::new(Upstream::new("product", peers.product)),
             carts: CartServiceClient::new(Upstream::new("cart", peers.cart)),

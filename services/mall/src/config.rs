@@ -91,10 +91,15 @@ pub struct Shared {
     /// Its password; unset, a new admin gets a generated one, printed once.
     #[arg(long, env = "MALL_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
-    /// The auth service's Ed25519 signing key (PKCS#8 PEM). Unset: generated once and kept in auth's
-    /// database.
+    /// The auth service's Ed25519 signing key (PKCS#8 PEM). Unset (and no keys file): generated once
+    /// and kept in auth's database.
     #[arg(long, env = "MALL_AUTH_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
+    /// A JSON file of auth's keys, maintained by the operator and re-read every 10 s:
+    /// `{"keys":[{"pem":"…","signs":true},{"pem":"…","signs":false,"retiresAt":1764900000}]}`.
+    /// Exactly one key signs; the others verify until their `retiresAt`. Wins over the signing key.
+    #[arg(long, env = "MALL_AUTH_KEYS_FILE")]
+    pub auth_keys_file: Option<PathBuf>,
     /// How long a process told to stop keeps serving while it reports not ready, so that endpoints,
     /// DNS and clients move away first (e.g. 10s, 0). Unset: 10s for `mall serve`, 0 for `mall up`.
     #[arg(long, env = "MALL_DRAIN_DELAY", value_parser = parse_delay)]
@@ -276,5 +281,18 @@ mod tests {
         assert_eq!(up.shared.password_hash_concurrency, NonZeroUsize::new(3));
         assert_eq!(up.shared.search_concurrency, None);
         assert!(Cli::try_parse_from(["mall", "up", "--search-concurrency", "0"]).is_err());
+    }
+
+    fn up(args: &[&str]) -> Result<Shared, clap::Error> {
+        let cli = Cli::try_parse_from([&["mall", "up"][..], args].concat())?;
+        let Command::Up(up) = cli.command else { panic!("up") };
+        Ok(up.shared)
+    }
+
+    #[test]
+    fn the_keys_file_is_a_path() {
+        let shared = up(&["--auth-keys-file", "/etc/mall/keys/keys.json"]).unwrap();
+        assert_eq!(shared.auth_keys_file.as_deref(), Some(Path::new("/etc/mall/keys/keys.json")));
+        assert_eq!(up(&[]).unwrap().auth_keys_file, None);
     }
 }

@@ -121,6 +121,8 @@ async fn start_service(
             let config = mall_auth::Config {
                 token_ttl: shared.token_ttl,
                 signing_key_pem: shared.signing_key.clone(),
+                keys_file: shared.auth_keys_file.clone(),
+                ..mall_auth::Config::default()
             };
             mall_auth::startup(config, db, cache, listener, shutdown).await?
         }

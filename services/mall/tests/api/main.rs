@@ -5,6 +5,7 @@ mod catalog;
 mod commerce;
 mod helpers;
 mod identity;
+mod keys;
 mod ops;
 mod process;
 mod tokens;
