@@ -164,6 +164,7 @@ fn product_config(shared: &Shared) -> mall_product::Config {
 /// The gateway's settings from the shared configuration.
 pub fn gateway_config(shared: &Shared) -> mall_gateway::Config {
     mall_gateway::Config {
+        limits: mall_gateway::Limits::from(&shared.rate_limits),
         trusted_proxies: shared.trusted_proxies,
         request_timeout: shared.request_timeout,
         ..mall_gateway::Config::default()

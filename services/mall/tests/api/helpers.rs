@@ -40,11 +40,7 @@ impl Default for Options {
             backend: Backend::Embedded,
             token_ttl: Duration::from_secs(3600),
             // Tests register many accounts from one address: keep the limits out of their way.
-            limits: mall_gateway::Limits {
-                per_address: 10_000,
-                per_email: 10_000,
-                window: Duration::from_secs(60),
-            },
+            limits: mall_gateway::Limits::UNLIMITED,
             demo: false,
             trusted_proxies: 0,
             drain: Duration::ZERO,
@@ -137,6 +133,7 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
         admin_password: Some(ADMIN_PASSWORD.into()),
         signing_key: None,
         auth_keys_file: options.auth_keys_file,
+        rate_limits: mall::config::RateLimits::default(),
         drain_delay: Some(options.drain),
         password_hash_concurrency: None,
         search_concurrency: None,

@@ -6,6 +6,7 @@ mod commerce;
 mod helpers;
 mod identity;
 mod keys;
+mod limits;
 mod ops;
 mod process;
 mod tokens;
