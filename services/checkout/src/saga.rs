@@ -59,8 +59,9 @@ pub(crate) struct CartKey {
     pub lines: Vec<order_pb::OrderLine>,
 }
 
-/// How a key derived from the cart begins; a client's key may begin so too, but lives in a row of its
-/// own (`key_generated` is 0), and is only ever looked up as the client's.
+/// How a key derived from the cart begins. Keys are scoped to their user, so a client could meet a
+/// derived key only by sending the hash of its own cart's version, and would then share that
+/// checkout with itself.
 pub(crate) const CART_KEY_PREFIX: &str = "cart:";
 
 /// A cart's lines for an order: every one available, at least one. Otherwise the status code and
