@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use auth::{KeyRefresh, KeySource, LOG_IN_AGAIN};
+pub use auth::{KeyRefresh, LOG_IN_AGAIN};
 pub use error::{ApiError, CODES};
 pub use limit::Limits;
 use upstream::Upstream;
