@@ -1,6 +1,6 @@
 //! The gateway: Mall's public HTTP/JSON API (the contract in docs/api.md), translating each route to
-//! the services' gRPC. It checks tokens itself, rate-limits logins, and gives every response the
-//! envelope and a request id.
+//! the services' gRPC. It checks tokens itself (with auth's public keys, fetched again as they rotate),
+//! rate-limits logins, searches and spending, and gives every response the envelope and a request id.
 
 mod auth;
 mod envelope;
