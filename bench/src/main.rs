@@ -354,14 +354,17 @@ async fn main() -> anyhow::Result<()> {
         admin_email: "admin@bench.local".into(),
         admin_password: Some("bench-password".into()),
         signing_key: None,
+        auth_keys_file: None,
+        rate_limits: mall::config::RateLimits::default(),
         drain_delay: None,
         password_hash_concurrency: None,
         search_concurrency: None,
     };
-    let limits =
-        mall_gateway::Limits { per_address: u64::MAX, per_email: u64::MAX, window: Duration::from_secs(60) };
     let options = mall::StartOptions {
-        gateway: mall_gateway::Config { limits, ..mall_gateway::Config::default() },
+        gateway: mall_gateway::Config {
+            limits: mall_gateway::Limits::UNLIMITED,
+            ..mall_gateway::Config::default()
+        },
         gateway_listen: "127.0.0.1:0".into(),
         demo: true,
     };

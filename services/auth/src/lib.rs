@@ -6,6 +6,7 @@ mod error;
 mod keys;
 mod service;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mall_proto::auth::v1::auth_service_server::AuthServiceServer;
@@ -13,7 +14,8 @@ use mall_runtime::{Access, Readiness, Served, Shutdown};
 use mall_storage::{Cache, Db, Migrations};
 use tokio::net::TcpListener;
 
-pub use error::AuthError;
+pub use error::{AuthError, KEY_NOT_ACCEPTED};
+pub use keys::{KeyFileError, KeyReload, parse_file as parse_keys_file};
 pub use service::Auth;
 
 /// The auth service's configuration.
@@ -21,14 +23,24 @@ pub use service::Auth;
 pub struct Config {
     /// How long an issued token lives.
     pub token_ttl: Duration,
-    /// A PKCS#8 PEM Ed25519 key to sign with (what the operator's Secret provides). Without one, a key
-    /// is generated once and kept in the database.
+    /// A PKCS#8 PEM Ed25519 key to sign with. Without it (and without a keys file), a key is
+    /// generated once and kept in the database.
     pub signing_key_pem: Option<String>,
+    /// A JSON key set the operator maintains (see `keys`), re-read while auth runs; it wins over
+    /// `signing_key_pem`.
+    pub keys_file: Option<PathBuf>,
+    /// When the key set is read again.
+    pub reload: KeyReload,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { token_ttl: Duration::from_secs(24 * 3600), signing_key_pem: None }
+        Config {
+            token_ttl: Duration::from_secs(24 * 3600),
+            signing_key_pem: None,
+            keys_file: None,
+            reload: KeyReload::default(),
+        }
     }
 }
 

@@ -1,20 +1,20 @@
 //! The `AuthService` gRPC implementation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mall_proto::auth::v1 as pb;
 use mall_proto::auth::v1::auth_service_server::AuthService;
 use mall_storage::{Cache, Db};
-use mall_tokens::{Claims, Role, SigningKey, Verifier, now_unix, revoked_key};
+use mall_tokens::{Claims, Role, TokenError, now_unix, revoked_key};
 use tonic::{Request, Response, Status};
 
-use crate::{AuthError, Config, keys};
+use crate::keys::Keys;
+use crate::{AuthError, Config};
 
 pub struct Auth {
     ttl_secs: i64,
-    signing: SigningKey,
-    public: Vec<pb::PublicKey>,
-    verifier: Verifier,
+    keys: Arc<Keys>,
     cache: Cache,
 }
 
@@ -24,24 +24,25 @@ impl Auth {
         if ttl_secs < 1 {
             return Err(AuthError::Config("the token lifetime must be at least one second".into()));
         }
-        let keys = keys::load(&db, config.signing_key_pem.as_deref()).await?;
-        tracing::info!(kid = keys.signing.kid(), verifying_keys = keys.public.len(), "signing keys loaded");
-        let public = keys
-            .public
-            .iter()
-            .map(|k| pb::PublicKey {
-                kid: k.kid.clone(),
-                alg: mall_tokens::ALGORITHM.into(),
-                key: k.key.to_vec(),
-            })
-            .collect();
-        let verifier = Verifier::new(keys.public);
-        Ok(Auth { ttl_secs, signing: keys.signing, public, verifier, cache })
+        let keys = Keys::open(
+            config.keys_file.as_deref(),
+            config.signing_key_pem.as_deref(),
+            db,
+            ttl_secs,
+            config.reload,
+        )
+        .await?;
+        Ok(Auth { ttl_secs, keys, cache })
     }
 
-    /// Verifies signature and expiry, then the denylist.
+    /// Verifies signature and expiry (a key id the set does not know reloads it first), then the
+    /// denylist.
     async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let claims = self.verifier.verify(token, now_unix())?;
+        let now = now_unix();
+        let claims = match self.keys.current().verifier.verify(token, now) {
+            Err(TokenError::UnknownKey(kid)) => self.keys.knowing(&kid).await.verifier.verify(token, now)?,
+            verified => verified?,
+        };
         if self.cache.exists(&revoked_key(&claims.jti)).await? {
             return Err(AuthError::Revoked);
         }
@@ -82,7 +83,7 @@ impl AuthService for Auth {
             _ => return Err(AuthError::InvalidArgument("role must be customer or admin".into()).into()),
         };
         let claims = Claims::new(req.user_id, role, now_unix(), self.ttl_secs);
-        let token = self.signing.sign(&claims).map_err(AuthError::from)?;
+        let token = self.keys.current().signing.sign(&claims).map_err(AuthError::from)?;
         tracing::info!(user_id = req.user_id, role = %role, jti = %claims.jti, "token issued");
         Ok(Response::new(pb::IssueTokenResponse { token, claims: Some(claims_to_proto(&claims)?) }))
     }
@@ -111,8 +112,19 @@ impl AuthService for Auth {
 
     async fn list_public_keys(
         &self,
-        _request: Request<pb::ListPublicKeysRequest>,
+        request: Request<pb::ListPublicKeysRequest>,
     ) -> Result<Response<pb::ListPublicKeysResponse>, Status> {
-        Ok(Response::new(pb::ListPublicKeysResponse { keys: self.public.clone() }))
+        let kid = request.into_inner().kid;
+        let set = if kid.is_empty() { self.keys.current() } else { self.keys.knowing(&kid).await };
+        let keys = set
+            .published(now_unix())
+            .map(|k| pb::PublicKey {
+                kid: k.kid.clone(),
+                alg: mall_tokens::ALGORITHM.into(),
+                key: k.key.to_vec(),
+                retires_at: k.retires_at.unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPublicKeysResponse { keys }))
     }
 }

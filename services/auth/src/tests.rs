@@ -35,7 +35,7 @@ async fn start(
 
 async fn check_auth(db: Db, cache: Cache) {
     let (mut auth, stop) = start(&db, &cache, Config::default()).await;
-    let keys = auth.list_public_keys(pb::ListPublicKeysRequest {}).await.unwrap().into_inner().keys;
+    let keys = auth.list_public_keys(pb::ListPublicKeysRequest::default()).await.unwrap().into_inner().keys;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].alg, "EdDSA");
     assert_eq!(keys[0].key.len(), 32);
@@ -69,28 +69,41 @@ async fn check_auth(db: Db, cache: Cache) {
     // A restart keeps the key: tokens issued before still verify, and the revocation still holds.
     let other =
         auth.issue_token(pb::IssueTokenRequest { user_id: 8, role: 1 }).await.unwrap().into_inner().token;
+    let other_token = other.clone();
     stop.cancel();
     let (mut auth, stop) = start(&db, &cache, Config::default()).await;
-    let again = auth.list_public_keys(pb::ListPublicKeysRequest {}).await.unwrap().into_inner().keys;
+    let again = auth.list_public_keys(pb::ListPublicKeysRequest::default()).await.unwrap().into_inner().keys;
     assert_eq!(again, keys, "the signing key survives a restart");
     assert!(auth.verify_token(pb::VerifyTokenRequest { token: other }).await.is_ok());
     assert!(auth.verify_token(pb::VerifyTokenRequest { token: issued.token }).await.is_err());
     stop.cancel();
 
-    // A configured key signs from then on; the old key still verifies what it signed.
+    // A configured key is the whole set: it signs, it alone verifies, and it is not stored.
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT kid FROM signing_keys").fetch_all(db.pool()).await.unwrap();
     let configured = mall_tokens::SigningKey::generate();
-    let config =
-        Config { token_ttl: Duration::from_secs(60), signing_key_pem: Some(configured.to_pkcs8_pem()) };
+    let config = Config {
+        token_ttl: Duration::from_secs(60),
+        signing_key_pem: Some(configured.to_pkcs8_pem()),
+        ..Config::default()
+    };
     let (mut auth, stop) = start(&db, &cache, config).await;
     let fresh = auth.issue_token(pb::IssueTokenRequest { user_id: 9, role: 1 }).await.unwrap().into_inner();
     assert_eq!(mall_tokens::Verifier::kid_of(&fresh.token).unwrap(), configured.kid());
     let c = fresh.claims.unwrap();
     assert_eq!(c.expires_at - c.issued_at, 60);
-    let keys = auth.list_public_keys(pb::ListPublicKeysRequest {}).await.unwrap().into_inner().keys;
-    assert_eq!(keys.len(), 2);
+    let keys = auth.list_public_keys(pb::ListPublicKeysRequest::default()).await.unwrap().into_inner().keys;
+    assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), [configured.kid()]);
+    assert_eq!(keys[0].retires_at, 0);
+    let now: Vec<String> =
+        sqlx::query_scalar("SELECT kid FROM signing_keys").fetch_all(db.pool()).await.unwrap();
+    assert_eq!(now, stored, "the configured key is not written to the database");
+    // A token of the database's key is not accepted any more: its holder logs in again.
+    let e = auth.verify_token(pb::VerifyTokenRequest { token: other_token.clone() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Unauthenticated, crate::KEY_NOT_ACCEPTED));
     stop.cancel();
 
-    let bad = Config { token_ttl: Duration::from_secs(60), signing_key_pem: Some("not a key".into()) };
+    let bad = Config { signing_key_pem: Some("not a key".into()), ..Config::default() };
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
     let result = startup(
         bad,

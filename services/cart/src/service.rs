@@ -8,6 +8,7 @@ use mall_proto::product::v1::product_service_client::ProductServiceClient;
 use mall_proto::product::v1::{BatchGetProductsRequest, Product};
 use mall_runtime::PeerChannel;
 use mall_storage::Db;
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::CartError;
@@ -129,7 +130,21 @@ fn priced(user_id: i64, lines: &[CartLine], products: &HashMap<i64, Product>) ->
         .collect();
     let total_cents =
         items.iter().filter(|i| i.available).fold(0i64, |sum, i| sum.saturating_add(i.line_total_cents));
-    pb::Cart { user_id, items, total_cents }
+    pb::Cart { user_id, items, total_cents, version: version(lines) }
+}
+
+/// The cart's content version: a hash of every line's row id, product, quantity and last write. Row
+/// ids only grow (a removed line that comes back is a new row), so a cart emptied and refilled with
+/// the same lines never gets an earlier version back; the write time guards against a row id that a
+/// database reused after a restart.
+pub fn version(lines: &[CartLine]) -> String {
+    let mut hasher = Sha256::new();
+    for line in lines {
+        for n in [line.row_id, line.product_id, line.quantity, line.updated_at] {
+            hasher.update(n.to_be_bytes());
+        }
+    }
+    hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 #[tonic::async_trait]
@@ -175,7 +190,7 @@ impl CartService for Carts {
         let user_id = request.into_inner().user_id;
         check_user(user_id)?;
         store::empty(&self.db, user_id).await?;
-        let cart = pb::Cart { user_id, items: Vec::new(), total_cents: 0 };
+        let cart = pb::Cart { user_id, items: Vec::new(), total_cents: 0, version: version(&[]) };
         Ok(Response::new(pb::EmptyCartResponse { cart: Some(cart) }))
     }
 }
@@ -190,11 +205,8 @@ mod tests {
 
     #[test]
     fn prices_lines_and_skips_gone_products_in_the_total() {
-        let lines = [
-            CartLine { product_id: 2, quantity: 3 },
-            CartLine { product_id: 9, quantity: 1 },
-            CartLine { product_id: 1, quantity: 2 },
-        ];
+        let line = |row_id, product_id, quantity| CartLine { product_id, quantity, row_id, updated_at: 100 };
+        let lines = [line(1, 2, 3), line(2, 9, 1), line(3, 1, 2)];
         let products: HashMap<i64, Product> =
             [product(1, "Mug", 1990), product(2, "Pen", 5)].into_iter().map(|p| (p.product_id, p)).collect();
         let cart = priced(7, &lines, &products);
@@ -205,5 +217,28 @@ mod tests {
         assert_eq!(cart.items[1], pb::CartItem { product_id: 9, quantity: 1, ..Default::default() });
         assert_eq!((cart.items[2].name.as_str(), cart.items[2].line_total_cents), ("Mug", 3980));
         assert_eq!(cart.total_cents, 15 + 3980);
+        assert_eq!(cart.version, version(&lines));
+    }
+
+    #[test]
+    fn the_version_follows_every_change_of_content() {
+        let line =
+            |row_id, product_id, quantity, updated_at| CartLine { product_id, quantity, row_id, updated_at };
+        let cart = [line(1, 5, 2, 100), line(2, 6, 1, 100)];
+        assert_eq!(version(&cart), version(&cart.clone()), "the same content, the same version");
+        assert_eq!(version(&cart).len(), 32);
+        let changed = [
+            vec![line(1, 5, 3, 101), line(2, 6, 1, 100)],
+            vec![line(1, 5, 2, 100)],
+            vec![line(1, 5, 2, 100), line(2, 6, 1, 100), line(3, 7, 1, 102)],
+            // Emptied and filled again with the same lines: new rows.
+            vec![line(3, 5, 2, 100), line(4, 6, 1, 100)],
+            // A reused row id, written later.
+            vec![line(1, 5, 2, 200), line(2, 6, 1, 200)],
+        ];
+        for other in changed {
+            assert_ne!(version(&other), version(&cart), "{other:?}");
+        }
+        assert_ne!(version(&[]), version(&cart));
     }
 }

@@ -16,6 +16,10 @@ const DEADLOCK_RETRIES: usize = 3;
 pub struct CartLine {
     pub product_id: i64,
     pub quantity: i64,
+    /// The row's id: a product removed and added again gets a new one.
+    pub row_id: i64,
+    /// When the line was last written (unix seconds).
+    pub updated_at: i64,
 }
 
 // Adds to the line if it exists, creates it otherwise: one atomic statement per dialect. The CHECK
@@ -110,12 +114,21 @@ async fn quantity_of(db: &Db, user_id: i64, product_id: i64) -> Result<Option<i6
 
 /// The user's lines, in the order their products were first added.
 pub async fn lines(db: &Db, user_id: i64) -> Result<Vec<CartLine>, CartError> {
-    let rows: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT product_id, quantity FROM cart_items WHERE user_id = ? ORDER BY id")
-            .bind(user_id)
-            .fetch_all(db.pool())
-            .await?;
-    Ok(rows.into_iter().map(|(product_id, quantity)| CartLine { product_id, quantity }).collect())
+    let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT product_id, quantity, id, updated_at FROM cart_items WHERE user_id = ? ORDER BY id",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(product_id, quantity, row_id, updated_at)| CartLine {
+            product_id,
+            quantity,
+            row_id,
+            updated_at,
+        })
+        .collect())
 }
 
 /// Removes every line of the user's cart.

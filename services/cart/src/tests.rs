@@ -219,14 +219,36 @@ async fn empty_and_isolation(s: &Stack) {
     assert_eq!(lines(&s.get(alice).await), [(x, 1)], "alice sees only her cart");
     assert_eq!(lines(&s.get(bob).await), [(y, 2), (x, 4)], "bob sees only his cart");
     let never = s.get(carol).await;
-    assert_eq!(never, pb::Cart { user_id: carol, items: vec![], total_cents: 0 }, "no cart yet is empty");
+    let empty =
+        |user_id| pb::Cart { user_id, items: vec![], total_cents: 0, version: crate::service::version(&[]) };
+    assert_eq!(never, empty(carol), "no cart yet is empty");
 
     let emptied = s.cart.clone().empty_cart(pb::EmptyCartRequest { user_id: bob }).await.unwrap();
-    assert_eq!(emptied.into_inner().cart.unwrap(), pb::Cart { user_id: bob, items: vec![], total_cents: 0 });
+    assert_eq!(emptied.into_inner().cart.unwrap(), empty(bob));
     assert!(s.get(bob).await.items.is_empty());
     assert_eq!(lines(&s.get(alice).await), [(x, 1)], "emptying bob's cart leaves alice's alone");
     s.cart.clone().empty_cart(pb::EmptyCartRequest { user_id: bob }).await.expect("emptying twice is fine");
     assert_eq!(lines(&s.add(bob, x, 1).await.unwrap()), [(x, 1)], "an emptied cart starts afresh");
+}
+
+/// The version changes with the content, not with a read, and never comes back when the cart is
+/// emptied and filled again with the same lines.
+async fn the_version_follows_the_content(s: &Stack) {
+    let user = 120;
+    let (mug, pen) = (s.product("Version mug", 100).await, s.product("Version pen", 50).await);
+    let first = s.add(user, mug, 1).await.unwrap().version;
+    assert_eq!(s.get(user).await.version, first, "a read changes nothing");
+    let with_pen = s.add(user, pen, 2).await.unwrap().version;
+    assert_ne!(with_pen, first);
+    let more_pens = s.set(user, pen, 3).await.unwrap().version;
+    assert!(![&first, &with_pen].contains(&&more_pens));
+    let back = s.remove(user, pen).await.unwrap().version;
+    assert_eq!(back, first, "the same lines as at first: the same content");
+    s.cart.clone().empty_cart(pb::EmptyCartRequest { user_id: user }).await.unwrap();
+    // The same single line as at first, in a cart filled again: a new version.
+    let again = s.add(user, mug, 1).await.unwrap();
+    assert_eq!(lines(&again), [(mug, 1)]);
+    assert!(![&first, &with_pen, &more_pens].contains(&&again.version), "{}", again.version);
 }
 
 /// SetItem sets a line whatever it held: a new line goes last, a changed one keeps its place, 0
@@ -363,6 +385,7 @@ mall_testkit::on_both_backends!(
     unknown_products_and_users,
     prices_in_cents_and_deleted_products,
     empty_and_isolation,
+    the_version_follows_the_content,
     set_item_sets_and_zero_removes,
     remove_item_takes_one_line_out,
     set_item_limits_and_unknown_products,

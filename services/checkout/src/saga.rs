@@ -24,6 +24,7 @@ use mall_proto::payment::v1 as payment_pb;
 use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Db, now_unix};
+use sha2::{Digest, Sha256};
 use tonic::Code;
 
 use crate::error::is_transient;
@@ -49,6 +50,35 @@ pub(crate) struct Inner {
     cart: CartServiceClient<PeerChannel>,
     order: OrderServiceClient<PeerChannel>,
     payment: PaymentServiceClient<PeerChannel>,
+}
+
+/// What a checkout without an idempotency key is keyed by (see [`Checkouts::cart_key`]).
+pub(crate) struct CartKey {
+    pub key: String,
+    /// The cart's lines at that version: the order will have exactly these.
+    pub lines: Vec<order_pb::OrderLine>,
+}
+
+/// How a key derived from the cart begins. Keys are scoped to their user, so a client could meet a
+/// derived key only by sending the hash of its own cart's version, and would then share that
+/// checkout with itself.
+pub(crate) const CART_KEY_PREFIX: &str = "cart:";
+
+/// A cart's lines for an order: every one available, at least one. Otherwise the status code and
+/// message the checkout ends with.
+pub(crate) fn cart_lines(cart: &cart_pb::Cart) -> Result<Vec<order_pb::OrderLine>, (Code, String)> {
+    if cart.items.is_empty() {
+        return Err((Code::InvalidArgument, "your cart is empty".into()));
+    }
+    if let Some(gone) = cart.items.iter().find(|item| !item.available) {
+        let message = format!("product {} in your cart is no longer available", gone.product_id);
+        return Err((Code::FailedPrecondition, message));
+    }
+    Ok(cart
+        .items
+        .iter()
+        .map(|item| order_pb::OrderLine { product_id: item.product_id, quantity: item.quantity })
+        .collect())
 }
 
 /// What one recovery pass did.
@@ -200,28 +230,47 @@ impl Checkouts {
 
     /// STARTED → CART_READ: the cart's lines, all of them available.
     async fn read_cart(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
-        let request = cart_pb::GetCartRequest { user_id: row.user_id };
-        let cart = match self.inner.cart.clone().get_cart(request).await {
-            Ok(response) => response.into_inner().cart.unwrap_or_default(),
-            Err(s) if is_transient(s.code()) => {
-                return Err(CheckoutError::peer_unavailable("the cart service", &s));
-            }
+        let cart = match self.get_cart(row.user_id).await? {
+            Ok(cart) => cart,
             Err(s) => return self.fail(row, lease, s.code(), s.message()).await,
         };
-        if cart.items.is_empty() {
-            return self.fail(row, lease, Code::InvalidArgument, "your cart is empty").await;
-        }
-        if let Some(gone) = cart.items.iter().find(|item| !item.available) {
-            let message = format!("product {} in your cart is no longer available", gone.product_id);
-            return self.fail(row, lease, Code::FailedPrecondition, &message).await;
-        }
-        row.lines = cart
-            .items
-            .iter()
-            .map(|item| order_pb::OrderLine { product_id: item.product_id, quantity: item.quantity })
-            .collect();
+        row.lines = match cart_lines(&cart) {
+            Ok(lines) => lines,
+            Err((code, message)) => return self.fail(row, lease, code, &message).await,
+        };
         row.step = Step::CartRead;
         self.commit(row, lease).await
+    }
+
+    /// The user's cart; a transient failure is an error, a definite refusal the inner `Err`.
+    async fn get_cart(&self, user_id: i64) -> Result<Result<cart_pb::Cart, tonic::Status>, CheckoutError> {
+        let request = cart_pb::GetCartRequest { user_id };
+        match self.inner.cart.clone().get_cart(request).await {
+            Ok(response) => Ok(Ok(response.into_inner().cart.unwrap_or_default())),
+            Err(s) if is_transient(s.code()) => Err(CheckoutError::peer_unavailable("the cart service", &s)),
+            Err(s) => Ok(Err(s)),
+        }
+    }
+
+    /// The key of a checkout that came without one, and the cart's lines it was derived from: the user
+    /// and the cart's content version, so that a second checkout of the same unchanged cart (a double
+    /// click, a retry) finds the first instead of ordering and charging again, while a checkout after
+    /// any change of the cart is a new one. `None` when the cart service gives no version (an older
+    /// one, during an upgrade): then every such checkout is a new one, as before.
+    pub(crate) async fn cart_key(&self, user_id: i64) -> Result<Option<CartKey>, CheckoutError> {
+        let cart = self
+            .get_cart(user_id)
+            .await?
+            .map_err(|s| CheckoutError::Failed { code: s.code(), message: s.message().to_owned() })?;
+        let lines = cart_lines(&cart).map_err(|(code, message)| CheckoutError::Failed { code, message })?;
+        if cart.version.is_empty() {
+            return Ok(None);
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(user_id.to_be_bytes());
+        hasher.update(cart.version.as_bytes());
+        let hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Some(CartKey { key: format!("{CART_KEY_PREFIX}{hash}"), lines }))
     }
 
     /// CART_READ → ORDER_PLACED. In recovery the same call finds the order an interrupted call may

@@ -5,7 +5,8 @@
 //! own reason for it, and nothing is recorded, placed or reserved; only the processor's decline
 //! happens after the order is placed.
 //!
-//! Idempotency (the user's key, or a generated one when the client gave none):
+//! Idempotency (the user's key, or, when the client gave none, one derived from the user and the cart's
+//! content version: see `Checkouts::cart_key`):
 //! - the first call inserts the checkout under UNIQUE (user_id, idempotency_key), holding its lease,
 //!   and drives the saga;
 //! - a later call with the same key and a different request hash is ALREADY_EXISTS;
@@ -13,6 +14,10 @@
 //!   resumed from its last completed step if no other call holds its lease (the new request brings the
 //!   card again, so a charge can be attempted), and is ABORTED ("already in progress") if one does.
 //!   So of two concurrent calls with one key, exactly one drives the saga: one order, at most one charge.
+//! - a derived key also stands for the cart's lines at that version, which the checkout orders (it
+//!   starts at CART_READ). A checkout of that cart that was DECLINED or FAILED charged nothing and does
+//!   not block the next: its row gives the key up (it becomes `retired:<checkout_id>`) and a new
+//!   checkout of the same cart proceeds. One in progress or paid answers as above.
 
 use mall_domain::card::{Card, YearMonth};
 use mall_proto::checkout::v1 as pb;
@@ -23,7 +28,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::CheckoutError;
 use crate::request::{self, Buyer};
-use crate::saga::Checkouts;
+use crate::saga::{CartKey, Checkouts};
 use crate::store::{self, CheckoutRow, Outcome, Step};
 
 impl Checkouts {
@@ -45,9 +50,22 @@ impl Checkouts {
         }
 
         let checkout_id = uuid::Uuid::now_v7().to_string();
-        let (idempotency_key, key_generated) = match given_key {
-            Some(key) => (key.to_owned(), false),
-            None => (format!("auto:{checkout_id}"), true),
+        let (idempotency_key, key_generated, step, lines) = match given_key {
+            Some(key) => (key.to_owned(), false, Step::Started, Vec::new()),
+            None => match self.cart_key(buyer.user_id).await? {
+                Some(CartKey { key, lines }) => {
+                    if let Some(existing) = store::find_by_key(self.db(), buyer.user_id, &key).await? {
+                        if matches!(existing.outcome, Outcome::Declined | Outcome::Failed) {
+                            // Nothing was charged: this cart may be checked out again.
+                            store::retire_key(self.db(), &existing).await?;
+                        } else {
+                            return self.resume(existing, &buyer, &card, &lease).await;
+                        }
+                    }
+                    (key, true, Step::CartRead, lines)
+                }
+                None => (format!("auto:{checkout_id}"), true, Step::Started, Vec::new()),
+            },
         };
         let now = now_unix();
         let row = CheckoutRow {
@@ -56,7 +74,7 @@ impl Checkouts {
             idempotency_key,
             key_generated,
             request_hash: buyer.request_hash.clone(),
-            step: Step::Started,
+            step,
             outcome: Outcome::InProgress,
             order_id: String::new(),
             transaction_id: String::new(),
@@ -68,7 +86,7 @@ impl Checkouts {
             lastname: buyer.lastname.clone(),
             email: buyer.email.clone(),
             address: buyer.address.clone(),
-            lines: Vec::new(),
+            lines,
             created_at: now,
             updated_at: now,
         };
@@ -92,9 +110,13 @@ impl Checkouts {
         lease: &str,
     ) -> Result<pb::CheckoutResponse, CheckoutError> {
         if existing.request_hash != buyer.request_hash {
-            return Err(CheckoutError::AlreadyExists(
-                "this idempotency key was already used for a different checkout request".into(),
-            ));
+            return Err(CheckoutError::AlreadyExists(if existing.key_generated {
+                "this cart is being checked out, or was, with other details: wait for that checkout, or \
+                 change the cart to check out again"
+                    .into()
+            } else {
+                "this idempotency key was already used for a different checkout request".into()
+            }));
         }
         // A replay answers the first result even if the card has expired since.
         if existing.finished() || existing.outcome == Outcome::Succeeded {
@@ -105,7 +127,7 @@ impl Checkouts {
             return Ok(refused);
         }
         if !store::acquire(self.db(), &existing.checkout_id, lease).await? {
-            return Err(already_in_progress());
+            return Err(already_in_progress(&existing));
         }
         let Some(row) = store::find_by_id(self.db(), &existing.checkout_id).await? else {
             return Err(CheckoutError::Internal("a leased checkout vanished".into()));
@@ -177,10 +199,12 @@ fn refuse_malformed(user_id: i64, card: &CreditCard) -> Option<pb::CheckoutRespo
     })
 }
 
-fn already_in_progress() -> CheckoutError {
-    CheckoutError::Aborted(
-        "a checkout with this idempotency key is already in progress; retry shortly".into(),
-    )
+fn already_in_progress(row: &CheckoutRow) -> CheckoutError {
+    CheckoutError::Aborted(if row.key_generated {
+        "a checkout of this cart is already in progress; retry shortly".into()
+    } else {
+        "a checkout with this idempotency key is already in progress; retry shortly".into()
+    })
 }
 
 /// The answer of a checkout that got as far as it could.
@@ -198,7 +222,7 @@ fn answer(row: &CheckoutRow, replayed: bool) -> Result<pb::CheckoutResponse, Che
         Outcome::Failed => {
             Err(CheckoutError::Failed { code: row.failure_code, message: row.failure_message.clone() })
         }
-        Outcome::InProgress => Err(already_in_progress()),
+        Outcome::InProgress => Err(already_in_progress(row)),
     }
 }
 

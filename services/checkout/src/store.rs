@@ -273,6 +273,21 @@ pub async fn insert(db: &Db, row: &CheckoutRow, lease: &str) -> Result<Result<()
     }
 }
 
+/// Gives up the (derived) key of a checkout that ended without a charge, so that a new checkout of
+/// the same cart can take it; the row stays, under `retired:<checkout_id>`.
+pub async fn retire_key(db: &Db, row: &CheckoutRow) -> Result<(), CheckoutError> {
+    sqlx::query(
+        "UPDATE checkouts SET idempotency_key = ? WHERE checkout_id = ? AND idempotency_key = ? \
+         AND outcome IN ('declined', 'failed')",
+    )
+    .bind(format!("retired:{}", row.checkout_id))
+    .bind(&row.checkout_id)
+    .bind(&row.idempotency_key)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
 /// Writes the saga's progress (and renews the lease). False when `lease` is no longer held.
 pub async fn save(db: &Db, row: &mut CheckoutRow, lease: &str) -> Result<bool, CheckoutError> {
     let now = now_unix();

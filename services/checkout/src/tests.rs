@@ -309,9 +309,9 @@ async fn happy_path(s: &Stack) {
     assert_eq!(s.orders(user).await.len(), 1);
     assert_eq!(s.payment_rows(&done.order_id, "1 = 1").await, 1);
 
-    // Without a key every call is a new checkout; the cart is empty now.
+    // Without a key: the cart is empty now, so there is nothing to check out.
     let e = run(&s.checkout, request(user, "", GOOD_CARD)).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "your cart is empty"));
 }
 
 async fn empty_cart(s: &Stack) {
@@ -634,6 +634,89 @@ async fn invalid_requests(s: &Stack) {
     assert_eq!(e.code(), Code::InvalidArgument);
 }
 
+/// Without a key, ten concurrent checkouts of one unchanged cart (a double click, many times over):
+/// one order, one charge; every answer is that checkout or ABORTED. Once the cart changes, a new
+/// checkout proceeds.
+async fn no_key_same_cart_checks_out_once(s: &Stack) {
+    let user = 112;
+    let lamp = s.product(1100, 20).await;
+    s.add(user, lamp, 2).await;
+    let calls = (0..10).map(|_| run(&s.checkout, request(user, "", GOOD_CARD)));
+    let results = futures::future::join_all(calls).await;
+    let orders = s.orders(user).await;
+    assert_eq!(orders.len(), 1, "one order: {results:?}");
+    let order_id = orders[0].order_id.clone();
+    assert_eq!(orders[0].status(), order_pb::OrderStatus::Paid);
+    assert_eq!(s.payment_rows(&order_id, "1 = 1").await, 1, "one charge");
+    assert_eq!(s.stock(lamp).await, 18);
+    let mut succeeded = 0;
+    for result in results {
+        match result {
+            Ok(done) => {
+                succeeded += 1;
+                assert_eq!(
+                    (done.outcome(), done.order_id.as_str()),
+                    (pb::CheckoutOutcome::Succeeded, &*order_id)
+                );
+            }
+            Err(e) => assert_eq!(
+                (e.code(), e.message()),
+                (Code::Aborted, "a checkout of this cart is already in progress; retry shortly")
+            ),
+        }
+    }
+    assert!(succeeded >= 1);
+    assert!(s.cart_lines(user).await.is_empty());
+
+    // The same lines again, in a cart filled again: a new cart, a new checkout.
+    s.add(user, lamp, 2).await;
+    let again = run(&s.checkout, request(user, "", GOOD_CARD)).await.unwrap();
+    assert_eq!(again.outcome(), pb::CheckoutOutcome::Succeeded);
+    assert!(!again.replayed);
+    assert_ne!(again.order_id, order_id);
+    assert_eq!(s.orders(user).await.len(), 2);
+    assert_eq!(s.stock(lamp).await, 16);
+}
+
+/// Without a key: a checkout of a cart that is still running (its payment unreachable) is resumed by
+/// the same request and refused with other details; a decline does not block another try of the same
+/// cart; a change of the cart makes a new checkout.
+async fn no_key_resumes_retries_after_a_decline_and_follows_the_cart(s: &Stack) {
+    let user = 113;
+    let (lamp, bulb) = (s.product(800, 10).await, s.product(50, 10).await);
+    s.add(user, lamp, 1).await;
+    let broken = s.checkout_without_payment().await;
+    assert_eq!(run(&broken, request(user, "", GOOD_CARD)).await.unwrap_err().code(), Code::Unavailable);
+    let placed = s.orders(user).await;
+    assert_eq!(placed.len(), 1);
+
+    let mut other = request(user, "", GOOD_CARD);
+    other.firstname = "Ada".into();
+    let e = run(&s.checkout, other).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert!(e.message().contains("this cart"), "{}", e.message());
+    let resumed = run(&s.checkout, request(user, "", GOOD_CARD)).await.unwrap();
+    assert_eq!(resumed.outcome(), pb::CheckoutOutcome::Succeeded);
+    assert_eq!(resumed.order_id, placed[0].order_id, "the retry finished the checkout it had started");
+    assert_eq!(s.payment_rows(&resumed.order_id, "1 = 1").await, 1);
+    assert_eq!(s.orders(user).await.len(), 1);
+
+    // A decline charges nothing: the same cart may be tried again, and with another card it pays.
+    s.add(user, bulb, 2).await;
+    for _ in 0..2 {
+        let declined = run(&s.checkout, request(user, "", mall_payment::DECLINED_TEST_CARD)).await.unwrap();
+        assert_eq!(declined.outcome(), pb::CheckoutOutcome::Declined);
+        assert!(!declined.replayed, "a new try, not the first one's answer");
+    }
+    assert_eq!(s.stock(bulb).await, 10, "the declined orders released their stock");
+    let paid = run(&s.checkout, request(user, "", GOOD_CARD)).await.unwrap();
+    assert_eq!(paid.outcome(), pb::CheckoutOutcome::Succeeded);
+    assert_eq!(paid.total_cents, 100);
+    let orders = s.orders(user).await;
+    assert_eq!(orders.len(), 4, "the first, two declined, this one");
+    assert_eq!(orders.iter().filter(|o| o.status() == order_pb::OrderStatus::Paid).count(), 2);
+}
+
 async fn scenario(kind: Kind, test: impl AsyncFnOnce(&Stack)) {
     let Some(stack) = Stack::start(kind).await else { return };
     test(&stack).await;
@@ -650,6 +733,8 @@ mall_testkit::on_both_backends!(
     payment_unavailable_then_resumed,
     same_key_other_request,
     concurrent_same_key,
+    no_key_same_cart_checks_out_once,
+    no_key_resumes_retries_after_a_decline_and_follows_the_cart,
     recovery_cancels,
     recovery_completes,
     invalid_requests,

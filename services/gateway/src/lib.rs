@@ -1,6 +1,6 @@
 //! The gateway: Mall's public HTTP/JSON API (the contract in docs/api.md), translating each route to
-//! the services' gRPC. It checks tokens itself, rate-limits logins, and gives every response the
-//! envelope and a request id.
+//! the services' gRPC. It checks tokens itself (with auth's public keys, fetched again as they rotate),
+//! rate-limits logins, searches and spending, and gives every response the envelope and a request id.
 
 mod auth;
 mod envelope;
@@ -35,6 +35,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+pub use auth::{KeyRefresh, LOG_IN_AGAIN};
 pub use error::{ApiError, CODES};
 pub use limit::Limits;
 use upstream::Upstream;
@@ -49,6 +50,8 @@ pub struct Config {
     /// The time budget of one request: every service call made for it, at every hop, carries what is
     /// left of it and gives up when it is spent.
     pub request_timeout: Duration,
+    /// When auth's public keys are fetched again.
+    pub keys: KeyRefresh,
 }
 
 /// [`Config::request_timeout`] unless configured otherwise.
@@ -56,7 +59,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Config {
     fn default() -> Config {
-        Config { limits: Limits::default(), trusted_proxies: 0, request_timeout: DEFAULT_REQUEST_TIMEOUT }
+        Config {
+            limits: Limits::default(),
+            trusted_proxies: 0,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            keys: KeyRefresh::default(),
+        }
     }
 }
 
@@ -85,7 +93,7 @@ pub struct Inner {
     orders: OrderServiceClient<Upstream>,
     payments: PaymentServiceClient<Upstream>,
     checkouts: CheckoutServiceClient<Upstream>,
-    tokens: auth::TokenCheck,
+    tokens: Arc<auth::TokenCheck>,
     cache: Cache,
     shutdown: Shutdown,
 }
@@ -103,9 +111,11 @@ impl AppState {
         // Install the recorder before the first request is counted.
         mall_runtime::metrics_handle();
         let auth = AuthServiceClient::new(Upstream::new("auth", peers.auth));
+        let tokens = Arc::new(auth::TokenCheck::new(auth.clone(), cache.clone(), config.keys));
+        auth::TokenCheck::spawn_refresh(&tokens, shutdown.token().clone());
         AppState(Arc::new(Inner {
             config,
-            tokens: auth::TokenCheck::new(auth.clone(), cache.clone()),
+            tokens,
             users: UserServiceClient::new(Upstream::new("user", peers.user)),
             products: ProductServiceClient::new(Upstream::new("product", peers.product)),
             carts: CartServiceClient::new(Upstream::new("cart", peers.cart)),

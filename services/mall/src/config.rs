@@ -104,10 +104,17 @@ pub struct Shared {
     /// Its password; unset, a new admin gets a generated one, printed once.
     #[arg(long, env = "MALL_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
-    /// The auth service's Ed25519 signing key (PKCS#8 PEM). Unset: generated once and kept in auth's
-    /// database.
+    /// The auth service's Ed25519 signing key (PKCS#8 PEM). Unset (and no keys file): generated once
+    /// and kept in auth's database.
     #[arg(long, env = "MALL_AUTH_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
+    /// A JSON file of auth's keys, maintained by the operator and re-read every 10 s:
+    /// `{"keys":[{"pem":"…","signs":true},{"pem":"…","signs":false,"retiresAt":1764900000}]}`.
+    /// Exactly one key signs; the others verify until their `retiresAt`. Wins over the signing key.
+    #[arg(long, env = "MALL_AUTH_KEYS_FILE")]
+    pub auth_keys_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub rate_limits: RateLimits,
     /// How long a process told to stop keeps serving while it reports not ready, so that endpoints,
     /// DNS and clients move away first (e.g. 10s, 0). Unset: 10s for `mall serve`, 0 for `mall up`.
     #[arg(long, env = "MALL_DRAIN_DELAY", value_parser = parse_delay)]
@@ -120,6 +127,78 @@ pub struct Shared {
     /// most 5.
     #[arg(long, env = "MALL_SEARCH_CONCURRENCY")]
     pub search_concurrency: Option<NonZeroUsize>,
+}
+
+/// The gateway's rate limits: how many requests of a kind one client may make in a window. Counted in
+/// the cache (Redis when configured), so every gateway replica shares them.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimits {
+    /// Logins and registrations per client address (IPv6: per /64) in a window.
+    #[arg(
+        long = "rate-limit-per-address",
+        env = "MALL_RATE_LIMIT_PER_ADDRESS",
+        default_value_t = mall_gateway::Limits::DEFAULT.per_address,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub per_address: u64,
+    /// Logins and registrations per email in a window.
+    #[arg(
+        long = "rate-limit-per-email",
+        env = "MALL_RATE_LIMIT_PER_EMAIL",
+        default_value_t = mall_gateway::Limits::DEFAULT.per_email,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub per_email: u64,
+    /// Requests that spend money (/payment/charge, /checkout and /order/place together) per user in a
+    /// window.
+    #[arg(
+        long = "rate-limit-per-user",
+        env = "MALL_RATE_LIMIT_PER_USER",
+        default_value_t = mall_gateway::Limits::DEFAULT.per_user,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub per_user: u64,
+    /// Product searches per client address (IPv6: per /64) in a window.
+    #[arg(
+        long = "rate-limit-search-per-address",
+        env = "MALL_RATE_LIMIT_SEARCH_PER_ADDRESS",
+        default_value_t = mall_gateway::Limits::DEFAULT.search_per_address,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub search_per_address: u64,
+    /// The window every count above is kept for (e.g. 60s, 10m).
+    #[arg(long = "rate-limit-window", env = "MALL_RATE_LIMIT_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub window: Duration,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits::from(mall_gateway::Limits::DEFAULT)
+    }
+}
+
+impl From<mall_gateway::Limits> for RateLimits {
+    fn from(l: mall_gateway::Limits) -> Self {
+        RateLimits {
+            per_address: l.per_address,
+            per_email: l.per_email,
+            per_user: l.per_user,
+            search_per_address: l.search_per_address,
+            window: l.window,
+        }
+    }
+}
+
+impl From<&RateLimits> for mall_gateway::Limits {
+    fn from(r: &RateLimits) -> Self {
+        mall_gateway::Limits {
+            per_address: r.per_address,
+            per_email: r.per_email,
+            per_user: r.per_user,
+            search_per_address: r.search_per_address,
+            window: r.window,
+        }
+    }
 }
 
 /// The drain delay of `mall serve` when MALL_DRAIN_DELAY is unset: long enough for Kubernetes to take
@@ -289,5 +368,47 @@ mod tests {
         assert_eq!(up.shared.password_hash_concurrency, NonZeroUsize::new(3));
         assert_eq!(up.shared.search_concurrency, None);
         assert!(Cli::try_parse_from(["mall", "up", "--search-concurrency", "0"]).is_err());
+    }
+
+    fn up(args: &[&str]) -> Result<Shared, clap::Error> {
+        let cli = Cli::try_parse_from([&["mall", "up"][..], args].concat())?;
+        let Command::Up(up) = cli.command else { panic!("up") };
+        Ok(up.shared)
+    }
+
+    #[test]
+    fn rate_limits_default_to_the_gateway_s_and_take_every_setting() {
+        // The flags stand in for the MALL_RATE_LIMIT_* variables (the same clap arguments).
+        let defaults = mall_gateway::Limits::from(&up(&[]).unwrap().rate_limits);
+        assert_eq!(defaults, mall_gateway::Limits::DEFAULT);
+        let shared = up(&[
+            "--rate-limit-per-address=3",
+            "--rate-limit-per-email=4",
+            "--rate-limit-per-user=5",
+            "--rate-limit-search-per-address=6",
+            "--rate-limit-window=2m",
+        ])
+        .unwrap();
+        let limits = mall_gateway::Limits::from(&shared.rate_limits);
+        let expected = mall_gateway::Limits {
+            per_address: 3,
+            per_email: 4,
+            per_user: 5,
+            search_per_address: 6,
+            window: Duration::from_secs(120),
+        };
+        assert_eq!(limits, expected);
+        assert_eq!(crate::gateway_config(&shared).limits, expected, "the gateway gets them");
+        for bad in ["--rate-limit-per-user=0", "--rate-limit-per-email=-1", "--rate-limit-window=0s"] {
+            assert!(up(&[bad]).is_err(), "{bad}");
+        }
+        assert_eq!(RateLimits::default().window, mall_gateway::Limits::DEFAULT.window);
+    }
+
+    #[test]
+    fn the_keys_file_is_a_path() {
+        let shared = up(&["--auth-keys-file", "/etc/mall/keys/keys.json"]).unwrap();
+        assert_eq!(shared.auth_keys_file.as_deref(), Some(Path::new("/etc/mall/keys/keys.json")));
+        assert_eq!(up(&[]).unwrap().auth_keys_file, None);
     }
 }

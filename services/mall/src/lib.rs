@@ -136,6 +136,8 @@ async fn start_service(
             let config = mall_auth::Config {
                 token_ttl: shared.token_ttl,
                 signing_key_pem: shared.signing_key.clone(),
+                keys_file: shared.auth_keys_file.clone(),
+                ..mall_auth::Config::default()
             };
             mall_auth::startup(config, db, cache, access, listener, shutdown).await?
         }
@@ -179,6 +181,7 @@ fn product_config(shared: &Shared) -> mall_product::Config {
 /// The gateway's settings from the shared configuration.
 pub fn gateway_config(shared: &Shared) -> mall_gateway::Config {
     mall_gateway::Config {
+        limits: mall_gateway::Limits::from(&shared.rate_limits),
         trusted_proxies: shared.trusted_proxies,
         request_timeout: shared.request_timeout,
         ..mall_gateway::Config::default()

@@ -10,6 +10,7 @@ use crate::auth::Admin;
 use crate::envelope::{created, ok};
 use crate::error::ApiError;
 use crate::input::{JsonBody, PageParams, Params};
+use crate::limit::{self, ClientAddr};
 use crate::money::{format_cents, price_from};
 use crate::{AppState, rfc3339};
 
@@ -62,8 +63,10 @@ pub struct SearchParams {
 
 pub async fn search(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Params(q): Params<SearchParams>,
 ) -> Result<impl IntoResponse, ApiError> {
+    limit::search(&state.cache, &state.config.limits, client).await?;
     let (page, page_size) = q.page.parse()?;
     let query = q.query.unwrap_or_default().trim().to_owned();
     let len = query.chars().count();

@@ -16,7 +16,7 @@ use crate::envelope::{created, ok};
 use crate::error::ApiError;
 use crate::input::{JsonBody, JsonOrForm, PageParams, Params};
 use crate::money::format_cents;
-use crate::{AppState, rfc3339};
+use crate::{AppState, limit, rfc3339};
 
 /// A user id as old clients sent it: a number or a numeric string.
 #[derive(Debug, Deserialize)]
@@ -280,6 +280,7 @@ pub async fn place_order(
     JsonBody(b): JsonBody<PlaceBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     b.claimed.check(&user)?;
+    limit::spending(&state.cache, &state.config.limits, user.user_id).await?;
     let key = idempotency_key(&headers)?;
     let items: Vec<order::OrderLine> = match b.items {
         Some(lines) => lines
@@ -455,6 +456,7 @@ pub async fn charge(
     JsonBody(b): JsonBody<ChargeBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     b.claimed.check(&user)?;
+    limit::spending(&state.cache, &state.config.limits, user.user_id).await?;
     let request = payment::ChargeRequest {
         order_id: b.order_id,
         user_id: user.user_id,
@@ -494,6 +496,7 @@ pub async fn checkout(
     JsonBody(b): JsonBody<CheckoutBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     b.claimed.check(&user)?;
+    limit::spending(&state.cache, &state.config.limits, user.user_id).await?;
     let request = checkout::CheckoutRequest {
         user_id: user.user_id,
         idempotency_key: idempotency_key(&headers)?,

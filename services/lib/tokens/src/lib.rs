@@ -24,6 +24,8 @@ pub enum TokenError {
     WrongAlgorithm,
     #[error("the token names a key that is not known: {0}")]
     UnknownKey(String),
+    #[error("the token is signed by a key that has been retired: {0}")]
+    RetiredKey(String),
     #[error("the token's signature does not verify")]
     BadSignature,
     #[error("the token has expired")]
@@ -124,6 +126,8 @@ pub fn now_unix() -> i64 {
 pub struct PublicKey {
     pub kid: String,
     pub key: [u8; 32],
+    /// When the key stops being accepted (unix seconds); `None`: while it is published.
+    pub retires_at: Option<i64>,
 }
 
 impl PublicKey {
@@ -133,7 +137,18 @@ impl PublicKey {
             .try_into()
             .map_err(|_| TokenError::BadKey(format!("expected 32 bytes, got {}", key.len())))?;
         ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|e| TokenError::BadKey(e.to_string()))?;
-        Ok(PublicKey { kid: kid.to_owned(), key })
+        Ok(PublicKey { kid: kid.to_owned(), key, retires_at: None })
+    }
+
+    /// The same key, retiring at `retires_at` (unix seconds; `None`: never on its own).
+    pub fn retiring_at(mut self, retires_at: Option<i64>) -> PublicKey {
+        self.retires_at = retires_at;
+        self
+    }
+
+    /// Whether the key is retired at `now` (unix seconds): from its retirement on, it verifies nothing.
+    pub fn is_retired(&self, now: i64) -> bool {
+        self.retires_at.is_some_and(|at| at <= now)
     }
 
     /// Reads a key written by [`PublicKey::to_base64`]; its kid is derived from it, as the signer's is.
@@ -142,7 +157,7 @@ impl PublicKey {
             .decode(text.trim())
             .map_err(|e| TokenError::BadKey(format!("not base64url: {e}")))?;
         let key = PublicKey::from_slice("", &bytes)?;
-        Ok(PublicKey { kid: kid_of(&key.key), key: key.key })
+        Ok(PublicKey { kid: kid_of(&key.key), ..key })
     }
 
     /// The 32 key bytes as base64url without padding (how configuration carries a public key).
@@ -209,7 +224,7 @@ impl SigningKey {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey { kid: self.kid.clone(), key: self.key.verifying_key().to_bytes() }
+        PublicKey { kid: self.kid.clone(), key: self.key.verifying_key().to_bytes(), retires_at: None }
     }
 
     /// Signs the claims into a compact JWT with `alg: EdDSA` and this key's `kid`.
@@ -225,20 +240,36 @@ impl SigningKey {
     }
 }
 
-/// Checks tokens against a set of public keys, by the `kid` in each token's header.
+/// Checks tokens against a set of public keys, by the `kid` in each token's header. A key with a
+/// retirement time verifies nothing from that time on.
 #[derive(Clone, Default)]
 pub struct Verifier {
-    keys: HashMap<String, DecodingKey>,
+    keys: HashMap<String, (DecodingKey, Option<i64>)>,
 }
 
 impl Verifier {
     pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Verifier {
-        let keys = keys.into_iter().map(|k| (k.kid.clone(), k.decoding_key())).collect();
+        let keys = keys.into_iter().map(|k| (k.kid.clone(), (k.decoding_key(), k.retires_at))).collect();
         Verifier { keys }
     }
 
+    /// Whether the key id is in the set (retired or not).
     pub fn knows(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
+    }
+
+    /// Whether a token signed with `kid` may verify at `now`: the key is known and not retired.
+    pub fn accepts(&self, kid: &str, now: i64) -> bool {
+        self.keys.get(kid).is_some_and(|(_, retires_at)| retires_at.is_none_or(|at| now < at))
+    }
+
+    /// How many keys the set holds (retired ones included).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// The key id a token claims to be signed with, read before any check.
@@ -253,7 +284,10 @@ impl Verifier {
     /// Verifies signature, algorithm and expiry at `now` (unix seconds). Revocation is the caller's.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let kid = Self::kid_of(token)?;
-        let key = self.keys.get(&kid).ok_or(TokenError::UnknownKey(kid))?;
+        let Some((key, retires_at)) = self.keys.get(&kid) else { return Err(TokenError::UnknownKey(kid)) };
+        if retires_at.is_some_and(|at| at <= now) {
+            return Err(TokenError::RetiredKey(kid));
+        }
         let mut validation = Validation::new(Algorithm::EdDSA);
         // Expiry is checked below against the caller's clock, with no leeway, so tests can move time.
         validation.validate_exp = false;

@@ -49,7 +49,7 @@ fn a_token_from_another_key_is_refused() {
     assert!(matches!(verifier.verify(&token, NOW), Err(TokenError::UnknownKey(_))));
 
     // Same kid, other key: the signature does not verify.
-    let forged = PublicKey { kid: theirs.kid().to_owned(), key: ours.public_key().key };
+    let forged = PublicKey { kid: theirs.kid().to_owned(), key: ours.public_key().key, retires_at: None };
     let verifier = Verifier::new([forged]);
     assert_eq!(verifier.verify(&token, NOW), Err(TokenError::BadSignature));
 }
@@ -128,4 +128,24 @@ fn a_public_key_travels_as_base64_and_keeps_its_kid() {
     assert_eq!(back, key.public_key());
     assert!(matches!(PublicKey::from_base64("not base64!"), Err(TokenError::BadKey(_))));
     assert!(matches!(PublicKey::from_base64("AAAA"), Err(TokenError::BadKey(_))), "4 bytes is no key");
+}
+
+#[test]
+fn a_retired_key_verifies_until_its_retirement_and_nothing_after() {
+    let old = SigningKey::generate();
+    let new = SigningKey::generate();
+    let (claims, token) = signed(&old, 3600);
+    let verifier = Verifier::new([old.public_key().retiring_at(Some(NOW + 100)), new.public_key()]);
+    assert!(verifier.accepts(old.kid(), NOW + 99));
+    assert_eq!(verifier.verify(&token, NOW + 99), Ok(claims));
+    assert!(!verifier.accepts(old.kid(), NOW + 100));
+    assert!(verifier.knows(old.kid()), "a retired key is still known, so it is not fetched again");
+    assert_eq!(verifier.verify(&token, NOW + 100), Err(TokenError::RetiredKey(old.kid().to_owned())));
+    assert!(old.public_key().retiring_at(Some(NOW)).is_retired(NOW));
+    assert!(!old.public_key().is_retired(i64::MAX), "a key without a retirement time never retires");
+
+    let (_, fresh) = signed(&new, 3600);
+    assert!(verifier.verify(&fresh, NOW + 1000).is_ok(), "the new key is unaffected");
+    assert!(!verifier.accepts("nobody", NOW));
+    assert_eq!(verifier.len(), 2);
 }

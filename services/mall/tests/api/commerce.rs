@@ -548,3 +548,58 @@ async fn twenty_shoppers_race_for_five_units() {
     }
     app.stop().await;
 }
+
+/// No Idempotency-Key: two concurrent checkouts of one unchanged cart (a double click) place one
+/// order and charge it once; after the cart changed, a new checkout goes through.
+async fn check_double_click_without_a_key(backend: Backend) {
+    let Some(app) = spawn_app_on(backend).await else { return };
+    let item = product(&app, "Kettle", "30.00", 10).await;
+    let (_, token) = app.customer().await;
+    assert_eq!(add(&app, &token, item, 1).await.status, 200);
+
+    let click = || {
+        let (client, url, token) = (app.client.clone(), app.url.clone(), token.clone());
+        async move {
+            let r = client.post(format!("{url}/checkout")).bearer_auth(token).json(&checkout_body(GOOD_CARD));
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (one, two) = futures::future::join(click(), click()).await;
+    let replies = [one, two];
+    let ok: Vec<&Value> = replies.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
+    assert!(!ok.is_empty(), "{replies:?}");
+    for (status, body) in &replies {
+        match status {
+            200 => assert_eq!(body["data"]["order_id"], ok[0]["data"]["order_id"], "{replies:?}"),
+            409 => assert_eq!(body["code"], 40901, "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let orders = app.get("/orders", Some(&token)).await;
+    assert_eq!(orders.data()["total"], 1, "one order: {}", orders.body);
+    let order = &orders.data()["items"][0];
+    assert_eq!(order["status"], "paid");
+    assert_eq!(order["transaction_id"], ok[0]["data"]["transaction_id"], "one charge, the one answered");
+    assert_eq!(stock(&app, item).await, 9);
+
+    // The cart changed (filled again): a new checkout proceeds.
+    assert_eq!(add(&app, &token, item, 1).await.status, 200);
+    let (status, again) = click().await;
+    assert_eq!(status, 200, "{again}");
+    assert_ne!(again["data"]["order_id"], ok[0]["data"]["order_id"]);
+    assert_eq!(app.get("/orders", Some(&token)).await.data()["total"], 2);
+    assert_eq!(stock(&app, item).await, 8);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_double_click_without_a_key_checks_out_once_on_sqlite() {
+    check_double_click_without_a_key(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_double_click_without_a_key_checks_out_once_on_mariadb_and_redis() {
+    check_double_click_without_a_key(Backend::Servers).await;
+}

@@ -28,6 +28,10 @@ pub struct Options {
     pub trusted_proxies: usize,
     /// How long the gateway keeps serving once told to stop (MALL_DRAIN_DELAY).
     pub drain: Duration,
+    /// Auth's keys file (MALL_AUTH_KEYS_FILE).
+    pub auth_keys_file: Option<std::path::PathBuf>,
+    /// When the gateway fetches auth's public keys.
+    pub keys: mall_gateway::KeyRefresh,
 }
 
 impl Default for Options {
@@ -36,14 +40,12 @@ impl Default for Options {
             backend: Backend::Embedded,
             token_ttl: Duration::from_secs(3600),
             // Tests register many accounts from one address: keep the limits out of their way.
-            limits: mall_gateway::Limits {
-                per_address: 10_000,
-                per_email: 10_000,
-                window: Duration::from_secs(60),
-            },
+            limits: mall_gateway::Limits::UNLIMITED,
             demo: false,
             trusted_proxies: 0,
             drain: Duration::ZERO,
+            auth_keys_file: None,
+            keys: mall_gateway::KeyRefresh::default(),
         }
     }
 }
@@ -54,6 +56,21 @@ pub struct TestApp {
     pub mall: Option<Mall>,
     drop_databases: Option<(String, String)>,
     _dir: tempfile::TempDir,
+}
+
+/// One more gateway in front of a test's mall (its own process state: keys, verified tokens), sharing
+/// the mall's services and cache, as a second replica would.
+pub struct ExtraGateway {
+    pub url: String,
+    served: Option<mall_runtime::Served>,
+}
+
+impl ExtraGateway {
+    pub async fn stop(mut self) {
+        if let Some(served) = self.served.take() {
+            served.stop().await.expect("the gateway stops cleanly");
+        }
+    }
 }
 
 pub struct Reply {
@@ -115,12 +132,18 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
         admin_email: ADMIN_EMAIL.into(),
         admin_password: Some(ADMIN_PASSWORD.into()),
         signing_key: None,
+        auth_keys_file: options.auth_keys_file,
+        rate_limits: mall::config::RateLimits::default(),
         drain_delay: Some(options.drain),
         password_hash_concurrency: None,
         search_concurrency: None,
     };
     let start = mall::StartOptions {
-        gateway: mall_gateway::Config { limits: options.limits, ..mall::gateway_config(&shared) },
+        gateway: mall_gateway::Config {
+            limits: options.limits,
+            keys: options.keys,
+            ..mall::gateway_config(&shared)
+        },
         gateway_listen: "127.0.0.1:0".into(),
         demo: options.demo,
     };
@@ -205,6 +228,41 @@ impl TestApp {
         let reply = self.login(&email, PASSWORD).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         (id, reply.data()["token"].as_str().unwrap().to_owned())
+    }
+
+    /// Starts another gateway with `config` in front of this mall's services and cache.
+    pub async fn another_gateway(&self, config: mall_gateway::Config) -> ExtraGateway {
+        let mall = self.mall.as_ref().expect("the mall is running");
+        let peer = |name: &str| {
+            let addr = mall.service_addr(name).expect("a service of the mall");
+            // It calls as the mall's gateway: the services accept no one else.
+            mall_runtime::channel(&format!("http://{addr}"))
+                .unwrap()
+                .with_identity(&mall.identities["gateway"], name)
+        };
+        let peers = mall_gateway::Peers {
+            auth: peer("auth"),
+            user: peer("user"),
+            product: peer("product"),
+            cart: peer("cart"),
+            order: peer("order"),
+            payment: peer("payment"),
+            checkout: peer("checkout"),
+        };
+        let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = mall_runtime::CancellationToken::new();
+        let served =
+            mall_gateway::startup(config, peers, mall.cache.clone(), listener, shutdown).await.unwrap();
+        ExtraGateway { url: format!("http://{}", served.addr), served: Some(served) }
+    }
+
+    /// A GET to another gateway (or any base URL) with this app's client.
+    pub async fn get_at(&self, base: &str, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.client.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::reply(req.send().await.unwrap()).await
     }
 
     /// Stops one service, as a lost pod leaves it: nothing listens on its address any more.

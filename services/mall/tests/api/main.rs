@@ -6,6 +6,8 @@ mod catalog;
 mod commerce;
 mod helpers;
 mod identity;
+mod keys;
+mod limits;
 mod ops;
 mod owasp;
 mod process;

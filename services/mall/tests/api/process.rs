@@ -1,6 +1,7 @@
 //! The real `mall` binary: `mall up` on a fresh data directory serves the API, SIGTERM stops it
 //! gracefully with exit code 0 (after a short drain), `mall serve` drains first (a second signal cuts
-//! the drain short), and a burst of logins and registrations stays within its memory bound.
+//! the drain short), a burst of logins and registrations stays within its memory bound, and the keys
+//! file and the rate limits come from the environment.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -276,4 +277,45 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `mall up` takes auth's keys file and the rate limits from the environment.
+#[tokio::test]
+async fn mall_up_takes_the_keys_file_and_the_rate_limits_from_the_environment() {
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("keys.json");
+    let key = mall_tokens::SigningKey::generate();
+    std::fs::write(&path, json!({ "keys": [{ "pem": key.to_pkcs8_pem(), "signs": true }] }).to_string())
+        .unwrap();
+    let mall = MallUp::start(&[
+        ("MALL_AUTH_KEYS_FILE", path.to_str().unwrap()),
+        ("MALL_RATE_LIMIT_PER_EMAIL", "2"),
+        ("MALL_RATE_LIMIT_SEARCH_PER_ADDRESS", "2"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let status = async |request: reqwest::RequestBuilder| {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+
+    for _ in 0..2 {
+        assert_eq!(status(client.get(format!("{}/products/search?query=mug", mall.url))).await.0, 200);
+    }
+    let (code, body) = status(client.get(format!("{}/products/search?query=mug", mall.url))).await;
+    assert_eq!((code, &body["code"]), (429, &json!(42901)), "{body}");
+
+    let account = json!({ "email": "kim@example.com", "password": "kims-password", "confirm_password": "kims-password" });
+    assert_eq!(status(client.post(format!("{}/register", mall.url)).json(&account)).await.0, 201);
+    let login = json!({ "email": "kim@example.com", "password": "kims-password" });
+    let (code, body) = status(client.post(format!("{}/login", mall.url)).json(&login)).await;
+    assert_eq!(code, 200, "{body}");
+    let token = body["data"]["token"].as_str().unwrap();
+    assert_eq!(mall_tokens::Verifier::kid_of(token).unwrap(), key.kid(), "signed with the file's key");
+    assert_eq!(status(client.post(format!("{}/login", mall.url)).json(&login)).await.0, 200);
+    assert_eq!(status(client.post(format!("{}/login", mall.url)).json(&login)).await.0, 429);
+
+    let (exit, _) = mall.stop();
+    assert!(exit.success(), "exit: {exit:?}");
 }
