@@ -182,7 +182,9 @@ async fn run<F: Future<Output = ()> + Send + 'static>(
 async fn first_reconcile_applies_every_child_then_settles_without_status_writes() {
     let stack = minimal_stack();
     let expected = expected_applies(&desired(&stack, &Default::default()), true);
-    assert_eq!(expected.len(), 3 + 2 + 10 + 1 + 2 + 14);
+    // Secrets (signing key, root, one per service, Redis, admin), the ConfigMap, Services, MySQL, Redis
+    // and the gateway, a Job and a Deployment per service, NetworkPolicies.
+    assert_eq!(expected.len(), 11 + 1 + 10 + 1 + 2 + 14 + 10);
 
     let (client, mut server) = mock_client();
     let ctx = context(client);
@@ -417,7 +419,8 @@ fn before_scaling_down(stack: &MallStack) -> MallStack {
 
 #[tokio::test]
 async fn children_no_longer_wanted_are_deleted() {
-    let stack = minimal_stack();
+    let mut stack = minimal_stack();
+    stack.spec.network_policies = false;
     let expected = expected_applies(&desired(&stack, &Default::default()), true);
     let left = desired(&before_scaling_down(&stack), &Default::default());
     let pdbs: Vec<Value> = left.pod_disruption_budgets.iter().map(stored).collect();
