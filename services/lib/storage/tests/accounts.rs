@@ -59,7 +59,11 @@ async fn each_service_user_reaches_its_own_database_and_no_other() {
     let cart_url = url_of(&host, &cart_db, &cart_pw, &cart_db);
     let order_url = url_of(&host, &order_db, &order_pw, &order_db);
 
-    let check = async {
+    // In a task of its own, so that the clean-up below runs even when an assertion fails.
+    let (admin_url, prefix_of_test) = (admin.clone(), prefix.clone());
+    let (cart_db_name, order_db_name) = (cart_db.clone(), order_db.clone());
+    let check = tokio::spawn(async move {
+        let (admin, prefix, cart_db, order_db) = (admin_url, prefix_of_test, cart_db_name, order_db_name);
         // What `mall provision <service>` runs, once per service, from the service's own URL.
         let cart = DatabaseAccount::from_url(&cart_url)?;
         let order = DatabaseAccount::from_url(&order_url)?;
@@ -121,8 +125,8 @@ async fn each_service_user_reaches_its_own_database_and_no_other() {
         let old = MySqlConnection::connect(&cart_url).await.expect_err("the old password still works");
         assert_eq!(mysql_number(&old), Some(1045), "{old}");
         MySqlConnection::connect(&renewed_url).await?.close().await?;
-        Ok::<_, Box<dyn std::error::Error>>(())
-    }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })
     .await;
 
     // Clean up whatever happened: the two users, every database of this test.
@@ -133,7 +137,10 @@ async fn each_service_user_reaches_its_own_database_and_no_other() {
         let _ = conn.close().await;
     }
     mall_testkit::drop_databases(&base, &prefix).await;
-    check.unwrap();
+    match check {
+        Ok(result) => result.unwrap(),
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    }
 }
 
 #[tokio::test]
