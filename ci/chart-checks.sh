@@ -97,6 +97,10 @@ if "$helm" template mall charts/mall --set gateway.replicas=101 >/dev/null 2>&1;
   log "FAIL: mall accepted gateway.replicas=101"
   exit 1
 fi
+if "$helm" template mall charts/mall --set auth.rotateSigningKeyAt=tomorrow >/dev/null 2>&1; then
+  log "FAIL: mall accepted auth.rotateSigningKeyAt=tomorrow"
+  exit 1
+fi
 
 count=$(cat "$out"/*.yaml | grep -c '^kind: ' || true)
 log "ok: both charts lint and render ($count objects in $out)"

@@ -8,6 +8,8 @@
 //! - `MALL_E2E_REQUIRE=1` — fail instead of skipping when the cluster cannot be used (CI with a cluster).
 //! - `MALL_E2E_TEST_IMAGE` — the `helm test` Pod's image (default: the chart's `busybox:1.36`).
 //! - `MALL_E2E_MYSQL_IMAGE`, `MALL_E2E_REDIS_IMAGE` — managed MySQL and Redis images.
+//! - `MALL_E2E_CURL_IMAGE` — the security suite's probe pod (sh, curl with HTTP/2, nc; default
+//!   `curlimages/curl:8.11.1`).
 //! - `MALL_E2E_STORAGE_SIZE` — the managed database's volume size (default: the example's).
 //! - `MALL_E2E_DATABASE_URL` — use this MySQL server (reachable from pods) instead of the managed one:
 //!   the URL goes into a Secret and the stack's `database` becomes `external` (its services then use

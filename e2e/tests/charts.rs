@@ -345,6 +345,7 @@ fn mall_chart_with_default_values() {
     assert!(stack.spec.services.iter().all(|(_, s)| s.replicas == 1 && s.autoscaling.is_none()));
     assert!(stack.spec.network_policies, "NetworkPolicies on by default");
     assert!(!stack.spec.paused);
+    assert_eq!(stack.spec.auth.rotate_signing_key_at, None, "no rotation unless asked for");
 }
 
 #[test]
@@ -373,4 +374,5 @@ fn mall_chart_with_every_value_set() {
     assert_eq!(spec.admin.password_secret_ref.as_ref().unwrap().name, "mall-admin");
     assert!(spec.network_policies);
     assert_eq!(spec.token_ttl, "12h");
+    assert_eq!(spec.auth.rotate_signing_key_at.as_deref(), Some("2025-12-05T10:00:00Z"));
 }

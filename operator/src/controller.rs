@@ -32,6 +32,7 @@ use crate::crd::{Condition, MallStack, MallStackStatus};
 use crate::diagnosis;
 use crate::error::{Error, Result};
 use crate::metrics;
+use crate::rotation;
 use crate::status::{self, Failure, Observed};
 
 /// What every reconcile shares.
@@ -325,6 +326,8 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
 
     // Read first: generated secrets are kept, and status comes from what exists.
     let secrets = list::<Secret>(client, &ns, &selector).await?;
+    let auth_keys_name = builders::auth_keys_secret_name(stack);
+    let auth_keys = secrets.iter().find(|s| s.metadata.name.as_ref() == Some(&auth_keys_name)).cloned();
     let secrets_created = secrets
         .iter()
         .filter_map(|s| Some((s.metadata.name.clone()?, s.metadata.creation_timestamp.as_ref()?.0)))
@@ -344,16 +347,27 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
     // the children are applied all the same.
     let unexplained = diagnosis::gather(client, &ns, &selector, stack, &mut observed).await.err();
 
+    let mut signing_keys = None;
     let failure = match stack.spec.validate() {
         Err(invalid) => Some(Error::from(invalid)),
         Ok(()) if stack.spec.paused => None,
-        Ok(()) => apply_children(stack, ctx, &ns, &existing, &mut observed).await.err(),
+        Ok(()) => match keep_signing_keys(stack, ctx, &ns, auth_keys.as_ref(), &existing, now).await {
+            Ok(kept) => {
+                signing_keys = Some(kept);
+                apply_children(stack, ctx, &ns, &existing, &mut observed).await.err()
+            }
+            Err(e) => Some(e),
+        },
     };
     let failure = failure.or(unexplained);
 
     let reported =
         failure.as_ref().map(|e| Failure { reason: e.reason().to_owned(), message: e.to_string() });
-    let next = status::compute(stack, &observed, reported.as_ref(), stack.status.as_ref(), &now.to_string());
+    let mut next =
+        status::compute(stack, &observed, reported.as_ref(), stack.status.as_ref(), &now.to_string());
+    if let Some(kept) = &signing_keys {
+        next.auth = Some(kept.status.clone());
+    }
     if stack.status.as_ref() != Some(&next) {
         patch_status(client, stack, &ns, &next).await?;
         publish_transitions(ctx, stack, stack.status.as_ref(), &next).await;
@@ -365,7 +379,65 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
     // status the controller watches, so it is looked at again soon).
     let settled = next.condition(status::READY).is_some_and(|c| c.status == "True")
         && next.components.values().all(|c| c.message.is_none());
-    Ok(Action::requeue(if settled { Duration::from_secs(300) } else { Duration::from_secs(15) }))
+    let wait = if settled { Duration::from_secs(300) } else { Duration::from_secs(15) };
+    // The next phase of a key rotation comes on time.
+    let wait = signing_keys.and_then(|k| k.requeue_after).map_or(wait, |due| due.min(wait));
+    Ok(Action::requeue(wait))
+}
+
+/// Keeps auth's key file (`<stack>-auth-keys`): reads it as the cluster holds it (`found`), or starts
+/// one, carries a requested rotation on as far as is due now (see [`rotation`]), applies it, and tells
+/// about each phase, and about a new problem, in an event on the stack. Key ids and times only: nothing
+/// of the private keys is logged or told.
+async fn keep_signing_keys(
+    stack: &MallStack,
+    ctx: &Context,
+    ns: &str,
+    found: Option<&Secret>,
+    existing: &ExistingSecrets,
+    now: jiff::Timestamp,
+) -> Result<rotation::Outcome> {
+    let (ring, unreadable) = builders::current_key_ring(stack, found, existing, now);
+    let previous = stack.status.as_ref().and_then(|s| s.auth.as_ref());
+    let mut kept = rotation::step(&ring, &stack.spec, previous, now);
+    if !unreadable.is_empty() {
+        let problems = unreadable.into_iter().chain(kept.status.problem.take());
+        kept.status.problem = Some(problems.collect::<Vec<_>>().join("; "));
+    }
+    apply(&ctx.client, ns, &builders::auth_keys_secret(stack, &kept.ring)).await?;
+
+    let mut events: Vec<Event> = kept
+        .phases
+        .iter()
+        .map(|phase| {
+            tracing::info!(stack = %stack.name_any(), reason = phase.reason(), "{}", phase.note());
+            Event {
+                type_: EventType::Normal,
+                reason: phase.reason().to_owned(),
+                note: Some(phase.note()),
+                action: "RotateSigningKey".to_owned(),
+                secondary: None,
+            }
+        })
+        .collect();
+    let problem = kept.status.problem.as_ref();
+    if problem.is_some() && problem != previous.and_then(|p| p.problem.as_ref()) {
+        tracing::warn!(stack = %stack.name_any(), problem = problem.map(String::as_str), "signing keys");
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "SigningKeyProblem".to_owned(),
+            note: problem.map(|p| p.chars().take(1000).collect()),
+            action: "RotateSigningKey".to_owned(),
+            secondary: None,
+        });
+    }
+    let reference = stack.object_ref(&());
+    for event in events {
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, reason = %event.reason, "cannot publish an event");
+        }
+    }
+    Ok(kept)
 }
 
 async fn patch_status(client: &Client, stack: &MallStack, ns: &str, status: &MallStackStatus) -> Result<()> {

@@ -48,6 +48,9 @@ pub struct MallStackSpec {
     #[serde(default = "default_token_ttl")]
     #[schemars(regex(pattern = r"^[0-9]+[smhd]?$"))]
     pub token_ttl: String,
+    /// The auth service's token signing keys.
+    #[serde(default)]
+    pub auth: AuthSpec,
     /// The admin account seeded by the user service.
     #[serde(default)]
     pub admin: AdminSpec,
@@ -324,6 +327,19 @@ fn default_redis_image() -> String {
     "redis:7.4-alpine".to_owned()
 }
 
+/// The auth service's token signing keys, kept by the operator in the Secret `<stack>-auth-keys`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Rotate the signing key once this time has come (RFC 3339, e.g. `2025-12-05T10:00:00Z`): a new key
+    /// is published to every verifier first, signs about 90 s later, and the old one is still accepted
+    /// for a token lifetime after that. Set a later time to rotate again; a time already acted on
+    /// (`status.auth.lastRotation`) does nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub rotate_signing_key_at: Option<String>,
+}
+
 /// The seeded admin account.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -367,6 +383,52 @@ pub struct MallStackStatus {
     /// The first thing wrong (`Reason: components: cause`), or else what is awaited; unset when Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The auth service's signing keys (public facts only: key ids, states, times).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthKeysStatus>,
+}
+
+/// Where the signing keys stand.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthKeysStatus {
+    /// The key id (`kid` in every token's header) of the key auth signs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_kid: Option<String>,
+    /// Every key in the key file, in its order.
+    #[serde(default)]
+    pub keys: Vec<AuthKeyStatus>,
+    /// The rotation last acted on (the `spec.auth.rotateSigningKeyAt` it was asked for; a key file
+    /// created afresh counts as rotated when it was created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<String>,
+    /// Why a requested rotation is not carried out, or what was repaired in the key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// One signing key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthKeyStatus {
+    pub kid: String,
+    pub state: AuthKeyState,
+    /// A published key: when it takes over signing (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signs_from: Option<String>,
+    /// A retiring key: when it stops being accepted and leaves the key file (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retires_at: Option<String>,
+}
+
+/// `signing`: tokens are signed with it; `published`: verifiers learn it before it signs; `retiring`:
+/// no longer signs, still accepted until `retiresAt`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKeyState {
+    Signing,
+    Published,
+    Retiring,
 }
 
 impl MallStackStatus {

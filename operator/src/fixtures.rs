@@ -36,6 +36,7 @@ pub fn minimal_stack() -> MallStack {
                 external: None,
             },
             token_ttl: "24h".into(),
+            auth: AuthSpec::default(),
             admin: AdminSpec::default(),
             network_policies: true,
             paused: false,
@@ -118,8 +119,21 @@ pub fn full_stack() -> MallStack {
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 
-use crate::builders::Desired;
+use crate::builders::{Desired, ExistingSecrets};
 use crate::status::Observed;
+
+/// The generated Secrets of the test stack as the cluster holds them: its service identity keys, made
+/// once per test process, so that what a test expects and what the reconciler builds carry the same
+/// public keys (`MALL_IDENTITY_PEERS`).
+pub fn cluster_secrets() -> ExistingSecrets {
+    static SECRETS: std::sync::OnceLock<ExistingSecrets> = std::sync::OnceLock::new();
+    SECRETS
+        .get_or_init(|| {
+            let identity = crate::builders::identity(&minimal_stack(), &ExistingSecrets::new()).secret;
+            ExistingSecrets::from([(identity.metadata.name.unwrap(), identity.data.unwrap())])
+        })
+        .clone()
+}
 
 /// `d` as a settled cluster reports it: every replica ready.
 pub fn ready_deployment(d: &Deployment) -> Deployment {

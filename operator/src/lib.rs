@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod rotation;
 pub mod status;
 
 pub use crd::{MallStack, MallStackSpec, MallStackStatus};

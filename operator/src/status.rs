@@ -261,6 +261,8 @@ pub fn compute(
         components,
         gateway_endpoint: gateway_endpoint(stack, observed, previous),
         problem,
+        // Kept as it was unless the reconciler kept the signing keys this time (see `rotation`).
+        auth: previous.and_then(|p| p.auth.clone()),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Generated gRPC types and stubs for every Mall service, one module per proto package.
 
+include!(concat!(env!("OUT_DIR"), "/methods.rs"));
+
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("mall.auth.v1");

@@ -1,7 +1,9 @@
 //! Pure functions from a `MallStack` (and the generated secrets already in the cluster) to every object
 //! the stack needs. Nothing here talks to the API server, so all of it is unit-tested.
 
+mod auth_keys;
 mod data;
+mod identity;
 mod jobs;
 mod policy;
 mod secrets;
@@ -21,6 +23,14 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::{MallStack, Service};
 
+pub use auth_keys::{
+    AUTH_KEYS_FILE, AUTH_KEYS_FILE_ENV, AUTH_KEYS_FILE_KEY, AUTH_KEYS_MOUNT_PATH, LAST_ROTATION_ANNOTATION,
+    PUBLISHED_AT_ANNOTATION, auth_keys_secret, auth_keys_secret_name, current_key_ring,
+};
+pub use identity::{
+    IDENTITY_COMPONENTS, IDENTITY_KEY_ENV, IDENTITY_PEERS_ENV, Identity, identity, identity_key_name,
+    identity_secret_name,
+};
 pub use jobs::{MIGRATION_ANNOTATION, MigrationState, migration_job, migration_job_name, rollout_allowed};
 pub use secrets::{
     ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, PASSWORD_KEY,
@@ -51,9 +61,12 @@ pub struct Desired {
 }
 
 /// Builds every desired object of `stack`. `existing` holds the data of the generated Secrets already in
-/// the cluster, which are kept as they are.
+/// the cluster, which are kept as they are. (Auth's key file changes as keys rotate: the reconciler
+/// keeps its Secret, see `auth_keys`.)
 pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     let mut d = Desired { secrets: generated_secrets(stack, existing), ..Desired::default() };
+    let identity = identity(stack, existing);
+    d.secrets.push(identity.secret.clone());
     d.config_maps.push(config_map(stack));
     if let Some(db) = &stack.spec.database.managed {
         d.services.push(data::mysql_service(stack));
@@ -66,11 +79,20 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     for service in Service::ALL {
         d.services.push(workloads::service_service(stack, service));
         let job = migration_job(stack, service);
-        let deployment = jobs::gated_by(&job, workloads::service_deployment(stack, service));
+        let mut deployment = workloads::service_deployment(stack, service);
+        identity::wire(stack, &mut deployment, service.name(), &identity.peers);
+        if service == Service::Auth {
+            auth_keys::wire(&mut deployment, stack);
+        }
+        workloads::rehash(stack, &mut deployment);
+        let deployment = jobs::gated_by(&job, deployment);
         d.migrations.push((service, job, deployment));
     }
     d.services.push(workloads::gateway_service(stack));
-    d.deployments.push(workloads::gateway_deployment(stack));
+    let mut gateway = workloads::gateway_deployment(stack);
+    identity::wire(stack, &mut gateway, "gateway", &identity.peers);
+    workloads::rehash(stack, &mut gateway);
+    d.deployments.push(gateway);
     d.pod_disruption_budgets = policy::pod_disruption_budgets(stack);
     d.autoscalers = policy::autoscalers(stack);
     if stack.spec.network_policies {
@@ -148,3 +170,5 @@ pub(crate) fn short_hash(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keys;

@@ -1,5 +1,7 @@
-//! Secrets the operator generates once and never regenerates: the auth signing key, the MySQL
-//! passwords and the admin password. The builder reuses whatever data the cluster already holds.
+//! Secrets the operator generates once and never regenerates: the MySQL passwords and the admin
+//! password. The builder reuses whatever data the cluster already holds. (Service identities are in
+//! `identity`, auth's signing keys in `auth_keys`; the single-key Secret `<stack>-auth-signing-key` of
+//! earlier versions is no longer made, only read once to carry its key over.)
 //!
 //! The MySQL Secrets go with the data volume: while `retainOnDelete` keeps the volume, they have no
 //! owner reference either, so deleting the stack leaves them all, and a stack created again with the
@@ -12,9 +14,6 @@
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use rand::Rng;
@@ -39,6 +38,7 @@ pub const URL_KEY: &str = "url";
 /// The data of the generated Secrets found in the cluster, by Secret name.
 pub type ExistingSecrets = BTreeMap<String, BTreeMap<String, ByteString>>;
 
+/// The Secret auth's single signing key was kept in before the key file (`auth_keys`).
 pub fn signing_key_secret_name(stack: &MallStack) -> String {
     child_name(stack, "auth-signing-key")
 }
@@ -54,13 +54,7 @@ pub fn admin_secret_name(stack: &MallStack) -> String {
 /// The generated Secrets of `stack`: each key keeps its existing value, and only a missing key is
 /// generated.
 pub fn generated_secrets(stack: &MallStack, existing: &ExistingSecrets) -> Vec<Secret> {
-    let mut secrets = vec![secret(
-        stack,
-        signing_key_secret_name(stack),
-        "auth",
-        existing,
-        &[(SIGNING_KEY_KEY, signing_key)],
-    )];
+    let mut secrets = Vec::new();
     if let Some(db) = &stack.spec.database.managed {
         let mut mysql = secret(
             stack,
@@ -122,12 +116,6 @@ fn secret(
 /// 32 alphanumeric characters (safe inside a URL without escaping).
 fn password() -> String {
     rand::thread_rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect()
-}
-
-/// A fresh Ed25519 key as PKCS#8 PEM, what `MALL_AUTH_SIGNING_KEY` takes.
-fn signing_key() -> String {
-    let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    key.to_pkcs8_pem(LineEnding::LF).expect("an Ed25519 key encodes as PKCS#8").to_string()
 }
 
 /// `<stack>-mysql-<service>`: the service's own MySQL user, its password and the URL it connects with.

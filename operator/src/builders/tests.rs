@@ -1,7 +1,5 @@
 use std::collections::BTreeMap;
 
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::DecodePrivateKey;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
@@ -60,7 +58,6 @@ fn minimal_stack_builds_exactly_these_objects() {
     assert_eq!(
         names(&d.secrets),
         [
-            "shop-auth-signing-key",
             "shop-mysql",
             "shop-mysql-auth",
             "shop-mysql-user",
@@ -70,7 +67,8 @@ fn minimal_stack_builds_exactly_these_objects() {
             "shop-mysql-payment",
             "shop-mysql-checkout",
             "shop-redis",
-            "shop-admin"
+            "shop-admin",
+            "shop-identity"
         ]
     );
     assert_eq!(names(&d.config_maps), ["shop-config"]);
@@ -194,11 +192,6 @@ fn service_deployment_runs_mall_serve_locked_down_with_probes() {
     assert!(!env.contains_key("MALL_AUTH_SIGNING_KEY") && !env.contains_key("MALL_ADMIN_PASSWORD"));
     assert_eq!(c.env_from.as_ref().unwrap()[0].config_map_ref.as_ref().unwrap().name, "shop-config");
 
-    let auth = env_map(container(service_deployment_of(&d, Service::Auth)));
-    assert_eq!(
-        secret_ref(&auth["MALL_AUTH_SIGNING_KEY"]),
-        ("shop-auth-signing-key".into(), "signing-key.pem".into())
-    );
     let user = env_map(container(service_deployment_of(&d, Service::User)));
     assert_eq!(secret_ref(&user["MALL_ADMIN_PASSWORD"]), ("shop-admin".into(), "password".into()));
 }
@@ -486,7 +479,7 @@ fn each_service_connects_as_its_own_user_and_only_provision_gets_root() {
 #[test]
 fn external_database_redis_and_admin_come_from_the_given_secrets() {
     let d = desired(&full_stack(), &ExistingSecrets::new());
-    assert_eq!(names(&d.secrets), ["shop-auth-signing-key"]);
+    assert_eq!(names(&d.secrets), ["shop-identity"]);
     assert!(d.stateful_sets.is_empty());
     assert_eq!(names(&d.deployments), ["shop-gateway"]);
     assert_eq!(names(&d.config_maps), ["shop-config"]);
@@ -620,9 +613,9 @@ fn network_policies_are_on_by_default_and_admit_exactly_the_callers() {
 #[test]
 fn config_hash_follows_configuration_only() {
     let base = minimal_stack();
-    let hash = |stack: &MallStack, s: Service| {
-        hash_of(service_deployment_of(&desired(stack, &ExistingSecrets::new()), s))
-    };
+    // The identity keys the cluster holds (without them each build would make new ones).
+    let existing = existing_of(&desired(&base, &ExistingSecrets::new()).secrets);
+    let hash = |stack: &MallStack, s: Service| hash_of(service_deployment_of(&desired(stack, &existing), s));
     let before = hash(&base, Service::Cart);
     assert_eq!(before.len(), 16);
     assert_eq!(before, hash(&base, Service::Cart), "deterministic");
@@ -649,9 +642,14 @@ fn config_hash_follows_configuration_only() {
     db.spec.image = base.spec.image.clone();
     assert_ne!(hash(&db, Service::Cart), before, "a different database rolls pods");
 
-    let d = desired(&base, &ExistingSecrets::new());
+    let d = desired(&base, &existing);
     let deployment = service_deployment_of(&d, Service::Cart);
     assert_eq!(deployment.metadata.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION], before);
+}
+
+/// The data of `secrets` as the reconciler reads it back from the cluster.
+fn existing_of(secrets: &[Secret]) -> ExistingSecrets {
+    secrets.iter().map(|s| (s.metadata.name.clone().unwrap(), s.data.clone().unwrap())).collect()
 }
 
 #[test]
@@ -663,8 +661,22 @@ fn generated_secrets_are_created_once_and_kept() {
             .0
             .clone()
     };
-    let pem = String::from_utf8(data(&first, "shop-auth-signing-key", SIGNING_KEY_KEY)).unwrap();
-    SigningKey::from_pkcs8_pem(&pem).expect("a PKCS#8 Ed25519 key");
+    // Auth's single signing key is no longer made: its keys are a file of their own (`auth_keys`).
+    assert_eq!(
+        names(&first),
+        [
+            "shop-mysql",
+            "shop-mysql-auth",
+            "shop-mysql-user",
+            "shop-mysql-product",
+            "shop-mysql-cart",
+            "shop-mysql-order",
+            "shop-mysql-payment",
+            "shop-mysql-checkout",
+            "shop-redis",
+            "shop-admin"
+        ]
+    );
     let db = data(&first, "shop-mysql", DB_PASSWORD_KEY);
     let root = data(&first, "shop-mysql", DB_ROOT_PASSWORD_KEY);
     assert_eq!(db.len(), 32);

@@ -14,8 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::secrets::{
-    ADMIN_PASSWORD_KEY, SIGNING_KEY_KEY, URL_KEY, admin_secret_name, database_secret_name, redis_secret_name,
-    signing_key_secret_name,
+    ADMIN_PASSWORD_KEY, URL_KEY, admin_secret_name, database_secret_name, redis_secret_name,
 };
 use super::{child_name, label_selector, labels, metadata, namespace, selector_labels, short_hash};
 use crate::crd::{MallStack, Service, ServiceType};
@@ -95,11 +94,11 @@ pub fn config_map(stack: &MallStack) -> ConfigMap {
     }
 }
 
-pub(crate) fn value(name: &str, value: impl Into<String>) -> EnvVar {
+pub(super) fn value(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
 }
 
-pub(crate) fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+pub(super) fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: None,
@@ -147,15 +146,13 @@ pub(crate) fn service_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
     env.extend(lifecycle_env());
     env.extend(database_env(stack, service));
     env.extend(redis_env(stack));
-    match service {
-        Service::Auth => {
-            env.push(from_secret("MALL_AUTH_SIGNING_KEY", &signing_key_secret_name(stack), SIGNING_KEY_KEY))
-        }
-        Service::User => env.push(match &stack.spec.admin.password_secret_ref {
+    // Auth's signing keys come as a file (`auth_keys::wire`), every component's identity from
+    // `identity::wire`.
+    if service == Service::User {
+        env.push(match &stack.spec.admin.password_secret_ref {
             Some(r) => from_secret("MALL_ADMIN_PASSWORD", &r.name, &r.key),
             None => from_secret("MALL_ADMIN_PASSWORD", &admin_secret_name(stack), ADMIN_PASSWORD_KEY),
-        }),
-        _ => {}
+        });
     }
     env
 }
@@ -284,6 +281,24 @@ pub(crate) fn config_hash(stack: &MallStack, container: &Container) -> String {
         "args": container.args,
     });
     short_hash(input.to_string().as_bytes())
+}
+
+/// Hashes the configuration of `deployment` again after its container was changed past [`deployment`]
+/// (the identity and key wiring is added to the built Deployments).
+pub(crate) fn rehash(stack: &MallStack, deployment: &mut Deployment) {
+    let Some(spec) = deployment.spec.as_mut() else { return };
+    let Some(container) = spec.template.spec.as_ref().and_then(|p| p.containers.first()) else { return };
+    let hash = config_hash(stack, container);
+    for annotations in [
+        deployment.metadata.annotations.get_or_insert_with(BTreeMap::new),
+        spec.template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new),
+    ] {
+        annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), hash.clone());
+    }
 }
 
 fn deployment(

@@ -9,9 +9,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::builders::{Desired, desired};
+use crate::builders::{Desired, auth_keys_secret, desired};
 use crate::crd::MallStack;
-use crate::fixtures::{ApiServerVerifier, Received, full_stack, minimal_stack, mock_client, settled};
+use crate::fixtures::{
+    ApiServerVerifier, Received, cluster_secrets, full_stack, minimal_stack, mock_client, settled,
+};
+use crate::rotation::KeyRing;
 
 const SECRETS: &str = "/api/v1/namespaces/mall/secrets";
 const JOBS: &str = "/apis/batch/v1/namespaces/mall/jobs";
@@ -31,8 +34,10 @@ fn entry<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> (String, Value) 
 }
 
 /// The applies a reconcile sends, in order; without the service Deployments when migrations are not done.
+/// First comes auth's key file, as a new stack gets it (the test stacks share their metadata).
 fn expected_applies(d: &Desired, migrated: bool) -> Vec<(String, Value)> {
     let mut out: Vec<(String, Value)> = Vec::new();
+    out.push(entry(&auth_keys_secret(&minimal_stack(), &KeyRing::fresh(jiff::Timestamp::now()))));
     out.extend(d.secrets.iter().map(entry));
     out.extend(d.config_maps.iter().map(entry));
     out.extend(d.services.iter().map(entry));
@@ -54,7 +59,18 @@ fn context(client: kube::Client) -> Arc<Context> {
     Arc::new(Context::new(client, Some("test".into())))
 }
 
-/// Plays the reads every reconcile starts with: the children, then the pods and claims (none here).
+/// `secrets` and the identity keys of [`cluster_secrets`], unless they are among them already.
+fn with_identity(mut secrets: Vec<Value>) -> Vec<Value> {
+    let identity = desired(&minimal_stack(), &cluster_secrets()).secrets.pop().unwrap();
+    assert_eq!(identity.metadata.name.as_deref(), Some("shop-identity"));
+    if !secrets.iter().any(|s| s["metadata"]["name"] == "shop-identity") {
+        secrets.push(stored(&identity));
+    }
+    secrets
+}
+
+/// Plays the reads every reconcile starts with: the children (the Secrets with the identity keys), then
+/// the pods and claims (none here).
 async fn reads(
     server: &mut ApiServerVerifier,
     secrets: Vec<Value>,
@@ -62,7 +78,7 @@ async fn reads(
     deployments: Vec<Value>,
     sts: Vec<Value>,
 ) {
-    server.list(SECRETS, "Secret", secrets).await;
+    server.list(SECRETS, "Secret", with_identity(secrets)).await;
     server.list(JOBS, "Job", jobs).await;
     server.list(DEPLOYMENTS, "Deployment", deployments).await;
     server.list(STATEFULSETS, "StatefulSet", sts).await;
@@ -121,12 +137,17 @@ async fn applies(
     for (path, body) in expected {
         let received = server.apply(path).await;
         if body["kind"] == "Secret" {
+            // Generated values and times: only which there are is compared.
             let mut sent = received.body.clone();
-            let keys = |v: &Value| v["data"].as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-            assert_eq!(keys(&sent), keys(body), "{path}");
+            let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+            assert_eq!(keys(&sent["data"]), keys(&body["data"]), "{path}");
+            let annotations = |v: &Value| keys(&v["metadata"]["annotations"]);
+            assert_eq!(annotations(&sent), annotations(body), "{path}");
             sent["data"] = Value::Null;
+            sent["metadata"]["annotations"] = Value::Null;
             let mut want = body.clone();
             want["data"] = Value::Null;
+            want["metadata"]["annotations"] = Value::Null;
             assert_eq!(sent, want, "{path}");
         } else {
             assert_eq!(&received.body, body, "{path}");
@@ -181,10 +202,11 @@ async fn run<F: Future<Output = ()> + Send + 'static>(
 #[tokio::test]
 async fn first_reconcile_applies_every_child_then_settles_without_status_writes() {
     let stack = minimal_stack();
-    let expected = expected_applies(&desired(&stack, &Default::default()), true);
-    // Secrets (signing key, root, one per service, Redis, admin), the ConfigMap, Services, MySQL, Redis
-    // and the gateway, a Job and a Deployment per service, NetworkPolicies.
-    assert_eq!(expected.len(), 11 + 1 + 10 + 1 + 2 + 14 + 10);
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
+    // The auth keys Secret; the generated Secrets (root, one per service, Redis, admin, identity); the
+    // ConfigMap, Services, MySQL, Redis and the gateway, a Job and a Deployment per service,
+    // NetworkPolicies.
+    assert_eq!(expected.len(), 1 + 11 + 1 + 10 + 1 + 2 + 14 + 10);
 
     let (client, mut server) = mock_client();
     let ctx = context(client);
@@ -226,6 +248,10 @@ async fn first_reconcile_applies_every_child_then_settles_without_status_writes(
             let path = format!("{SECRETS}/{}", secret["metadata"]["name"].as_str().unwrap());
             let received = server.apply(&path).await;
             assert_eq!(received.body["data"], secret["data"], "{path} keeps its values");
+            assert_eq!(
+                received.body["metadata"]["annotations"], secret["metadata"]["annotations"],
+                "{path} keeps its bookkeeping"
+            );
             received.ok(secret);
         }
         applies(&mut server, &expected[secrets.len()..], settled).await;
@@ -241,7 +267,7 @@ async fn first_reconcile_applies_every_child_then_settles_without_status_writes(
 #[tokio::test]
 async fn services_wait_for_their_migrations() {
     let stack = minimal_stack();
-    let expected = expected_applies(&desired(&stack, &Default::default()), false);
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), false);
     // The previous image's migration of auth, done: kept while the current migrations run.
     let mut previous = stack.clone();
     previous.spec.image.tag = "0.0.9".into();
@@ -269,7 +295,7 @@ async fn services_wait_for_their_migrations() {
 #[tokio::test]
 async fn migration_jobs_wait_for_the_managed_database() {
     let stack = minimal_stack();
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     // Nothing migrated yet: no service Deployment either way.
     let expected = expected_applies(&wanted, false);
     let before_database: Vec<(String, Value)> =
@@ -369,16 +395,13 @@ async fn failing_apply_degrades_the_stack_and_backs_off() {
             let stack = stack.clone();
             async move {
                 reads(&mut server, vec![], vec![], vec![], vec![]).await;
-                let received = server.apply(&format!("{SECRETS}/shop-auth-signing-key")).await;
+                let received = server.apply(&format!("{SECRETS}/shop-auth-keys")).await;
                 received.respond(StatusCode::from_u16(code).unwrap(), &failure_status(code, reason));
                 let status = status_patch(&mut server, &stack).await;
                 let degraded = condition(&status, "Degraded");
                 assert_eq!(degraded["status"], "True");
                 assert_eq!(degraded["reason"], condition_reason);
-                assert!(
-                    degraded["message"].as_str().unwrap().contains("shop-auth-signing-key"),
-                    "{degraded}"
-                );
+                assert!(degraded["message"].as_str().unwrap().contains("shop-auth-keys"), "{degraded}");
                 assert_eq!(condition(&status, "Ready")["status"], "False");
                 event(&mut server, "Warning", condition_reason).await;
             }
@@ -421,8 +444,8 @@ fn before_scaling_down(stack: &MallStack) -> MallStack {
 async fn children_no_longer_wanted_are_deleted() {
     let mut stack = minimal_stack();
     stack.spec.network_policies = false;
-    let expected = expected_applies(&desired(&stack, &Default::default()), true);
-    let left = desired(&before_scaling_down(&stack), &Default::default());
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
+    let left = desired(&before_scaling_down(&stack), &cluster_secrets());
     let pdbs: Vec<Value> = left.pod_disruption_budgets.iter().map(stored).collect();
     let hpas: Vec<Value> = left.autoscalers.iter().map(stored).collect();
     let policies: Vec<Value> = left.network_policies.iter().map(stored).collect();
@@ -471,7 +494,7 @@ async fn children_no_longer_wanted_are_deleted() {
 #[tokio::test]
 async fn nothing_is_deleted_when_every_child_is_wanted() {
     let stack = full_stack();
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     assert!(
         !wanted.pod_disruption_budgets.is_empty()
             && !wanted.autoscalers.is_empty()
@@ -507,8 +530,8 @@ async fn nothing_is_deleted_when_every_child_is_wanted() {
 #[tokio::test]
 async fn a_failed_deletion_degrades_the_stack() {
     let stack = minimal_stack();
-    let expected = expected_applies(&desired(&stack, &Default::default()), true);
-    let left = desired(&before_scaling_down(&stack), &Default::default());
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
+    let left = desired(&before_scaling_down(&stack), &cluster_secrets());
     let pdb = stored(&left.pod_disruption_budgets[0]);
     let (client, mut server) = mock_client();
     let ctx = context(client);
@@ -552,7 +575,7 @@ fn failed_job(job: &Value) -> Value {
 #[tokio::test]
 async fn a_failed_migration_job_is_deleted_so_that_it_runs_again() {
     let stack = minimal_stack();
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     let (_, job, deployment) =
         wanted.migrations.iter().find(|(s, _, _)| *s == crate::crd::Service::Product).unwrap();
     let (job_path, job_body) = entry(job);
@@ -644,3 +667,4 @@ async fn a_failed_migration_job_is_deleted_so_that_it_runs_again() {
 }
 
 mod diagnosis;
+mod keys;

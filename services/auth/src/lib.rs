@@ -9,7 +9,7 @@ mod service;
 use std::time::Duration;
 
 use mall_proto::auth::v1::auth_service_server::AuthServiceServer;
-use mall_runtime::{Readiness, Served, Shutdown};
+use mall_runtime::{Access, Readiness, Served, Shutdown};
 use mall_storage::{Cache, Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -42,6 +42,7 @@ pub async fn startup(
     config: Config,
     db: Db,
     cache: Cache,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, AuthError> {
@@ -56,7 +57,7 @@ pub async fn startup(
             let cache = cache.clone();
             async move { cache.ping().await.map_err(|e| e.to_string()) }
         });
-    Ok(mall_runtime::serve("auth", listener, server, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("auth", listener, server, readiness, access, shutdown).await?)
 }
 
 #[cfg(test)]

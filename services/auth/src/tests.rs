@@ -19,7 +19,16 @@ async fn start(
 ) -> (AuthServiceClient<PeerChannel>, mall_runtime::CancellationToken) {
     let shutdown = mall_runtime::CancellationToken::new();
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-    let served = startup(config, db.clone(), cache.clone(), listener, shutdown.clone()).await.unwrap();
+    let served = startup(
+        config,
+        db.clone(),
+        cache.clone(),
+        mall_runtime::Access::unchecked(),
+        listener,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
     let channel = mall_runtime::channel(&served.addr.to_string()).unwrap();
     (AuthServiceClient::new(channel), shutdown)
 }
@@ -83,8 +92,15 @@ async fn check_auth(db: Db, cache: Cache) {
 
     let bad = Config { token_ttl: Duration::from_secs(60), signing_key_pem: Some("not a key".into()) };
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-    let result =
-        startup(bad, db.clone(), cache.clone(), listener, mall_runtime::CancellationToken::new()).await;
+    let result = startup(
+        bad,
+        db.clone(),
+        cache.clone(),
+        mall_runtime::Access::unchecked(),
+        listener,
+        mall_runtime::CancellationToken::new(),
+    )
+    .await;
     assert!(result.is_err(), "a bad configured key is refused at start");
 }
 

@@ -6,7 +6,7 @@ mod service;
 mod store;
 
 use mall_proto::cart::v1::cart_service_server::CartServiceServer;
-use mall_runtime::{PeerChannel, Readiness, Served, Shutdown};
+use mall_runtime::{Access, PeerChannel, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -23,6 +23,7 @@ pub fn migrations() -> Migrations {
 pub async fn startup(
     db: Db,
     product: PeerChannel,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, CartError> {
@@ -31,7 +32,7 @@ pub async fn startup(
         let db = db.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    Ok(mall_runtime::serve("cart", listener, server, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("cart", listener, server, readiness, access, shutdown).await?)
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ impl Stack {
             mall_product::Config::default(),
             product_db.db.clone(),
             cache,
+            mall_runtime::Access::unchecked(),
             listener,
             stop.clone(),
         )
@@ -49,7 +50,15 @@ impl Stack {
         .unwrap();
         let product = mall_runtime::channel(&product.addr.to_string()).unwrap();
         let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-        let cart = crate::startup(cart_db.db.clone(), product.clone(), listener, stop.clone()).await.unwrap();
+        let cart = crate::startup(
+            cart_db.db.clone(),
+            product.clone(),
+            mall_runtime::Access::unchecked(),
+            listener,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         let cart = CartServiceClient::new(mall_runtime::channel(&cart.addr.to_string()).unwrap());
         Some(Stack {
             cart,
@@ -315,7 +324,15 @@ async fn product_service_down(s: &Stack) {
     let stop = CancellationToken::new();
     let unreachable = mall_runtime::channel("127.0.0.1:1").unwrap();
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-    let offline = crate::startup(s.cart_db.clone(), unreachable, listener, stop.clone()).await.unwrap();
+    let offline = crate::startup(
+        s.cart_db.clone(),
+        unreachable,
+        mall_runtime::Access::unchecked(),
+        listener,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     let mut offline = CartServiceClient::new(mall_runtime::channel(&offline.addr.to_string()).unwrap());
     let e = offline.get_cart(pb::GetCartRequest { user_id: user }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");

@@ -12,7 +12,7 @@ mod service;
 mod store;
 
 use mall_proto::checkout::v1::checkout_service_server::CheckoutServiceServer;
-use mall_runtime::{PeerChannel, Readiness, Served, Shutdown};
+use mall_runtime::{Access, PeerChannel, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -37,6 +37,7 @@ pub fn migrations() -> Migrations {
 pub async fn startup(
     db: Db,
     peers: Peers,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, CheckoutError> {
@@ -48,7 +49,7 @@ pub async fn startup(
         let db = db.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    Ok(mall_runtime::serve("checkout", listener, server, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("checkout", listener, server, readiness, access, shutdown).await?)
 }
 
 #[cfg(test)]

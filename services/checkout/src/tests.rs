@@ -79,35 +79,54 @@ impl Stack {
             mall_product::Config::default(),
             product_db.db.clone(),
             cache,
+            mall_runtime::Access::unchecked(),
             listener().await,
             stop.clone(),
         )
         .await
         .unwrap();
         let product = channel(product.addr);
-        let cart = mall_cart::startup(cart_db.db.clone(), product.clone(), listener().await, stop.clone())
-            .await
-            .unwrap();
+        let cart = mall_cart::startup(
+            cart_db.db.clone(),
+            product.clone(),
+            mall_runtime::Access::unchecked(),
+            listener().await,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         let cart = channel(cart.addr);
         let order = mall_order::startup(
             mall_order::Config::default(),
             order_db.db.clone(),
             product.clone(),
+            mall_runtime::Access::unchecked(),
             listener().await,
             stop.clone(),
         )
         .await
         .unwrap();
         let order = channel(order.addr);
-        let payment =
-            mall_payment::startup(payment_db.db.clone(), order.clone(), listener().await, stop.clone())
-                .await
-                .unwrap();
+        let payment = mall_payment::startup(
+            payment_db.db.clone(),
+            order.clone(),
+            mall_runtime::Access::unchecked(),
+            listener().await,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         let payment = channel(payment.addr);
         let peers = Peers { cart: cart.clone(), order: order.clone(), payment: payment.clone() };
-        let checkout = crate::startup(checkout_db.db.clone(), peers.clone(), listener().await, stop.clone())
-            .await
-            .unwrap();
+        let checkout = crate::startup(
+            checkout_db.db.clone(),
+            peers.clone(),
+            mall_runtime::Access::unchecked(),
+            listener().await,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
         Some(Stack {
             checkout_db: checkout_db.db.clone(),
             payment_db: payment_db.db.clone(),
@@ -132,9 +151,15 @@ impl Stack {
     /// Another checkout service on the same database, whose payment service is unreachable.
     async fn checkout_without_payment(&self) -> CheckoutServiceClient<PeerChannel> {
         let peers = Peers { payment: dead_channel().await, ..self.peers.clone() };
-        let served = crate::startup(self.checkout_db.clone(), peers, listener().await, self.stop.clone())
-            .await
-            .unwrap();
+        let served = crate::startup(
+            self.checkout_db.clone(),
+            peers,
+            mall_runtime::Access::unchecked(),
+            listener().await,
+            self.stop.clone(),
+        )
+        .await
+        .unwrap();
         CheckoutServiceClient::new(channel(served.addr))
     }
 

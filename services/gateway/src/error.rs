@@ -120,6 +120,12 @@ impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code;
         let msg = s.message().to_owned();
+        if mall_runtime::identity::is_refusal(&s) {
+            // A service did not accept the gateway as its caller: the stack's keys are wrong, not the
+            // client's request.
+            tracing::error!(message = %msg, "a service refused the gateway's identity");
+            return ApiError::Internal;
+        }
         match s.code() {
             Code::InvalidArgument | Code::OutOfRange => ApiError::InvalidInput(msg),
             Code::Unauthenticated => ApiError::Unauthenticated(msg),
@@ -199,6 +205,8 @@ mod tests {
         assert_eq!(e, ApiError::Internal);
         assert!(!e.to_string().contains("secret"));
         assert_eq!(ApiError::from(tonic::Status::already_exists("taken")).code(), 40901);
+        let refused = mall_runtime::identity::refusal("gateway may not call /mall.x.v1.X/Y on x".into());
+        assert_eq!(ApiError::from(refused), ApiError::Internal, "not the client's 403");
         let down = ApiError::from(tonic::Status::unavailable("the payment service is unavailable"));
         assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(down.to_string(), "the payment service is unavailable");

@@ -34,6 +34,8 @@ pub enum Command {
         listen: String,
         #[arg(long, env = "MALL_GATEWAY_LISTEN", default_value = "0.0.0.0:8889")]
         gateway_listen: String,
+        #[command(flatten)]
+        identity: IdentityArgs,
     },
     /// Run one service's database migrations and exit.
     Migrate {
@@ -65,6 +67,17 @@ pub struct UpArgs {
     /// Do not load the demo catalog into an empty product database.
     #[arg(long, env = "MALL_NO_DEMO")]
     pub no_demo: bool,
+}
+
+/// Who this service is to its peers (see `mall_runtime::identity`); the operator generates both.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// This service's Ed25519 private key (PKCS#8 PEM), which signs its calls to other services.
+    #[arg(long = "identity-key", env = "MALL_IDENTITY_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Every service's public key: `gateway=<base64url>,auth=<base64url>,…`.
+    #[arg(long = "identity-peers", env = "MALL_IDENTITY_PEERS")]
+    pub peers: Option<String>,
 }
 
 /// Settings every command shares.

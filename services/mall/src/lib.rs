@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use anyhow::{Context, bail};
-use mall_runtime::{PeerChannel, Served, Shutdown};
+use mall_runtime::{Identity, PeerChannel, Served, Shutdown};
 use mall_storage::{Cache, Db};
 use mall_user::AdminSeed;
 
-use crate::config::{Service, Shared};
+use crate::config::{IdentityArgs, Service, Shared};
 
 /// Every gRPC service, in the order `mall up` starts them.
 pub const SERVICES: &[Service] = &[
@@ -40,6 +40,8 @@ pub struct Mall {
     pub admin: AdminSeed,
     pub admin_email: String,
     pub cache: Cache,
+    /// The identity of each component (by name), as its calls carry it.
+    pub identities: HashMap<String, Identity>,
 }
 
 impl Mall {
@@ -105,42 +107,57 @@ pub async fn open_cache(shared: &Shared) -> anyhow::Result<Cache> {
 /// Where each peer is: loopback addresses in `mall up`, `MALL_<SERVICE>_ADDR` in `mall serve`.
 type PeerLookup<'a> = &'a dyn Fn(Service) -> anyhow::Result<PeerChannel>;
 
-/// Starts one gRPC service on `listener` with its (migrated) database.
+/// Channels from the service of `identity` to its peers, each call carrying that identity.
+fn calls_as<'a>(
+    identity: &'a Identity,
+    peer: PeerLookup<'a>,
+) -> impl Fn(Service) -> anyhow::Result<PeerChannel> + 'a {
+    move |callee| Ok(peer(callee)?.with_identity(identity, callee.name()))
+}
+
+/// Starts one gRPC service on `listener` with its (migrated) database; it accepts the callers the
+/// design names for it and calls its peers as itself.
+#[allow(clippy::too_many_arguments)]
 async fn start_service(
     service: Service,
     shared: &Shared,
     db: Db,
     cache: &Cache,
+    identity: &Identity,
     peer: PeerLookup<'_>,
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<Served> {
     let cache = cache.clone();
+    let access = identity.access();
+    let peer = calls_as(identity, peer);
     Ok(match service {
         Service::Auth => {
             let config = mall_auth::Config {
                 token_ttl: shared.token_ttl,
                 signing_key_pem: shared.signing_key.clone(),
             };
-            mall_auth::startup(config, db, cache, listener, shutdown).await?
+            mall_auth::startup(config, db, cache, access, listener, shutdown).await?
         }
-        Service::User => mall_user::startup(user_config(shared), db, listener, shutdown).await?,
+        Service::User => mall_user::startup(user_config(shared), db, access, listener, shutdown).await?,
         Service::Product => {
-            mall_product::startup(product_config(shared), db, cache, listener, shutdown).await?
+            mall_product::startup(product_config(shared), db, cache, access, listener, shutdown).await?
         }
-        Service::Cart => mall_cart::startup(db, peer(Service::Product)?, listener, shutdown).await?,
+        Service::Cart => mall_cart::startup(db, peer(Service::Product)?, access, listener, shutdown).await?,
         Service::Order => {
             let config = mall_order::Config { unpaid_ttl: shared.order_ttl, ..mall_order::Config::default() };
-            mall_order::startup(config, db, peer(Service::Product)?, listener, shutdown).await?
+            mall_order::startup(config, db, peer(Service::Product)?, access, listener, shutdown).await?
         }
-        Service::Payment => mall_payment::startup(db, peer(Service::Order)?, listener, shutdown).await?,
+        Service::Payment => {
+            mall_payment::startup(db, peer(Service::Order)?, access, listener, shutdown).await?
+        }
         Service::Checkout => {
             let peers = mall_checkout::Peers {
                 cart: peer(Service::Cart)?,
                 order: peer(Service::Order)?,
                 payment: peer(Service::Payment)?,
             };
-            mall_checkout::startup(db, peers, listener, shutdown).await?
+            mall_checkout::startup(db, peers, access, listener, shutdown).await?
         }
         Service::Gateway => bail!("the gateway is not a gRPC service"),
     })
@@ -168,7 +185,8 @@ pub fn gateway_config(shared: &Shared) -> mall_gateway::Config {
     }
 }
 
-fn gateway_peers(peer: PeerLookup<'_>) -> anyhow::Result<mall_gateway::Peers> {
+fn gateway_peers(identity: &Identity, peer: PeerLookup<'_>) -> anyhow::Result<mall_gateway::Peers> {
+    let peer = calls_as(identity, peer);
     Ok(mall_gateway::Peers {
         auth: peer(Service::Auth)?,
         user: peer(Service::User)?,
@@ -216,18 +234,22 @@ pub async fn start(shared: &Shared, options: StartOptions) -> anyhow::Result<Mal
         Ok(mall_runtime::channel(&format!("http://{addr}"))?)
     };
 
+    // Every service gets a key of its own, so the same caller checks run here as in a cluster.
+    let identities = Identity::generate_all();
+    let identity = |s: Service| identities.get(s.name()).context("every service has an identity");
+
     // Only the gateway drains: the services are reached through it alone, and stop after it.
     let mut services = Vec::new();
     for (service, listener) in listeners {
         let db = dbs.remove(&service).context("database opened above")?;
-        services
-            .push(start_service(service, shared, db, &cache, &peer, listener, Shutdown::default()).await?);
+        let (id, stop) = (identity(service)?, Shutdown::default());
+        services.push(start_service(service, shared, db, &cache, id, &peer, listener, stop).await?);
     }
     let listener = mall_runtime::bind(&options.gateway_listen).await?;
     let drain = Shutdown::default().with_drain(shared.drain_delay.unwrap_or_default());
-    let gateway =
-        mall_gateway::startup(options.gateway, gateway_peers(&peer)?, cache.clone(), listener, drain).await?;
-    Ok(Mall { gateway, services, admin, admin_email: shared.admin_email.clone(), cache })
+    let peers = gateway_peers(identity(Service::Gateway)?, &peer)?;
+    let gateway = mall_gateway::startup(options.gateway, peers, cache.clone(), listener, drain).await?;
+    Ok(Mall { gateway, services, admin, admin_email: shared.admin_email.clone(), cache, identities })
 }
 
 /// Runs one service until a signal (what a Kubernetes pod runs).
@@ -236,7 +258,9 @@ pub async fn serve(
     shared: &Shared,
     listen: &str,
     gateway_listen: &str,
+    identity: &IdentityArgs,
 ) -> anyhow::Result<()> {
+    let identity = service_identity(service, identity)?;
     let shutdown = Shutdown::default().with_drain(shared.drain_delay.unwrap_or(config::SERVE_DRAIN_DELAY));
     let peer = |s: Service| -> anyhow::Result<PeerChannel> {
         let addr = config::peer_addr(s, |k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
@@ -251,7 +275,8 @@ pub async fn serve(
         }
         let listener = mall_runtime::bind(gateway_listen).await?;
         let config = gateway_config(shared);
-        mall_gateway::startup(config, gateway_peers(&peer)?, cache, listener, shutdown.clone()).await?
+        mall_gateway::startup(config, gateway_peers(&identity, &peer)?, cache, listener, shutdown.clone())
+            .await?
     } else {
         let db = database::connect_migrated(service, shared).await?;
         if service == Service::User
@@ -260,11 +285,22 @@ pub async fn serve(
             mall_user::seed_admin(&db, &shared.admin_email, Some(password)).await?;
         }
         let listener = mall_runtime::bind(listen).await?;
-        start_service(service, shared, db, &cache, &peer, listener, shutdown.clone()).await?
+        start_service(service, shared, db, &cache, &identity, &peer, listener, shutdown.clone()).await?
     };
     tracing::info!(service = service.name(), addr = %served.addr, "ready");
     until_signal(&shutdown, served.stop()).await?;
     Ok(())
+}
+
+/// The identity `mall serve` runs with: both settings are required, so a service never runs open.
+fn service_identity(service: Service, args: &IdentityArgs) -> anyhow::Result<Identity> {
+    let (Some(key), Some(peers)) = (args.key.as_deref(), args.peers.as_deref()) else {
+        bail!(
+            "MALL_IDENTITY_KEY and MALL_IDENTITY_PEERS must be set: every service proves who it is to its \
+             peers and checks who calls it (the operator generates both; `mall up` needs neither)"
+        );
+    };
+    Identity::from_config(service.name(), key, peers).context("MALL_IDENTITY_KEY / MALL_IDENTITY_PEERS")
 }
 
 /// Runs one service's migrations, waiting up to two minutes for a database that is not reachable yet.

@@ -59,8 +59,8 @@ async fn main() -> anyhow::Result<()> {
             println!();
             mall.run_until_signal().await
         }
-        Command::Serve { service, shared, listen, gateway_listen } => {
-            mall::serve(service, &shared, &listen, &gateway_listen).await
+        Command::Serve { service, shared, listen, gateway_listen, identity } => {
+            mall::serve(service, &shared, &listen, &gateway_listen, &identity).await
         }
         Command::Migrate { service, shared } => mall::migrate(service, &shared).await,
         Command::Provision { service, shared, admin_url } => {

@@ -17,7 +17,7 @@ mod store;
 use std::time::Duration;
 
 use mall_proto::order::v1::order_service_server::OrderServiceServer;
-use mall_runtime::{CancellationToken, PeerChannel, Readiness, Served, Shutdown};
+use mall_runtime::{Access, CancellationToken, PeerChannel, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -52,6 +52,7 @@ pub async fn startup(
     config: Config,
     db: Db,
     product: PeerChannel,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, OrderError> {
@@ -63,7 +64,7 @@ pub async fn startup(
         let db = probe.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    let served = mall_runtime::serve("order", listener, server, readiness, shutdown).await?;
+    let served = mall_runtime::serve("order", listener, server, readiness, access, shutdown).await?;
     spawn_sweeper(db, stock, config.sweep_interval, served.shutdown.token().clone());
     Ok(served)
 }

@@ -39,6 +39,7 @@ impl Stack {
             mall_product::Config::default(),
             product_db.clone(),
             cache,
+            mall_runtime::Access::unchecked(),
             listener,
             stop.clone(),
         )
@@ -119,7 +120,10 @@ async fn start_orders(
     stop: CancellationToken,
 ) -> OrderServiceClient<PeerChannel> {
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-    let served = crate::startup(config, db.clone(), product, listener, stop).await.unwrap();
+    let served =
+        crate::startup(config, db.clone(), product, mall_runtime::Access::unchecked(), listener, stop)
+            .await
+            .unwrap();
     OrderServiceClient::new(mall_runtime::channel(&served.addr.to_string()).unwrap())
 }
 

@@ -14,7 +14,7 @@ mod store;
 use std::sync::Arc;
 
 use mall_proto::payment::v1::payment_service_server::PaymentServiceServer;
-use mall_runtime::{PeerChannel, Readiness, Served, Shutdown};
+use mall_runtime::{Access, PeerChannel, Readiness, Served, Shutdown};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -38,10 +38,11 @@ pub fn migrations() -> Migrations {
 pub async fn startup(
     db: Db,
     order: PeerChannel,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, PaymentError> {
-    startup_with_processor(db, order, Arc::new(BuiltInProcessor), listener, shutdown).await
+    startup_with_processor(db, order, Arc::new(BuiltInProcessor), access, listener, shutdown).await
 }
 
 /// [`startup`] with another card processor.
@@ -49,6 +50,7 @@ pub async fn startup_with_processor(
     db: Db,
     order: PeerChannel,
     processor: Arc<dyn CardProcessor>,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, PaymentError> {
@@ -60,7 +62,7 @@ pub async fn startup_with_processor(
         let db = db.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    Ok(mall_runtime::serve("payment", listener, server, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("payment", listener, server, readiness, access, shutdown).await?)
 }
 
 #[cfg(test)]

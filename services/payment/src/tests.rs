@@ -74,6 +74,7 @@ impl Stack {
             mall_product::Config::default(),
             product_db.db.clone(),
             cache,
+            mall_runtime::Access::unchecked(),
             listener,
             stop.clone(),
         )
@@ -87,6 +88,7 @@ impl Stack {
             order_config,
             order_db.db.clone(),
             product_channel.clone(),
+            mall_runtime::Access::unchecked(),
             listener,
             order_stop.clone(),
         )
@@ -99,6 +101,7 @@ impl Stack {
             payment_db.db.clone(),
             order_channel.clone(),
             processor,
+            mall_runtime::Access::unchecked(),
             listener,
             stop.clone(),
         )
@@ -550,6 +553,7 @@ async fn order_service_down_after_approval(kind: Kind) {
         mall_order::Config::default(),
         s.order_db.clone(),
         s.product_channel.clone(),
+        mall_runtime::Access::unchecked(),
         listener,
         s.order_stop.clone(),
     )

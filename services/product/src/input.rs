@@ -50,11 +50,21 @@ pub(crate) fn description(raw: &str) -> Result<String, ProductError> {
     Ok(raw.to_owned())
 }
 
-/// A picture URL of at most 1000 characters, kept as given.
+/// A picture URL of at most 1000 characters, kept as given: empty, a path on this site (`/static/…`),
+/// or an `http(s)://` address. Browsers are given it as is and the server never fetches it, so no other
+/// scheme (`javascript:`, `data:`, `file:`) and no scheme-relative `//host` may get in.
 pub(crate) fn picture(raw: &str) -> Result<String, ProductError> {
     let chars = raw.chars().count();
     if chars > MAX_PICTURE_CHARS {
         return invalid(format!("picture must be at most {MAX_PICTURE_CHARS} characters (it has {chars})"));
+    }
+    let lower = raw.to_ascii_lowercase();
+    let web = lower.starts_with("https://") || lower.starts_with("http://");
+    let local = raw.starts_with('/') && !raw.starts_with("//");
+    if !(raw.is_empty() || web || local) || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return invalid(
+            "picture must be a path on this site (/static/…) or an http(s):// address".to_owned(),
+        );
     }
     Ok(raw.to_owned())
 }
@@ -251,8 +261,17 @@ mod tests {
         assert_eq!(description(" as given ").unwrap(), " as given ");
         assert!(description(&"d".repeat(5000)).is_ok());
         assert!(is_invalid(description(&"d".repeat(5001))).contains("description"));
-        assert!(picture(&"p".repeat(1000)).is_ok());
-        assert!(is_invalid(picture(&"p".repeat(1001))).contains("picture"));
+        assert!(picture(&format!("/{}", "p".repeat(999))).is_ok());
+        assert!(is_invalid(picture(&format!("/{}", "p".repeat(1000)))).contains("picture"));
+        for bad in ["javascript:alert(1)", "data:image/png;base64,AA", "//evil.example/x", "lamp.png", "/a b"]
+        {
+            assert!(is_invalid(picture(bad)).contains("http(s)://"), "{bad}");
+        }
+        for good in
+            ["", "/static/images/products/lamp.svg", "https://cdn.example.com/l.png", "HTTP://x.example/y"]
+        {
+            assert_eq!(picture(good).unwrap(), good);
+        }
     }
 
     #[test]

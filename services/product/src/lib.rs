@@ -11,7 +11,7 @@ mod store;
 use std::time::Duration;
 
 use mall_proto::product::v1::product_service_server::ProductServiceServer;
-use mall_runtime::{Readiness, Served, Shutdown, WorkLimit};
+use mall_runtime::{Access, Readiness, Served, Shutdown, WorkLimit};
 use mall_storage::{Cache, Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -56,6 +56,7 @@ pub async fn startup(
     config: Config,
     db: Db,
     cache: Cache,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, ProductError> {
@@ -70,5 +71,5 @@ pub async fn startup(
             let cache = cache.clone();
             async move { cache.ping().await.map_err(|e| e.to_string()) }
         });
-    Ok(mall_runtime::serve("product", listener, server, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("product", listener, server, readiness, access, shutdown).await?)
 }

@@ -67,6 +67,7 @@ where
         mall_product::Config::default(),
         test_db.db.clone(),
         cache.clone(),
+        mall_runtime::Access::unchecked(),
         listener,
         shutdown.clone(),
     )
@@ -434,7 +435,16 @@ mod scenarios {
                 pb::CreateProductRequest { description: "d".repeat(5001), ..ok.clone() },
                 "description",
             ),
-            ("long picture", pb::CreateProductRequest { picture: "p".repeat(1001), ..ok.clone() }, "picture"),
+            (
+                "long picture",
+                pb::CreateProductRequest { picture: format!("/{}", "p".repeat(1000)), ..ok.clone() },
+                "picture",
+            ),
+            (
+                "script picture",
+                pb::CreateProductRequest { picture: "javascript:alert(1)".into(), ..ok.clone() },
+                "picture",
+            ),
             (
                 "long category",
                 pb::CreateProductRequest { categories: vec!["c".repeat(51)], ..ok.clone() },
@@ -459,7 +469,7 @@ mod scenarios {
             pb::CreateProductRequest {
                 name: "é".repeat(200),
                 description: "d".repeat(5000),
-                picture: "p".repeat(1000),
+                picture: format!("/{}", "p".repeat(999)),
                 price_cents: mall_product::MAX_PRICE_CENTS,
                 categories: (0..20).map(|i| format!("{i:0>50}")).collect(),
                 stock: 1_000_000_000,

@@ -9,7 +9,7 @@ mod store;
 use std::time::Duration;
 
 use mall_proto::user::v1::user_service_server::UserServiceServer;
-use mall_runtime::{Readiness, Served, Shutdown, WorkLimit};
+use mall_runtime::{Access, Readiness, Served, Shutdown, WorkLimit};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 
@@ -49,6 +49,7 @@ pub fn migrations() -> Migrations {
 pub async fn startup(
     config: Config,
     db: Db,
+    access: Access,
     listener: TcpListener,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, UserError> {
@@ -59,7 +60,7 @@ pub async fn startup(
         let db = db.clone();
         async move { db.ping().await.map_err(|e| e.to_string()) }
     });
-    Ok(mall_runtime::serve("user", listener, server, readiness, shutdown).await?)
+    Ok(mall_runtime::serve("user", listener, server, readiness, access, shutdown).await?)
 }
 
 #[cfg(test)]

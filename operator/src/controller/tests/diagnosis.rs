@@ -29,7 +29,7 @@ struct Cluster {
 
 /// Plays the reads of a reconcile of a troubled stack.
 async fn observe(server: &mut ApiServerVerifier, cluster: Cluster) {
-    server.list(SECRETS, "Secret", cluster.secrets).await;
+    server.list(SECRETS, "Secret", with_identity(cluster.secrets)).await;
     server.list(JOBS, "Job", cluster.jobs).await;
     server.list(DEPLOYMENTS, "Deployment", cluster.deployments).await;
     server.list(STATEFULSETS, "StatefulSet", cluster.sts).await;
@@ -150,7 +150,7 @@ fn applies_but(d: &Desired, waiting: &[Service]) -> Vec<(String, Value)> {
 #[tokio::test]
 async fn wrong_database_password() {
     let stack = minimal_stack();
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     // Made by this install, 50 s after the claim.
     let mut secret =
         stored(wanted.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-mysql")).unwrap());
@@ -196,7 +196,7 @@ async fn wrong_database_password() {
 #[tokio::test]
 async fn database_unreachable() {
     let stack = external_database(minimal_stack());
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     let pod = crash_looping(migration_pod(&stack, Service::Auth, "x1"), 1, 3);
     let cluster = Cluster {
         logs: vec![(pod_name(&pod), "migrate".into(), Ok(connection_refused_log("auth", "db.internal:1")))],
@@ -236,7 +236,7 @@ async fn image_that_cannot_be_pulled() {
     stack.spec.image.repository = "lab.local/mall".into();
     stack.spec.image.tag = "nope".into();
     stack.spec.image.pull_policy = PullPolicy::Never;
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     let never = |pod| {
         waiting(
             pod,
@@ -289,7 +289,7 @@ async fn a_service_that_exits_at_start() {
         ),
     ] {
         let stack = minimal_stack();
-        let wanted = desired(&stack, &Default::default());
+        let wanted = desired(&stack, &cluster_secrets());
         let pod = crash_looping(workload_pod(&stack, "user", "7c9d-x2x7k"), 1, 2);
         let refused = log.is_err();
         let cluster = Cluster {
@@ -320,7 +320,7 @@ async fn a_service_that_exits_at_start() {
 async fn a_storage_class_that_does_not_exist() {
     let mut stack = minimal_stack();
     stack.spec.database.managed.as_mut().unwrap().storage_class_name = Some("fast-ssd".into());
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     let mut sts = stored(&wanted.stateful_sets[0]);
     sts["status"] = json!({"replicas": 1, "readyReplicas": 0});
     let claim = mysql_claim(&stack, "fast-ssd", "Pending");
@@ -380,7 +380,7 @@ async fn a_storage_class_that_does_not_exist() {
 async fn a_quota_that_forbids_one_more_pod() {
     let mut stack = minimal_stack();
     stack.spec.services.cart.replicas = 2;
-    let wanted = desired(&stack, &Default::default());
+    let wanted = desired(&stack, &cluster_secrets());
     let cluster = Cluster {
         jobs: wanted.migrations.iter().map(|(_, job, _)| settled(&stored(job))).collect(),
         pods: vec![running(workload_pod(&stack, "cart", "6d4b8c7f9-aaaaa"), true, 10)],
@@ -419,13 +419,13 @@ async fn a_quota_that_forbids_one_more_pod() {
 #[tokio::test]
 async fn a_refused_read_is_reported_and_the_children_still_applied() {
     let stack = minimal_stack();
-    let expected = expected_applies(&desired(&stack, &Default::default()), true);
+    let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
     let (client, mut server) = mock_client();
     let refusal = "pods is forbidden: User \"system:serviceaccount:mall:mall-operator\" cannot list resource \"pods\" in API group \"\" in the namespace \"mall\"";
     let script = {
         let stack = stack.clone();
         async move {
-            server.list(SECRETS, "Secret", vec![]).await;
+            server.list(SECRETS, "Secret", with_identity(vec![])).await;
             server.list(JOBS, "Job", vec![]).await;
             server.list(DEPLOYMENTS, "Deployment", vec![]).await;
             server.list(STATEFULSETS, "StatefulSet", vec![]).await;

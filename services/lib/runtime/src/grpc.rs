@@ -18,7 +18,8 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
-use crate::{RuntimeError, Shutdown};
+use crate::identity::CALLER_HEADER;
+use crate::{Access, RuntimeError, Shutdown};
 
 /// A dependency check for `/readyz`: `Err` carries a short reason.
 pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -83,8 +84,20 @@ impl Served {
     }
 }
 
+/// Refuses, with PERMISSION_DENIED, a call to the service whose caller `access` does not let through.
+async fn check_caller(
+    axum::extract::State(access): axum::extract::State<Access>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match access.check(request.uri().path(), request.headers().get(CALLER_HEADER)) {
+        Ok(()) => next.run(request).await,
+        Err(status) => status.into_http(),
+    }
+}
+
 /// Serves `server` (the service's gRPC API) on `listener`, with the gRPC health service and HTTP
-/// `/healthz`, `/readyz` and `/metrics`. When the shutdown begins, health turns NOT_SERVING (for "" and
+/// `/healthz`, `/readyz` and `/metrics`; `access` says who may call the API. When the shutdown begins, health turns NOT_SERVING (for "" and
 /// the service's name) and `/readyz` answers 503 while calls are still served for the drain delay;
 /// then the listener closes and calls in flight get the grace period to finish.
 pub async fn serve<S>(
@@ -92,6 +105,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     server: S,
     readiness: Readiness,
+    access: Access,
     shutdown: impl Into<Shutdown>,
 ) -> Result<Served, RuntimeError>
 where
@@ -139,6 +153,7 @@ where
             }),
         )
         .route("/metrics", get(|| async { crate::metrics_handle().render() }))
+        .layer(axum::middleware::from_fn_with_state(access, check_caller))
         .layer(axum::middleware::from_fn(crate::deadline::scope_incoming));
 
     let stop = shutdown.clone();

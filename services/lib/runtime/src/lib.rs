@@ -4,6 +4,7 @@
 
 mod deadline;
 mod grpc;
+pub mod identity;
 mod peer;
 mod retry_safe;
 mod shutdown;
@@ -12,6 +13,7 @@ mod work;
 
 pub use deadline::{deadline, keep_deadline, remaining, with_deadline};
 pub use grpc::{Readiness, ReadyCheck, Served, bind, serve};
+pub use identity::{Access, Identity};
 pub use peer::{
     DnsResolver, PeerChannel, RESOLVE_INTERVAL, Resolution, Resolver, UNSCOPED_CALL_TIMEOUT,
     balanced_channel, channel,

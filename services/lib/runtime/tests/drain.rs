@@ -55,7 +55,16 @@ async fn start(shutdown: Shutdown) -> Server {
     let release = Arc::new(Notify::new());
     let service = CheckoutServiceServer::new(Slow { started, release: release.clone() });
     let listener = mall_runtime::bind("127.0.0.1:0").await.unwrap();
-    let served = mall_runtime::serve("slow", listener, service, Readiness::new(), shutdown).await.unwrap();
+    let served = mall_runtime::serve(
+        "slow",
+        listener,
+        service,
+        Readiness::new(),
+        mall_runtime::Access::unchecked(),
+        shutdown,
+    )
+    .await
+    .unwrap();
     Server { served, started: started_rx, release }
 }
 

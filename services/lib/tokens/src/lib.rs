@@ -135,6 +135,30 @@ impl PublicKey {
         ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|e| TokenError::BadKey(e.to_string()))?;
         Ok(PublicKey { kid: kid.to_owned(), key })
     }
+
+    /// Reads a key written by [`PublicKey::to_base64`]; its kid is derived from it, as the signer's is.
+    pub fn from_base64(text: &str) -> Result<PublicKey, TokenError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|e| TokenError::BadKey(format!("not base64url: {e}")))?;
+        let key = PublicKey::from_slice("", &bytes)?;
+        Ok(PublicKey { kid: kid_of(&key.key), key: key.key })
+    }
+
+    /// The 32 key bytes as base64url without padding (how configuration carries a public key).
+    pub fn to_base64(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.key)
+    }
+
+    /// The key as `jsonwebtoken` verifies with it.
+    pub fn decoding_key(&self) -> DecodingKey {
+        DecodingKey::from_ed_der(&self.key)
+    }
+}
+
+/// The key id of a public key: derived from it, so the same key always has the same id.
+fn kid_of(public: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(&public[..12])
 }
 
 /// An Ed25519 private key with the id that rides in every token's header.
@@ -176,8 +200,7 @@ impl SigningKey {
     fn from_dalek(key: ed25519_dalek::SigningKey) -> SigningKey {
         let der = key.to_pkcs8_der().expect("an in-memory Ed25519 key always encodes as PKCS#8");
         let encoding = EncodingKey::from_ed_der(der.as_bytes());
-        // The key id is derived from the public key, so the same key always has the same id.
-        let kid = URL_SAFE_NO_PAD.encode(&key.verifying_key().as_bytes()[..12]);
+        let kid = kid_of(key.verifying_key().as_bytes());
         SigningKey { kid, key, encoding }
     }
 
@@ -191,6 +214,11 @@ impl SigningKey {
 
     /// Signs the claims into a compact JWT with `alg: EdDSA` and this key's `kid`.
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
+        self.sign_claims(claims)
+    }
+
+    /// Signs any claims (a service's call token, say) the same way.
+    pub fn sign_claims<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| TokenError::Signing(e.to_string()))
@@ -205,7 +233,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Verifier {
-        let keys = keys.into_iter().map(|k| (k.kid, DecodingKey::from_ed_der(&k.key))).collect();
+        let keys = keys.into_iter().map(|k| (k.kid.clone(), k.decoding_key())).collect();
         Verifier { keys }
     }
 

@@ -119,3 +119,13 @@ fn roles_parse_and_print() {
     assert_eq!(Role::Customer.to_string(), "customer");
     assert!("root".parse::<Role>().is_err());
 }
+
+#[test]
+fn a_public_key_travels_as_base64_and_keeps_its_kid() {
+    let key = SigningKey::generate();
+    let text = key.public_key().to_base64();
+    let back = PublicKey::from_base64(&text).unwrap();
+    assert_eq!(back, key.public_key());
+    assert!(matches!(PublicKey::from_base64("not base64!"), Err(TokenError::BadKey(_))));
+    assert!(matches!(PublicKey::from_base64("AAAA"), Err(TokenError::BadKey(_))), "4 bytes is no key");
+}

@@ -1,10 +1,12 @@
 //! Gateway API tests: the whole mall started in-process on port 0, spoken to over HTTP as a client
 //! would. One binary, a module per area.
 
+mod callers;
 mod catalog;
 mod commerce;
 mod helpers;
 mod identity;
 mod ops;
+mod owasp;
 mod process;
 mod tokens;

@@ -184,9 +184,12 @@ async fn mall_serve_drains_on_sigterm_and_a_second_signal_stops_it() {
         .status()
         .unwrap();
     assert!(migrated.success(), "mall migrate product: {migrated}");
+    let (key, peers) = identity_settings("product");
     let child = Command::new(env!("CARGO_BIN_EXE_mall"))
         .args(["serve", "product", "--listen", &format!("127.0.0.1:{port}")])
         .env("MALL_DATA_DIR", dir.path())
+        .env("MALL_IDENTITY_KEY", key)
+        .env("MALL_IDENTITY_PEERS", peers)
         // Far longer than the test: the drain ends with the second signal.
         .env("MALL_DRAIN_DELAY", "1h")
         .env_remove("MALL_DATABASE_URL")
@@ -225,6 +228,47 @@ async fn mall_serve_drains_on_sigterm_and_a_second_signal_stops_it() {
 }
 
 /// A failed test must not leave a process draining for an hour.
+/// `MALL_IDENTITY_KEY` and `MALL_IDENTITY_PEERS` for `service`, as the operator makes them.
+fn identity_settings(service: &str) -> (String, String) {
+    let own = mall_tokens::SigningKey::generate();
+    let other = mall_tokens::SigningKey::generate();
+    let (own_public, other_public) = (own.public_key(), other.public_key());
+    let peers = mall_runtime::identity::format_peers([(service, &own_public), ("gateway", &other_public)]);
+    (own.to_pkcs8_pem(), peers)
+}
+
+#[test]
+fn mall_serve_refuses_to_run_without_an_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["serve", "cart", "--listen", "127.0.0.1:0"])
+        .env("MALL_DATA_DIR", dir.path())
+        .env_remove("MALL_IDENTITY_KEY")
+        .env_remove("MALL_IDENTITY_PEERS")
+        .env_remove("MALL_DATABASE_URL")
+        .env_remove("MALL_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MALL_IDENTITY_KEY and MALL_IDENTITY_PEERS must be set"), "{stderr}");
+
+    // A key that is not among the peers' is refused too: the two settings must belong together.
+    let (_, peers) = identity_settings("cart");
+    let output = Command::new(env!("CARGO_BIN_EXE_mall"))
+        .args(["serve", "cart", "--listen", "127.0.0.1:0"])
+        .env("MALL_DATA_DIR", dir.path())
+        .env("MALL_IDENTITY_KEY", mall_tokens::SigningKey::generate().to_pkcs8_pem())
+        .env("MALL_IDENTITY_PEERS", peers)
+        .env_remove("MALL_DATABASE_URL")
+        .env_remove("MALL_REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("do not include this service's own"), "{stderr}");
+}
+
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {

@@ -20,6 +20,7 @@ use tower::{Service, ServiceExt};
 
 use super::Pool;
 use crate::deadline::{self, GRPC_TIMEOUT};
+use crate::identity::{CALLER_HEADER, Credential, Identity};
 use crate::retry_safe::is_retry_safe;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -55,11 +56,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(10);
 #[derive(Clone)]
 pub struct PeerChannel {
     pool: Arc<Pool>,
+    /// Who this side is, to the peer (see [`crate::identity`]).
+    credential: Option<Credential>,
 }
 
 impl PeerChannel {
     pub(super) fn new(pool: Arc<Pool>) -> PeerChannel {
-        PeerChannel { pool }
+        PeerChannel { pool, credential: None }
+    }
+
+    /// This channel, with every call carrying `caller`'s identity for `callee`.
+    pub fn with_identity(self, caller: &Identity, callee: &str) -> PeerChannel {
+        PeerChannel { credential: Some(caller.credential(callee)), ..self }
     }
 }
 
@@ -81,6 +89,10 @@ impl Service<http::Request<Body>> for PeerChannel {
 
     fn call(&mut self, request: http::Request<Body>) -> ResponseFuture {
         let deadline = deadline::deadline().unwrap_or_else(|| Instant::now() + UNSCOPED_CALL_TIMEOUT);
+        let mut request = request;
+        if let Some(token) = self.credential.as_ref().and_then(Credential::header) {
+            request.headers_mut().insert(CALLER_HEADER, token);
+        }
         Box::pin(send(self.pool.clone(), request, deadline))
     }
 }

@@ -305,7 +305,10 @@ async fn user_server(behaviour: Behaviour, stop: CancellationToken) -> (TestUser
     let users = TestUsers { behaviour, seen: Arc::default() };
     let listener = crate::bind("127.0.0.1:0").await.unwrap();
     let server = UserServiceServer::new(users.clone());
-    let served = crate::serve("test-users", listener, server, Readiness::new(), stop).await.unwrap();
+    let served =
+        crate::serve("test-users", listener, server, Readiness::new(), crate::Access::unchecked(), stop)
+            .await
+            .unwrap();
     (users, served)
 }
 
