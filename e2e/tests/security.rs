@@ -41,7 +41,8 @@ async fn steps(run: &mut Run<'_>) -> Result<()> {
     run.prepare_volume(&stack).await?;
     run.apply_stack(&stack).await?;
     let ready = run.wait_ready(run.c.ready_timeout, None).await?;
-    let mysql_image = ready.spec.database.managed.as_ref().map(|m| m.image.clone()).context("managed MySQL")?;
+    let mysql_image =
+        ready.spec.database.managed.as_ref().map(|m| m.image.clone()).context("managed MySQL")?;
 
     run.step("the defaults: NetworkPolicies, identities, per-service database users, a Redis password");
     let policies = run.api::<NetworkPolicy>().list(&ListParams::default()).await?;
@@ -62,7 +63,7 @@ async fn steps(run: &mut Run<'_>) -> Result<()> {
 
     run.step("from a pod that is no component: IssueToken without identity, Redis without password");
     let curl_image = std::env::var("MALL_E2E_CURL_IMAGE").unwrap_or_else(|_| "curlimages/curl:8.11.1".into());
-    let ns = &run.ns;
+    let ns = run.ns.clone();
     let script = format!(
         r#"
 # An empty IssueTokenRequest, framed for gRPC (no compression, length 0).
@@ -101,7 +102,8 @@ echo "own=$(ask 'SELECT COUNT(*) FROM mall_cart._sqlx_migrations')"
 echo "other=$(ask 'SELECT COUNT(*) FROM mall_user.users')"
 "#
     );
-    let out = probe_with(run, "probe-database", &mysql_image, &script, &[("CART_PASSWORD", &cart_password)]).await?;
+    let out = probe_with(run, "probe-database", &mysql_image, &script, &[("CART_PASSWORD", &cart_password)])
+        .await?;
     eprintln!("e2e: probe said:\n{}", out.trim_end());
     let own = out.lines().find_map(|l| l.strip_prefix("own=")).unwrap_or_default();
     let other = out.lines().find_map(|l| l.strip_prefix("other=")).unwrap_or_default();
