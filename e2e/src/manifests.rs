@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use mall_operator::MallStack;
@@ -77,6 +78,7 @@ pub enum Object {
     ConfigMap(Box<ConfigMap>),
     Pod(Box<Pod>),
     Deployment(Box<Deployment>),
+    NetworkPolicy(Box<NetworkPolicy>),
     Role(Box<Role>),
     ClusterRole(Box<ClusterRole>),
     RoleBinding(Box<RoleBinding>),
@@ -96,6 +98,7 @@ impl Object {
             Object::ConfigMap(o) => ("ConfigMap", o.name_any()),
             Object::Pod(o) => ("Pod", o.name_any()),
             Object::Deployment(o) => ("Deployment", o.name_any()),
+            Object::NetworkPolicy(o) => ("NetworkPolicy", o.name_any()),
             Object::Role(o) => ("Role", o.name_any()),
             Object::ClusterRole(o) => ("ClusterRole", o.name_any()),
             Object::RoleBinding(o) => ("RoleBinding", o.name_any()),
@@ -119,6 +122,7 @@ pub fn parse(doc: &Value) -> Result<Object> {
         ("v1", "ConfigMap") => Object::ConfigMap(strict(doc)?),
         ("v1", "Pod") => Object::Pod(strict(doc)?),
         ("apps/v1", "Deployment") => Object::Deployment(strict(doc)?),
+        ("networking.k8s.io/v1", "NetworkPolicy") => Object::NetworkPolicy(strict(doc)?),
         ("rbac.authorization.k8s.io/v1", "Role") => Object::Role(strict(doc)?),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => Object::ClusterRole(strict(doc)?),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => Object::RoleBinding(strict(doc)?),

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResourceExt, ResourceExt};
 use mall_e2e::charts::{RENDERED, Rendered, rendered};
 use mall_e2e::manifests::{Object, parse_all};
@@ -56,6 +58,7 @@ fn every_rendered_object_parses_into_its_type() {
 struct OperatorChart {
     deployment: Option<Deployment>,
     service: Option<Service>,
+    network_policy: Option<NetworkPolicy>,
     test_pod: Option<Pod>,
     service_account: Option<String>,
     /// (kind, namespace, rules) of Roles and ClusterRoles.
@@ -71,6 +74,7 @@ fn operator_chart(rendered: &Rendered, stem: &str) -> OperatorChart {
         match object {
             Object::Deployment(d) => assert!(chart.deployment.replace(*d).is_none()),
             Object::Service(s) => assert!(chart.service.replace(*s).is_none()),
+            Object::NetworkPolicy(p) => assert!(chart.network_policy.replace(*p).is_none()),
             Object::Pod(p) => assert!(chart.test_pod.replace(*p).is_none()),
             Object::ServiceAccount(sa) => chart.service_account = Some(sa.name_any()),
             Object::Role(r) => {
@@ -144,6 +148,37 @@ fn operator_container(deployment: &Deployment) -> &Container {
     let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.containers.len(), 1);
     &pod.containers[0]
+}
+
+/// The operator's NetworkPolicy: on its pods, ingress on the http port only, from the namespaces with
+/// the metrics label `(key, value)` and from the chart's test Pod.
+fn check_operator_network_policy(chart: &OperatorChart, metrics_label: (&str, &str)) {
+    let policy = chart.network_policy.as_ref().expect("a NetworkPolicy");
+    let spec = policy.spec.as_ref().unwrap();
+    let deployment = chart.deployment.as_ref().unwrap();
+    let pod_labels =
+        deployment.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    let selected = spec.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap();
+    assert!(!selected.is_empty() && selected.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+    let rules = spec.ingress.as_ref().unwrap();
+    assert_eq!(rules.len(), 1);
+    let ports = rules[0].ports.as_ref().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].port, Some(IntOrString::String("http".into())));
+    let from = rules[0].from.as_ref().unwrap();
+    assert_eq!(from.len(), 2, "the metrics namespaces and the test Pod, nothing else");
+    let namespaces = from[0].namespace_selector.as_ref().expect("a namespace selector");
+    assert!(from[0].pod_selector.is_none() && from[0].ip_block.is_none());
+    assert_eq!(
+        namespaces.match_labels.clone().unwrap(),
+        BTreeMap::from([(metrics_label.0.to_owned(), metrics_label.1.to_owned())])
+    );
+    let test = chart.test_pod.as_ref().unwrap();
+    let test_pods = from[1].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap();
+    assert!(from[1].namespace_selector.is_none(), "the test Pod of this namespace only");
+    assert!(test_pods.iter().all(|(k, v)| test.labels().get(k) == Some(v)), "it admits the test Pod");
+    assert!(!test_pods.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "not by the operator's labels");
 }
 
 fn check_operator_chart(chart: &OperatorChart, cluster_wide: bool, image: &str, test_image: &str) {
@@ -265,6 +300,7 @@ fn operator_chart_with_default_values() {
     let Some(rendered) = charts() else { return };
     let chart = operator_chart(&rendered, "mall-operator-default");
     check_operator_chart(&chart, true, "ghcr.io/example/mall:0.1.0", "busybox:1.36");
+    check_operator_network_policy(&chart, ("mall.example.com/metrics", "true"));
     assert_eq!(chart.deployment.as_ref().unwrap().spec.as_ref().unwrap().replicas, Some(1));
 }
 
@@ -278,6 +314,7 @@ fn operator_chart_with_every_value_set() {
         "registry.example.com/shop/mall:0.1.0",
         "registry.example.com/tools/busybox:1.36",
     );
+    check_operator_network_policy(&chart, ("kubernetes.io/metadata.name", "monitoring"));
     let deployment = chart.deployment.as_ref().unwrap();
     assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
     let pod = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
@@ -306,7 +343,8 @@ fn mall_chart_with_default_values() {
     assert!(stack.spec.database.managed.is_some() && stack.spec.redis.managed.is_some());
     assert!(stack.spec.database.managed.as_ref().unwrap().retain_on_delete, "the data outlives the release");
     assert!(stack.spec.services.iter().all(|(_, s)| s.replicas == 1 && s.autoscaling.is_none()));
-    assert!(!stack.spec.network_policies && !stack.spec.paused);
+    assert!(stack.spec.network_policies, "NetworkPolicies on by default");
+    assert!(!stack.spec.paused);
     assert_eq!(stack.spec.auth.rotate_signing_key_at, None, "no rotation unless asked for");
 }
 

@@ -179,11 +179,13 @@ async fn delete_stack(run: &Run<'_>) -> Result<()> {
         left.insert("Job", count::<Job>(run, &selector).await?);
         left.insert("Service", count::<Service>(run, &selector).await?);
         left.insert("ConfigMap", count::<ConfigMap>(run, &selector).await?);
-        // The managed MySQL's Secret stays with its volume (retainOnDelete, the default).
+        // The managed MySQL's Secrets stay with its volume (retainOnDelete, the default): the root
+        // password's and one per service.
         let kept = format!("{STACK}-mysql");
         let secrets = run.api::<Secret>().list(&ListParams::default().labels(&selector)).await?.items;
         let managed = run.c.database_url.is_none();
-        let retained = secrets.iter().filter(|s| managed && s.name_any() == kept).count();
+        let is_kept = |name: &str| name == kept || name.starts_with(&format!("{kept}-"));
+        let retained = secrets.iter().filter(|s| managed && is_kept(&s.name_any())).count();
         left.insert("Secret", secrets.len() - retained);
         left.insert("PodDisruptionBudget", count::<PodDisruptionBudget>(run, &selector).await?);
         left.insert("HorizontalPodAutoscaler", count::<HorizontalPodAutoscaler>(run, &selector).await?);
@@ -191,7 +193,10 @@ async fn delete_stack(run: &Run<'_>) -> Result<()> {
         left.insert("Pod", count::<Pod>(run, &selector).await?);
         left.retain(|_, n| *n > 0);
         if left.is_empty() {
-            ensure!(retained == usize::from(managed), "the Secret {kept} was kept with the MySQL volume");
+            ensure!(
+                retained == if managed { 8 } else { 0 },
+                "the Secrets {kept} and {kept}-<service> were kept with the MySQL volume ({retained})"
+            );
             return Ok(());
         }
         let now = format!("{left:?}");

@@ -36,6 +36,7 @@ fn minimal_example_is_a_valid_mallstack() {
     let stack = checked_stack(&objects);
     assert_eq!(objects.len(), 1);
     assert!(stack.spec.database.managed.is_some() && stack.spec.redis.managed.is_some());
+    assert!(stack.spec.network_policies, "the example shows the default");
 }
 
 #[test]

@@ -54,8 +54,9 @@ pub struct MallStackSpec {
     /// The admin account seeded by the user service.
     #[serde(default)]
     pub admin: AdminSpec,
-    /// Restrict traffic: only the gateway is reachable from outside, each service only from its callers.
-    #[serde(default)]
+    /// NetworkPolicies (on unless set to `false`): only the gateway is reachable from anywhere, each
+    /// service only from its callers, the managed MySQL and Redis only from this stack's pods.
+    #[serde(default = "yes")]
     pub network_policies: bool,
     /// Stop touching the children (status is still reported).
     #[serde(default)]
@@ -652,7 +653,16 @@ mod tests {
         assert_eq!(spec.token_ttl, "24h");
         assert_eq!(spec.admin.email, "admin@mall.local");
         assert_eq!(spec.database.managed.as_ref().unwrap().storage_size, "10Gi");
-        assert!(!spec.paused && !spec.network_policies);
+        assert!(!spec.paused);
+        assert!(spec.network_policies, "NetworkPolicies are on unless turned off");
+        let off: MallStackSpec = serde_json::from_value(serde_json::json!({
+            "image": {"tag": "0.1.0"},
+            "database": {"managed": {}},
+            "redis": {"managed": {}},
+            "networkPolicies": false,
+        }))
+        .unwrap();
+        assert!(!off.network_policies);
         spec.validate().unwrap();
     }
 

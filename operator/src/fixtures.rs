@@ -8,7 +8,8 @@ use kube::api::ObjectMeta;
 
 use crate::crd::*;
 
-/// The smallest useful stack: managed MySQL and Redis, one replica of everything.
+/// The smallest useful stack: managed MySQL and Redis, one replica of everything, the defaults
+/// (NetworkPolicies on).
 pub fn minimal_stack() -> MallStack {
     let mut stack = MallStack::new(
         "shop",
@@ -37,7 +38,7 @@ pub fn minimal_stack() -> MallStack {
             token_ttl: "24h".into(),
             auth: AuthSpec::default(),
             admin: AdminSpec::default(),
-            network_policies: false,
+            network_policies: true,
             paused: false,
         },
     );

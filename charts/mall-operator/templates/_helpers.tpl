@@ -28,6 +28,13 @@ app.kubernetes.io/name: {{ include "mall-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The `helm test` Pod: not the operator's selector labels, so the metrics Service never picks it; the
+NetworkPolicy admits it by these. */}}
+{{- define "mall-operator.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "mall-operator.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "mall-operator.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "mall-operator.selectorLabels" . }}

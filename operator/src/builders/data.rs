@@ -1,5 +1,5 @@
-//! The managed data stores: a single-replica MySQL StatefulSet (with a database per service) and a
-//! single-replica Redis used as a cache.
+//! The managed data stores: a single-replica MySQL StatefulSet (a database and a user per service,
+//! made by the migration Jobs) and a single-replica Redis used as a cache, behind a password.
 
 use std::collections::BTreeMap;
 
@@ -7,19 +7,18 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-    Service as KubeService, ServicePort, ServiceSpec as KubeServiceSpec, TCPSocketAction, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service as KubeService, ServicePort,
+    ServiceSpec as KubeServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::secrets::{DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, mysql_secret_name};
+use super::secrets::{DB_ROOT_PASSWORD_KEY, PASSWORD_KEY, mysql_secret_name, redis_secret_name};
 use super::workloads::{MYSQL_PORT, REDIS_PORT, container_security, pod_security};
 use super::{child_name, label_selector, labels, metadata, selector_labels};
-use crate::crd::{MallStack, ManagedDatabase, ManagedRedis, Service};
+use crate::crd::{MallStack, ManagedDatabase, ManagedRedis};
 
 /// The uid of the `mysql` and `redis` users in the official images.
 const DATA_UID: i64 = 999;
@@ -74,44 +73,18 @@ fn headless_or_cluster(stack: &MallStack, component: &str, port: i32, headless: 
     }
 }
 
-pub(crate) fn mysql_init_config_map(stack: &MallStack) -> ConfigMap {
-    let mut sql = String::new();
-    for service in Service::ALL {
-        sql.push_str(&format!("CREATE DATABASE IF NOT EXISTS `mall_{}`;\n", service.name()));
-    }
-    sql.push_str("GRANT ALL PRIVILEGES ON `mall\\_%`.* TO 'mall'@'%';\nFLUSH PRIVILEGES;\n");
-    ConfigMap {
-        metadata: metadata(stack, child_name(stack, "mysql-init"), "mysql"),
-        data: Some(BTreeMap::from([("01-databases.sql".to_owned(), sql)])),
-        ..ConfigMap::default()
-    }
-}
-
 pub(crate) fn mysql_service(stack: &MallStack) -> KubeService {
     headless_or_cluster(stack, "mysql", MYSQL_PORT, true)
 }
 
 pub(crate) fn mysql_stateful_set(stack: &MallStack, db: &ManagedDatabase) -> StatefulSet {
-    let secret = mysql_secret_name(stack);
     let (run, run_mount) = empty_dir("run", "/run/mysqld");
     let (tmp, tmp_mount) = empty_dir("tmp", "/tmp");
-    let init = Volume {
-        name: "init".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: child_name(stack, "mysql-init"),
-            ..Default::default()
-        }),
-        ..Volume::default()
-    };
+    // Only root: each service's database and user are made by its migration Job (`mall provision`).
     let container = Container {
         name: "mysql".into(),
         image: Some(db.image.clone()),
-        env: Some(vec![
-            secret_env("MYSQL_ROOT_PASSWORD", secret.clone(), DB_ROOT_PASSWORD_KEY),
-            EnvVar { name: "MYSQL_USER".into(), value: Some("mall".into()), value_from: None },
-            secret_env("MYSQL_PASSWORD", secret, DB_PASSWORD_KEY),
-            EnvVar { name: "MYSQL_DATABASE".into(), value: Some("mall_auth".into()), value_from: None },
-        ]),
+        env: Some(vec![secret_env("MYSQL_ROOT_PASSWORD", mysql_secret_name(stack), DB_ROOT_PASSWORD_KEY)]),
         ports: Some(vec![ContainerPort {
             name: Some("mysql".into()),
             container_port: MYSQL_PORT,
@@ -125,12 +98,6 @@ pub(crate) fn mysql_stateful_set(stack: &MallStack, db: &ManagedDatabase) -> Sta
             VolumeMount {
                 name: "data".into(),
                 mount_path: "/var/lib/mysql".into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "init".into(),
-                mount_path: "/docker-entrypoint-initdb.d".into(),
-                read_only: Some(true),
                 ..VolumeMount::default()
             },
             run_mount,
@@ -168,7 +135,7 @@ pub(crate) fn mysql_stateful_set(stack: &MallStack, db: &ManagedDatabase) -> Sta
                     security_context: Some(pod_security(DATA_UID)),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    volumes: Some(vec![init, run, tmp]),
+                    volumes: Some(vec![run, tmp]),
                     ..PodSpec::default()
                 }),
             },
@@ -188,19 +155,47 @@ pub(crate) fn redis_service(stack: &MallStack) -> KubeService {
     headless_or_cluster(stack, "redis", REDIS_PORT, false)
 }
 
+/// The variable the Redis container reads its password from (the `<stack>-redis` Secret).
+pub(crate) const REDIS_PASSWORD_ENV: &str = "REDIS_PASSWORD";
+
+/// Ready when Redis answers `PING` with `PONG` to a client that authenticates with the password
+/// (`REDISCLI_AUTH`, so the password is on no command line). A Redis that refuses the password, or is
+/// still loading, is not ready.
+fn redis_readiness() -> Probe {
+    let ping = format!(
+        "REDISCLI_AUTH=\"${REDIS_PASSWORD_ENV}\" redis-cli -h 127.0.0.1 -p {REDIS_PORT} ping | grep -qx PONG"
+    );
+    Probe {
+        exec: Some(ExecAction { command: Some(vec!["sh".into(), "-c".into(), ping]) }),
+        period_seconds: Some(5),
+        initial_delay_seconds: Some(2),
+        timeout_seconds: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// A Redis that requires the password of `<stack>-redis` (`--requirepass`, given through the
+/// environment: the pod spec holds a reference, never the password). Alive while it takes connections
+/// (a TCP probe needs no password, and a slow `PING` under load must not restart the cache); ready when
+/// an authenticated `PING` answers.
 pub(crate) fn redis_deployment(stack: &MallStack, redis: &ManagedRedis) -> Deployment {
     let (data, data_mount) = empty_dir("data", "/data");
     let container = Container {
         name: "redis".into(),
         image: Some(redis.image.clone()),
-        args: Some(vec!["--save".into(), "".into(), "--appendonly".into(), "no".into()]),
+        args: Some(
+            ["--save", "", "--appendonly", "no", "--requirepass", &format!("$({REDIS_PASSWORD_ENV})")]
+                .map(String::from)
+                .to_vec(),
+        ),
+        env: Some(vec![secret_env(REDIS_PASSWORD_ENV, redis_secret_name(stack), PASSWORD_KEY)]),
         ports: Some(vec![ContainerPort {
             name: Some("redis".into()),
             container_port: REDIS_PORT,
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        readiness_probe: Some(tcp_probe("redis", 5, 2)),
+        readiness_probe: Some(redis_readiness()),
         liveness_probe: Some(tcp_probe("redis", 10, 10)),
         security_context: Some(container_security()),
         volume_mounts: Some(vec![data_mount]),

@@ -31,10 +31,11 @@ pub use identity::{
     IDENTITY_COMPONENTS, IDENTITY_KEY_ENV, IDENTITY_PEERS_ENV, Identity, identity, identity_key_name,
     identity_secret_name,
 };
-pub use jobs::{MigrationState, migration_job, migration_job_name, rollout_allowed};
+pub use jobs::{MIGRATION_ANNOTATION, MigrationState, migration_job, migration_job_name, rollout_allowed};
 pub use secrets::{
-    ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, SIGNING_KEY_KEY,
-    admin_secret_name, generated_secrets, mysql_secret_name, signing_key_secret_name,
+    ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, PASSWORD_KEY,
+    SIGNING_KEY_KEY, URL_KEY, admin_secret_name, database_secret_name, database_user, generated_secrets,
+    mysql_secret_name, redis_secret_name, signing_key_secret_name,
 };
 pub use workloads::{
     CONFIG_HASH_ANNOTATION, GATEWAY_PORT, GRPC_PORT, config_map, config_map_name, peer_address,
@@ -68,7 +69,6 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     d.secrets.push(identity.secret.clone());
     d.config_maps.push(config_map(stack));
     if let Some(db) = &stack.spec.database.managed {
-        d.config_maps.push(data::mysql_init_config_map(stack));
         d.services.push(data::mysql_service(stack));
         d.stateful_sets.push(data::mysql_stateful_set(stack, db));
     }
@@ -78,13 +78,15 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     }
     for service in Service::ALL {
         d.services.push(workloads::service_service(stack, service));
+        let job = migration_job(stack, service);
         let mut deployment = workloads::service_deployment(stack, service);
         identity::wire(stack, &mut deployment, service.name(), &identity.peers);
         if service == Service::Auth {
             auth_keys::wire(&mut deployment, stack);
         }
         workloads::rehash(stack, &mut deployment);
-        d.migrations.push((service, migration_job(stack, service), deployment));
+        let deployment = jobs::gated_by(&job, deployment);
+        d.migrations.push((service, job, deployment));
     }
     d.services.push(workloads::gateway_service(stack));
     let mut gateway = workloads::gateway_deployment(stack);

@@ -77,9 +77,13 @@ fn tcp(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), end_port: None }
 }
 
-/// The components that talk to MySQL and Redis.
-const DATA_CLIENTS: [&str; 9] =
-    ["gateway", "auth", "user", "product", "cart", "order", "payment", "checkout", "migrate"];
+/// The components that talk to MySQL: the services and their migration Jobs (the gateway has no
+/// database).
+const MYSQL_CLIENTS: [&str; 8] =
+    ["auth", "user", "product", "cart", "order", "payment", "checkout", "migrate"];
+/// The components that talk to Redis: the gateway and the services (migrations do not).
+const REDIS_CLIENTS: [&str; 8] =
+    ["gateway", "auth", "user", "product", "cart", "order", "payment", "checkout"];
 
 /// Pods of this stack whose component is one of `components`.
 fn stack_pods(stack: &MallStack, components: &[&str]) -> NetworkPolicyPeer {
@@ -119,8 +123,10 @@ fn policy(
     }
 }
 
-/// Only the gateway is reachable from anywhere; each service only from its callers; MySQL and Redis
-/// only from this stack's mall pods (services and migration Jobs).
+/// Only the gateway is reachable from anywhere; each service only from its callers
+/// ([`Service::callers`]); MySQL and Redis only from this stack's pods that use them (MySQL: the
+/// services and the migration Jobs; Redis: the gateway and the services). Ingress only: egress stays
+/// open (DNS, the API server, an external database).
 pub(crate) fn network_policies(stack: &MallStack) -> Vec<NetworkPolicy> {
     let mut policies = vec![policy(stack, "gateway", None, GATEWAY_PORT)];
     for service in Service::ALL {
@@ -132,10 +138,10 @@ pub(crate) fn network_policies(stack: &MallStack) -> Vec<NetworkPolicy> {
         ));
     }
     if stack.spec.database.managed.is_some() {
-        policies.push(policy(stack, "mysql", Some(vec![stack_pods(stack, &DATA_CLIENTS)]), MYSQL_PORT));
+        policies.push(policy(stack, "mysql", Some(vec![stack_pods(stack, &MYSQL_CLIENTS)]), MYSQL_PORT));
     }
     if stack.spec.redis.managed.is_some() {
-        policies.push(policy(stack, "redis", Some(vec![stack_pods(stack, &DATA_CLIENTS)]), REDIS_PORT));
+        policies.push(policy(stack, "redis", Some(vec![stack_pods(stack, &REDIS_CLIENTS)]), REDIS_PORT));
     }
     policies
 }

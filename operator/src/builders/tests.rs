@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{Container, EnvVar};
@@ -54,8 +55,23 @@ fn hash_of(d: &Deployment) -> String {
 #[test]
 fn minimal_stack_builds_exactly_these_objects() {
     let d = desired(&minimal_stack(), &ExistingSecrets::new());
-    assert_eq!(names(&d.secrets), ["shop-mysql", "shop-admin", "shop-identity"]);
-    assert_eq!(names(&d.config_maps), ["shop-config", "shop-mysql-init"]);
+    assert_eq!(
+        names(&d.secrets),
+        [
+            "shop-mysql",
+            "shop-mysql-auth",
+            "shop-mysql-user",
+            "shop-mysql-product",
+            "shop-mysql-cart",
+            "shop-mysql-order",
+            "shop-mysql-payment",
+            "shop-mysql-checkout",
+            "shop-redis",
+            "shop-admin",
+            "shop-identity"
+        ]
+    );
+    assert_eq!(names(&d.config_maps), ["shop-config"]);
     assert_eq!(
         names(&d.services),
         [
@@ -93,7 +109,22 @@ fn minimal_stack_builds_exactly_these_objects() {
     }
     assert!(d.pod_disruption_budgets.is_empty());
     assert!(d.autoscalers.is_empty());
-    assert!(d.network_policies.is_empty());
+    assert_eq!(
+        names(&d.network_policies),
+        [
+            "shop-gateway",
+            "shop-auth",
+            "shop-user",
+            "shop-product",
+            "shop-cart",
+            "shop-order",
+            "shop-payment",
+            "shop-checkout",
+            "shop-mysql",
+            "shop-redis"
+        ],
+        "NetworkPolicies are on by default"
+    );
 }
 
 #[test]
@@ -155,21 +186,9 @@ fn service_deployment_runs_mall_serve_locked_down_with_probes() {
 
     let env = env_map(c);
     assert_eq!(env["MALL_LISTEN"].value.as_deref(), Some("0.0.0.0:50051"));
-    assert_eq!(secret_ref(&env["MALL_DATABASE_PASSWORD"]), ("shop-mysql".into(), "password".into()));
-    assert_eq!(
-        env["MALL_ORDER_DATABASE_URL"].value.as_deref(),
-        Some("mysql://mall:$(MALL_DATABASE_PASSWORD)@shop-mysql.mall.svc.cluster.local:3306/mall_order")
-    );
-    // The password must be defined before the URL that expands it.
-    let order: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-    assert!(
-        order.iter().position(|n| *n == "MALL_DATABASE_PASSWORD")
-            < order.iter().position(|n| *n == "MALL_ORDER_DATABASE_URL")
-    );
-    assert_eq!(
-        env["MALL_REDIS_URL"].value.as_deref(),
-        Some("redis://shop-redis.mall.svc.cluster.local:6379")
-    );
+    assert_eq!(secret_ref(&env["MALL_ORDER_DATABASE_URL"]), ("shop-mysql-order".into(), "url".into()));
+    assert_eq!(secret_ref(&env["MALL_REDIS_URL"]), ("shop-redis".into(), "url".into()));
+    assert!(!env.contains_key("MALL_DATABASE_URL") && !env.contains_key("MALL_DATABASE_PASSWORD"));
     assert!(!env.contains_key("MALL_AUTH_SIGNING_KEY") && !env.contains_key("MALL_ADMIN_PASSWORD"));
     assert_eq!(c.env_from.as_ref().unwrap()[0].config_map_ref.as_ref().unwrap().name, "shop-config");
 
@@ -237,19 +256,224 @@ fn managed_mysql_and_redis() {
         &claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"];
     assert_eq!(storage.0, "10Gi");
     let mysql = &sts.template.spec.as_ref().unwrap().containers[0];
+    // Root only: the services' databases and users are made by `mall provision` in the migration Jobs.
     let env: BTreeMap<_, _> = mysql.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect();
+    assert_eq!(env.keys().collect::<Vec<_>>(), ["MYSQL_ROOT_PASSWORD"]);
     assert_eq!(secret_ref(&env["MYSQL_ROOT_PASSWORD"]), ("shop-mysql".into(), "root-password".into()));
-    assert_eq!(secret_ref(&env["MYSQL_PASSWORD"]), ("shop-mysql".into(), "password".into()));
-    assert_eq!(env["MYSQL_USER"].value.as_deref(), Some("mall"));
-    assert_eq!(env["MYSQL_DATABASE"].value.as_deref(), Some("mall_auth"));
-    let init = &d.config_maps[1].data.as_ref().unwrap()["01-databases.sql"];
-    for service in Service::ALL {
-        assert!(init.contains(&format!("CREATE DATABASE IF NOT EXISTS `mall_{}`", service.name())));
-    }
+    assert!(mysql.volume_mounts.as_ref().unwrap().iter().all(|m| !m.mount_path.contains("initdb")));
     let mysql_svc = d.services.iter().find(|s| s.metadata.name.as_deref() == Some("shop-mysql")).unwrap();
     assert_eq!(mysql_svc.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
     let redis = container(&d.deployments[0]);
     assert_eq!(redis.image.as_deref(), Some("redis:7.4-alpine"));
+}
+
+/// The data of Secret `name` among `secrets`, as text.
+fn secret_text(secrets: &[k8s_openapi::api::core::v1::Secret], name: &str, key: &str) -> String {
+    let secret = secrets.iter().find(|s| s.metadata.name.as_deref() == Some(name)).unwrap();
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+/// `d` as the JSON the API server would get: every Deployment, StatefulSet, Job and ConfigMap.
+fn workloads_json(d: &Desired) -> String {
+    let mut all = serde_json::to_string(&d.deployments).unwrap();
+    all += &serde_json::to_string(&d.stateful_sets).unwrap();
+    all += &serde_json::to_string(&d.config_maps).unwrap();
+    for (_, job, deployment) in &d.migrations {
+        all += &serde_json::to_string(job).unwrap();
+        all += &serde_json::to_string(deployment).unwrap();
+    }
+    all
+}
+
+#[test]
+fn managed_redis_requires_the_generated_password_given_through_its_secret() {
+    let stack = minimal_stack();
+    let d = desired(&stack, &ExistingSecrets::new());
+    let password = secret_text(&d.secrets, "shop-redis", PASSWORD_KEY);
+    assert_eq!(password.len(), 32);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(
+        secret_text(&d.secrets, "shop-redis", URL_KEY),
+        format!("redis://:{password}@shop-redis.mall.svc.cluster.local:6379")
+    );
+
+    let redis =
+        container(d.deployments.iter().find(|x| x.metadata.name.as_deref() == Some("shop-redis")).unwrap());
+    let args = redis.args.clone().unwrap();
+    let at = args.iter().position(|a| a == "--requirepass").expect("--requirepass");
+    assert_eq!(args[at + 1], "$(REDIS_PASSWORD)", "expanded by the kubelet from the Secret");
+    let env = env_map(redis);
+    assert_eq!(secret_ref(&env["REDIS_PASSWORD"]), ("shop-redis".into(), "password".into()));
+    assert!(env.values().all(|e| e.value.is_none()), "no literal value in the Redis environment");
+    // Ready only when a client that authenticates gets PONG; the password comes from the environment.
+    let readiness = redis.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.clone().unwrap();
+    let script = readiness.last().unwrap();
+    assert!(script.contains(r#"REDISCLI_AUTH="$REDIS_PASSWORD""#) && script.contains("ping"), "{script}");
+    assert!(script.contains("PONG"), "{script}");
+    assert!(redis.liveness_probe.as_ref().unwrap().tcp_socket.is_some(), "alive while it takes connections");
+
+    // The password itself is in no pod spec, ConfigMap or Job.
+    assert!(!workloads_json(&d).contains(&password));
+}
+
+/// A `redis-server` this test started, killed (by its PID, through the handle) when dropped.
+struct RedisServer(std::process::Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_redis_readiness_probe_passes_with_the_password_and_fails_without() {
+    use std::process::{Command, Stdio};
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let password = "probe-password-0123456789";
+    let spawned = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--requirepass", password])
+        .args(["--save", "", "--appendonly", "no", "--dir", std::env::temp_dir().to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn();
+    let server = match spawned {
+        Ok(child) => RedisServer(child),
+        Err(e) if !ci => {
+            return eprintln!("note: skipping the Redis probe test: cannot run redis-server: {e}");
+        }
+        Err(e) => panic!("CI=true and redis-server cannot run: {e}"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let d = desired(&minimal_stack(), &ExistingSecrets::new());
+    let redis =
+        container(d.deployments.iter().find(|x| x.metadata.name.as_deref() == Some("shop-redis")).unwrap());
+    let command = redis.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.clone().unwrap();
+    // The probe as the kubelet runs it in the pod, against this test's server instead of port 6379.
+    let script = command.last().unwrap().replace("-p 6379", &format!("-p {port}"));
+    let probe = |password: Option<&str>| {
+        let mut run = Command::new(&command[0]);
+        run.args(&command[1..command.len() - 1])
+            .arg(&script)
+            .env_remove("REDIS_PASSWORD")
+            .env_remove("REDISCLI_AUTH");
+        if let Some(p) = password {
+            run.env("REDIS_PASSWORD", p);
+        }
+        run.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success()
+    };
+    assert!(probe(Some(password)), "ready with the password of the Secret");
+    assert!(!probe(Some("not-the-password")), "not ready with another password");
+    assert!(!probe(None), "not ready without a password");
+    drop(server);
+    assert!(!probe(Some(password)), "not ready once Redis is gone");
+}
+
+#[test]
+fn every_component_reads_the_redis_url_from_the_secret() {
+    let d = desired(&minimal_stack(), &ExistingSecrets::new());
+    let gateway = d.deployments.iter().find(|x| x.metadata.name.as_deref() == Some("shop-gateway")).unwrap();
+    let components: Vec<&Deployment> =
+        std::iter::once(gateway).chain(d.migrations.iter().map(|(_, _, dep)| dep)).collect();
+    assert_eq!(components.len(), 8);
+    for deployment in components {
+        let env = env_map(container(deployment));
+        let name = deployment.metadata.name.as_deref().unwrap();
+        let url = &env["MALL_REDIS_URL"];
+        assert_eq!(url.value, None, "{name}: no plain value");
+        assert_eq!(secret_ref(url), ("shop-redis".into(), "url".into()), "{name}");
+    }
+    // External Redis stays as given.
+    let full = desired(&full_stack(), &ExistingSecrets::new());
+    assert!(!names(&full.secrets).contains(&"shop-redis".to_owned()));
+    let gateway = container(&full.deployments[0]);
+    assert_eq!(secret_ref(&env_map(gateway)["MALL_REDIS_URL"]), ("mall-redis".into(), "url".into()));
+}
+
+#[test]
+fn each_service_connects_as_its_own_user_and_only_provision_gets_root() {
+    let stack = minimal_stack();
+    let d = desired(&stack, &ExistingSecrets::new());
+    let root = secret_text(&d.secrets, "shop-mysql", DB_ROOT_PASSWORD_KEY);
+    let mut passwords = std::collections::BTreeSet::new();
+    for (service, job, deployment) in &d.migrations {
+        let name = service.name();
+        let secret = format!("shop-mysql-{name}");
+        let password = secret_text(&d.secrets, &secret, PASSWORD_KEY);
+        assert!(passwords.insert(password.clone()), "{name} has a password of its own");
+        assert_eq!(
+            secret_text(&d.secrets, &secret, URL_KEY),
+            format!("mysql://mall_{name}:{password}@shop-mysql.mall.svc.cluster.local:3306/mall_{name}")
+        );
+        let url_var = format!("MALL_{}_DATABASE_URL", name.to_uppercase());
+        let own_url = |c: &Container| secret_ref(&env_map(c)[&url_var]);
+
+        // The service and its migration connect with its own URL, and know of no other credential.
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let migrate = &pod.containers[0];
+        for c in [container(deployment), migrate] {
+            assert_eq!(own_url(c), (secret.clone(), "url".into()), "{name}/{}", c.name);
+            for e in c.env.iter().flatten() {
+                let from = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref());
+                assert!(
+                    from.is_none_or(|r| r.name != "shop-mysql"),
+                    "{name}/{}: {} from shop-mysql",
+                    c.name,
+                    e.name
+                );
+                assert!(
+                    !e.value.as_deref().unwrap_or_default().contains("mysql://"),
+                    "{name}/{}: {}",
+                    c.name,
+                    e.name
+                );
+            }
+            assert!(c.env_from.iter().flatten().all(|f| f.secret_ref.is_none()), "{name}/{}", c.name);
+        }
+
+        // First, `mall provision <service>` as root makes that user and database.
+        let init = pod.init_containers.as_ref().expect("an init container");
+        assert_eq!(init.len(), 1);
+        let provision = &init[0];
+        assert_eq!(provision.args.as_deref(), Some(&["provision".to_owned(), name.to_owned()][..]));
+        assert_eq!(provision.image, migrate.image);
+        let env = env_map(provision);
+        assert_eq!(
+            secret_ref(&env["MALL_DATABASE_ROOT_PASSWORD"]),
+            ("shop-mysql".into(), DB_ROOT_PASSWORD_KEY.into())
+        );
+        assert_eq!(
+            env["MALL_DATABASE_ADMIN_URL"].value.as_deref(),
+            Some("mysql://root:$(MALL_DATABASE_ROOT_PASSWORD)@shop-mysql.mall.svc.cluster.local:3306")
+        );
+        let order: Vec<&str> = provision.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        let at = |n: &str| order.iter().position(|x| *x == n).unwrap();
+        assert!(
+            at("MALL_DATABASE_ROOT_PASSWORD") < at("MALL_DATABASE_ADMIN_URL"),
+            "defined before it expands"
+        );
+        assert_eq!(own_url(provision), (secret.clone(), "url".into()), "it provisions the URL's account");
+    }
+    // No generated password is written into any pod spec, ConfigMap or Job.
+    let all = workloads_json(&d);
+    assert!(!all.contains(&root));
+    assert!(passwords.iter().all(|p| !all.contains(p)));
+
+    // An external database: the user's URL as given, nothing to provision.
+    let full = desired(&full_stack(), &ExistingSecrets::new());
+    for (service, job, _) in &full.migrations {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(pod.init_containers.is_none(), "{}", service.name());
+        assert_eq!(
+            secret_ref(&env_map(&pod.containers[0])["MALL_DATABASE_URL"]),
+            ("mall-db".into(), "url".into())
+        );
+    }
 }
 
 #[test]
@@ -298,38 +522,92 @@ fn replicas_autoscaling_and_disruption_budgets_interplay() {
     );
 }
 
-#[test]
-fn network_policies_admit_only_the_callers() {
-    let peers = |stack: &MallStack, name: &str| -> Option<Vec<String>> {
-        let d = desired(stack, &ExistingSecrets::new());
-        let np = d.network_policies.iter().find(|p| p.metadata.name.as_deref() == Some(name)).unwrap();
-        let spec = np.spec.as_ref().unwrap();
-        assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
-        let rule = &spec.ingress.as_ref().unwrap()[0];
-        rule.from.as_ref().map(|from| {
-            let selector = from[0].pod_selector.as_ref().unwrap();
-            assert_eq!(selector.match_labels.as_ref().unwrap()["app.kubernetes.io/instance"], "shop");
-            selector.match_expressions.as_ref().unwrap()[0].values.clone().unwrap()
-        })
+/// The peers a policy admits (`None`: anyone) and the one port it opens, checking that the policy
+/// selects exactly its component's pods and that every peer is a pod of this stack.
+fn admitted(d: &Desired, name: &str) -> (Option<std::collections::BTreeSet<String>>, i32) {
+    let np = d.network_policies.iter().find(|p| p.metadata.name.as_deref() == Some(name)).unwrap();
+    let spec = np.spec.as_ref().unwrap();
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]), "{name}");
+    let component = name.strip_prefix("shop-").unwrap();
+    let selected = spec.pod_selector.as_ref().unwrap().match_labels.clone().unwrap();
+    assert_eq!(selected["app.kubernetes.io/component"], component, "{name}");
+    assert_eq!(selected["app.kubernetes.io/instance"], "shop", "{name}");
+    let rules = spec.ingress.as_ref().unwrap();
+    assert_eq!(rules.len(), 1, "{name}");
+    let ports = rules[0].ports.as_ref().unwrap();
+    assert_eq!(ports.len(), 1, "{name}");
+    let port = match ports[0].port.as_ref().unwrap() {
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => *p,
+        other => panic!("{name}: port {other:?}"),
     };
-    let full = full_stack();
-    assert_eq!(peers(&full, "shop-gateway"), None, "the gateway is open to everyone");
-    assert_eq!(peers(&full, "shop-auth").unwrap(), ["gateway"]);
-    assert_eq!(peers(&full, "shop-user").unwrap(), ["gateway"]);
-    assert_eq!(peers(&full, "shop-checkout").unwrap(), ["gateway"]);
-    assert_eq!(peers(&full, "shop-product").unwrap(), ["gateway", "checkout", "order", "cart"]);
-    assert_eq!(peers(&full, "shop-cart").unwrap(), ["gateway", "checkout"]);
-    assert_eq!(peers(&full, "shop-order").unwrap(), ["gateway", "checkout", "payment"]);
-    assert_eq!(peers(&full, "shop-payment").unwrap(), ["gateway", "checkout"]);
-    let d = desired(&full, &ExistingSecrets::new());
-    assert_eq!(d.network_policies.len(), 8, "external data stores get no policy");
+    let peers = rules[0].from.as_ref().map(|from| {
+        assert_eq!(from.len(), 1, "{name}");
+        assert!(
+            from[0].namespace_selector.is_none() && from[0].ip_block.is_none(),
+            "{name}: this namespace only"
+        );
+        let selector = from[0].pod_selector.as_ref().unwrap();
+        assert_eq!(selector.match_labels.as_ref().unwrap()["app.kubernetes.io/instance"], "shop");
+        let expression = &selector.match_expressions.as_ref().unwrap()[0];
+        assert_eq!(
+            (expression.key.as_str(), expression.operator.as_str()),
+            ("app.kubernetes.io/component", "In")
+        );
+        expression.values.clone().unwrap().into_iter().collect()
+    });
+    (peers, port)
+}
 
-    let mut managed = minimal_stack();
-    managed.spec.network_policies = true;
-    let mysql = peers(&managed, "shop-mysql").unwrap();
-    assert!(mysql.contains(&"migrate".to_owned()) && mysql.contains(&"order".to_owned()));
-    assert!(!mysql.contains(&"mysql".to_owned()));
-    assert!(peers(&managed, "shop-redis").is_some());
+fn set_of(items: &[&str]) -> std::collections::BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn network_policies_are_on_by_default_and_admit_exactly_the_callers() {
+    // A manifest that does not mention them gets them.
+    let stack: MallStack = serde_json::from_value(serde_json::json!({
+        "apiVersion": "mall.example.com/v1alpha1",
+        "kind": "MallStack",
+        "metadata": {"name": "shop", "namespace": "mall", "uid": "3f1c9a52-0000-4000-8000-000000000001"},
+        "spec": {"image": {"tag": "0.1.0"}, "database": {"managed": {}}, "redis": {"managed": {}}},
+    }))
+    .unwrap();
+    let d = desired(&stack, &ExistingSecrets::new());
+    assert_eq!(d.network_policies.len(), 10);
+
+    // Who calls whom: the gateway calls every service; checkout calls cart, product, order and
+    // payment; cart and order call product; payment calls order.
+    let services = ["auth", "user", "product", "cart", "order", "payment", "checkout"];
+    let calls: [(&str, &[&str]); 5] = [
+        ("gateway", &services),
+        ("checkout", &["cart", "product", "order", "payment"]),
+        ("cart", &["product"]),
+        ("order", &["product"]),
+        ("payment", &["order"]),
+    ];
+    assert_eq!(admitted(&d, "shop-gateway"), (None, 8889), "the gateway is open to everyone");
+    for service in services {
+        let callers: Vec<&str> = calls
+            .iter()
+            .filter(|(_, callees)| callees.contains(&service))
+            .map(|(caller, _)| *caller)
+            .collect();
+        assert_eq!(admitted(&d, &format!("shop-{service}")), (Some(set_of(&callers)), 50051), "{service}");
+    }
+    // The data stores: only this stack's pods that use them.
+    let mut mysql_clients = services.to_vec();
+    mysql_clients.push("migrate");
+    assert_eq!(admitted(&d, "shop-mysql"), (Some(set_of(&mysql_clients)), 3306));
+    let mut redis_clients = services.to_vec();
+    redis_clients.push("gateway");
+    assert_eq!(admitted(&d, "shop-redis"), (Some(set_of(&redis_clients)), 6379));
+
+    // External data stores get no policy; `networkPolicies: false` turns them all off.
+    let full = desired(&full_stack(), &ExistingSecrets::new());
+    assert_eq!(full.network_policies.len(), 8);
+    let mut off = stack.clone();
+    off.spec.network_policies = false;
+    assert!(desired(&off, &ExistingSecrets::new()).network_policies.is_empty());
 }
 
 #[test]
@@ -384,7 +662,21 @@ fn generated_secrets_are_created_once_and_kept() {
             .clone()
     };
     // Auth's single signing key is no longer made: its keys are a file of their own (`auth_keys`).
-    assert_eq!(names(&first), ["shop-mysql", "shop-admin"]);
+    assert_eq!(
+        names(&first),
+        [
+            "shop-mysql",
+            "shop-mysql-auth",
+            "shop-mysql-user",
+            "shop-mysql-product",
+            "shop-mysql-cart",
+            "shop-mysql-order",
+            "shop-mysql-payment",
+            "shop-mysql-checkout",
+            "shop-redis",
+            "shop-admin"
+        ]
+    );
     let db = data(&first, "shop-mysql", DB_PASSWORD_KEY);
     let root = data(&first, "shop-mysql", DB_ROOT_PASSWORD_KEY);
     assert_eq!(db.len(), 32);
@@ -398,6 +690,26 @@ fn generated_secrets_are_created_once_and_kept() {
         first.iter().map(|s| (s.metadata.name.clone().unwrap(), s.data.clone().unwrap())).collect();
     let again = generated_secrets(&stack, &existing);
     assert_eq!(again, first);
+
+    // The generated service and Redis passwords are kept too, and the URLs follow them.
+    for name in ["shop-mysql-cart", "shop-redis"] {
+        let password = secret_text(&first, name, PASSWORD_KEY);
+        assert_eq!(secret_text(&again, name, PASSWORD_KEY), password);
+        assert!(secret_text(&again, name, URL_KEY).contains(&format!(":{password}@")), "{name}");
+        assert_ne!(secret_text(&fresh, name, PASSWORD_KEY), password);
+    }
+    // A password edited by hand is kept, and escaped in the URL.
+    let mut edited = existing.clone();
+    edited
+        .get_mut("shop-mysql-cart")
+        .unwrap()
+        .insert(PASSWORD_KEY.into(), ByteString(b"p@ss/w:rd#1".to_vec()));
+    let edited = generated_secrets(&stack, &edited);
+    assert_eq!(secret_text(&edited, "shop-mysql-cart", PASSWORD_KEY), "p@ss/w:rd#1");
+    assert_eq!(
+        secret_text(&edited, "shop-mysql-cart", URL_KEY),
+        "mysql://mall_cart:p%40ss%2Fw%3Ard%231@shop-mysql.mall.svc.cluster.local:3306/mall_cart"
+    );
 
     // A key missing from an existing Secret is filled in; the others stay.
     let mut partial = existing.clone();
@@ -425,6 +737,11 @@ fn migration_jobs_follow_the_image_and_gate_the_rollout() {
     let mut rescaled = stack.clone();
     rescaled.spec.services.product.replicas = 3;
     assert_eq!(migration_job_name(&rescaled, Service::Product), migration_job_name(&stack, Service::Product));
+    // A Job's pods cannot change once it exists: any change to them is a new Job.
+    let mut pull = stack.clone();
+    pull.spec.image.pull_secrets = vec!["registry-creds".into()];
+    assert_ne!(migration_job_name(&pull, Service::Product), migration_job_name(&stack, Service::Product));
+    assert_eq!(job.metadata.name.as_deref(), Some(migration_job_name(&stack, Service::Product).as_str()));
 
     let with_status = |status: JobStatus| Job { status: Some(status), ..job.clone() };
     let complete = with_status(JobStatus {
@@ -464,6 +781,23 @@ fn migration_jobs_follow_the_image_and_gate_the_rollout() {
     assert!(rollout_allowed(MigrationState::Succeeded, Some(old_deploy), new_deploy));
     // Same image (a scale change): no need to wait.
     assert!(rollout_allowed(MigrationState::Missing, Some(old_deploy), old_deploy));
+    let mut rescaled = stack.clone();
+    rescaled.spec.services.product.replicas = 3;
+    let rescaled = desired(&rescaled, &ExistingSecrets::new());
+    assert!(rollout_allowed(
+        MigrationState::Missing,
+        Some(old_deploy),
+        service_deployment_of(&rescaled, Service::Product)
+    ));
+    // A Deployment that does not say which Job it waited for (an earlier operator's) waits for this one:
+    // its database user may not exist yet.
+    let mut unmarked = old_deploy.clone();
+    unmarked.metadata.annotations.as_mut().unwrap().remove(MIGRATION_ANNOTATION);
+    assert!(!rollout_allowed(MigrationState::Running, Some(&unmarked), old_deploy));
+    assert_eq!(
+        old_deploy.metadata.annotations.as_ref().unwrap()[MIGRATION_ANNOTATION],
+        migration_job_name(&stack, Service::Product)
+    );
 }
 
 #[test]
@@ -491,8 +825,9 @@ fn mysql_volume_and_secret_are_kept_or_deleted_together() {
         for secret in &d.secrets {
             let name = secret.metadata.name.as_deref().unwrap();
             let owned = secret.metadata.owner_references.as_ref().is_some_and(|o| o.len() == 1);
-            // The signing key and the admin password go with the stack either way.
-            let kept = retain && name == "shop-mysql";
+            // The MySQL passwords (root and the services' users) stay with the volume; the signing key,
+            // the admin and the Redis passwords go with the stack either way.
+            let kept = retain && (name == "shop-mysql" || name.starts_with("shop-mysql-"));
             assert_eq!(owned, !kept, "{name}, retainOnDelete: {retain}");
             // Found again by its labels when the stack is created anew.
             assert_eq!(secret.metadata.labels.as_ref().unwrap()["app.kubernetes.io/instance"], "shop");
@@ -503,16 +838,19 @@ fn mysql_volume_and_secret_are_kept_or_deleted_together() {
     let first = generated_secrets(&minimal_stack(), &ExistingSecrets::new());
     let kept: ExistingSecrets = first
         .iter()
-        .filter(|s| s.metadata.name.as_deref() == Some("shop-mysql"))
+        .filter(|s| s.metadata.name.as_deref().is_some_and(|n| n.starts_with("shop-mysql")))
         .map(|s| (s.metadata.name.clone().unwrap(), s.data.clone().unwrap()))
         .collect();
+    assert_eq!(kept.len(), 8);
     let mut again = minimal_stack();
     again.metadata.uid = Some("3f1c9a52-0000-4000-8000-000000000002".into());
     let recreated = generated_secrets(&again, &kept);
-    let mysql = |secrets: &[k8s_openapi::api::core::v1::Secret]| {
-        secrets.iter().find(|s| s.metadata.name.as_deref() == Some("shop-mysql")).unwrap().data.clone()
-    };
-    assert_eq!(mysql(&recreated), mysql(&first));
+    for name in kept.keys() {
+        let data = |secrets: &[k8s_openapi::api::core::v1::Secret]| {
+            secrets.iter().find(|s| s.metadata.name.as_ref() == Some(name)).unwrap().data.clone()
+        };
+        assert_eq!(data(&recreated), data(&first), "{name}");
+    }
 }
 
 #[test]

@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::secrets::{ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, admin_secret_name, mysql_secret_name};
+use super::secrets::{
+    ADMIN_PASSWORD_KEY, URL_KEY, admin_secret_name, database_secret_name, redis_secret_name,
+};
 use super::{child_name, label_selector, labels, metadata, namespace, selector_labels, short_hash};
 use crate::crd::{MallStack, Service, ServiceType};
 
@@ -111,21 +113,16 @@ pub(super) fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
-/// Database settings of `service`: its own database on the managed MySQL, or the external server URL
-/// (the `mall` binary derives `mall_<service>` from it).
+/// Database settings of `service`: on the managed MySQL, the URL of its own user and database from its
+/// Secret (`<stack>-mysql-<service>`); else the external server's URL (the `mall` binary derives
+/// `mall_<service>` from it).
 pub(crate) fn database_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
     if stack.spec.database.managed.is_some() {
-        vec![
-            from_secret("MALL_DATABASE_PASSWORD", &mysql_secret_name(stack), DB_PASSWORD_KEY),
-            value(
-                &format!("{}_DATABASE_URL", service.env_prefix()),
-                format!(
-                    "mysql://mall:$(MALL_DATABASE_PASSWORD)@{}:{MYSQL_PORT}/mall_{}",
-                    service_host(stack, "mysql"),
-                    service.name()
-                ),
-            ),
-        ]
+        vec![from_secret(
+            &format!("{}_DATABASE_URL", service.env_prefix()),
+            &database_secret_name(stack, service),
+            URL_KEY,
+        )]
     } else if let Some(external) = &stack.spec.database.external {
         vec![from_secret("MALL_DATABASE_URL", &external.secret_ref.name, &external.secret_ref.key)]
     } else {
@@ -135,7 +132,7 @@ pub(crate) fn database_env(stack: &MallStack, service: Service) -> Vec<EnvVar> {
 
 fn redis_env(stack: &MallStack) -> Vec<EnvVar> {
     if stack.spec.redis.managed.is_some() {
-        vec![value("MALL_REDIS_URL", format!("redis://{}:{REDIS_PORT}", service_host(stack, "redis")))]
+        vec![from_secret("MALL_REDIS_URL", &redis_secret_name(stack), URL_KEY)]
     } else if let Some(external) = &stack.spec.redis.external {
         vec![from_secret("MALL_REDIS_URL", &external.secret_ref.name, &external.secret_ref.key)]
     } else {

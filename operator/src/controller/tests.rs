@@ -203,7 +203,10 @@ async fn run<F: Future<Output = ()> + Send + 'static>(
 async fn first_reconcile_applies_every_child_then_settles_without_status_writes() {
     let stack = minimal_stack();
     let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
-    assert_eq!(expected.len(), 1 + 3 + 2 + 10 + 1 + 2 + 14);
+    // The auth keys Secret; the generated Secrets (root, one per service, Redis, admin, identity); the
+    // ConfigMap, Services, MySQL, Redis and the gateway, a Job and a Deployment per service,
+    // NetworkPolicies.
+    assert_eq!(expected.len(), 1 + 11 + 1 + 10 + 1 + 2 + 14 + 10);
 
     let (client, mut server) = mock_client();
     let ctx = context(client);
@@ -439,7 +442,8 @@ fn before_scaling_down(stack: &MallStack) -> MallStack {
 
 #[tokio::test]
 async fn children_no_longer_wanted_are_deleted() {
-    let stack = minimal_stack();
+    let mut stack = minimal_stack();
+    stack.spec.network_policies = false;
     let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
     let left = desired(&before_scaling_down(&stack), &cluster_secrets());
     let pdbs: Vec<Value> = left.pod_disruption_budgets.iter().map(stored).collect();

@@ -43,6 +43,18 @@ pub enum Command {
         #[command(flatten)]
         shared: Shared,
     },
+    /// Create one service's MySQL database and its own user (allowed into that database only), with
+    /// the user and password of the service's database URL, as the administrator of --admin-url; then
+    /// exit. Idempotent: it also sets the user's password again. What the operator's migration Job
+    /// runs first, as an init container.
+    Provision {
+        service: Service,
+        #[command(flatten)]
+        shared: Shared,
+        /// An administrator who may create users and grant (`mysql://root:pass@host:3306`).
+        #[arg(long, env = "MALL_DATABASE_ADMIN_URL", hide_env_values = true)]
+        admin_url: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +368,13 @@ mod tests {
         let cli =
             Cli::try_parse_from(["mall", "migrate", "user", "--database-url", "sqlite::memory:"]).unwrap();
         assert!(matches!(cli.command, Command::Migrate { service: Service::User, .. }));
+        let cli =
+            Cli::try_parse_from(["mall", "provision", "cart", "--admin-url", "mysql://root:pw@db:3306"])
+                .unwrap();
+        let Command::Provision { service: Service::Cart, admin_url, .. } = cli.command else {
+            panic!("provision parses as Provision")
+        };
+        assert_eq!(admin_url, "mysql://root:pw@db:3306");
         assert!(Cli::try_parse_from(["mall", "serve", "nosuch"]).is_err());
         assert!(Cli::try_parse_from(["mall", "up", "--token-ttl", "0"]).is_err());
         let Command::Up(up) = Cli::try_parse_from(["mall", "up", "--request-timeout", "3s"]).unwrap().command

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use mall_storage::{Db, Migrations, StorageError};
+use mall_storage::{DatabaseAccount, Db, Migrations, Provisioned, StorageError, provision_account};
 use tokio::time::Instant;
 
 use crate::config::{self, Service, Shared};
@@ -116,6 +116,33 @@ pub async fn connect_when_reachable(
     retry_while_unreachable(service.name(), patience, || Db::connect(&url))
         .await
         .with_context(|| cannot_open(service, &url))
+}
+
+/// Creates `service`'s MySQL database and its own user, as the administrator of `admin_url`: the user,
+/// password and database are those of the service's URL (`MALL_<SERVICE>_DATABASE_URL`, as `mall
+/// migrate` and `mall serve` resolve it), so the account made is the one the service connects with.
+/// The user may use that database only; its password is set again each time. Waits up to `patience`
+/// for a server that is not reachable yet.
+pub async fn provision(
+    service: Service,
+    shared: &Shared,
+    admin_url: &str,
+    patience: Duration,
+) -> anyhow::Result<Provisioned> {
+    let url = url(service, shared)?;
+    let name = service.name();
+    let account = DatabaseAccount::from_url(&url)
+        .with_context(|| format!("the {name} database URL cannot name a service account"))?;
+    retry_while_unreachable(name, patience, || provision_account(admin_url, &account)).await.with_context(
+        || {
+            format!(
+                "creating user {} and database {} at {}",
+                account.user(),
+                account.database(),
+                mall_storage::redact_url(admin_url)
+            )
+        },
+    )
 }
 
 /// Runs `service`'s migrations on `db`.
@@ -266,6 +293,47 @@ mod tests {
         mall_testkit::drop_databases(&base, &name).await;
         check.unwrap();
         assert!(accepted.load(Ordering::Relaxed) > 3, "it came back after the refused attempts");
+    }
+
+    #[tokio::test]
+    async fn provision_makes_the_account_that_migrate_and_serve_connect_with() {
+        let Some(base) = mall_testkit::database_url() else { return };
+        let (_, rest) = base.split_once("://").unwrap();
+        let (credentials, host) = rest.split_once('@').map_or(("", rest), |(c, h)| (c, h));
+        let host_port = host.split('/').next().unwrap().to_owned();
+        let at = if credentials.is_empty() { String::new() } else { format!("{credentials}@") };
+        let admin = format!("mysql://{at}{host_port}");
+        // The base name `<name>` gives cart's database `<name>_cart`; its user is named the same.
+        let name = mall_testkit::unique_name("mall_t");
+        let user = format!("{name}_cart");
+        let password = format!("{}{}", mall_testkit::unique_name("pw"), mall_testkit::unique_name("pw"));
+        let cart = shared(&["--database-url", &format!("mysql://{user}:{password}@{host_port}/{name}")]);
+
+        let check = async {
+            let made = provision(Service::Cart, &cart, &admin, PATIENCE).await?;
+            anyhow::ensure!(made.created_user && made.created_database, "{made:?}");
+            crate::migrate(Service::Cart, &cart).await?;
+            connect_migrated(Service::Cart, &cart).await?.close().await;
+            // Run again before the next migration: nothing new, nothing lost.
+            let again = provision(Service::Cart, &cart, &admin, PATIENCE).await?;
+            anyhow::ensure!(!again.created_user && !again.created_database, "{again:?}");
+            connect_migrated(Service::Cart, &cart).await?.close().await;
+            anyhow::Ok(())
+        }
+        .await;
+        let no_password = shared(&["--database-url", &format!("mysql://{user}@{host_port}/{name}")]);
+        let refused = provision(Service::Cart, &no_password, &admin, PATIENCE).await.unwrap_err();
+
+        {
+            use mall_storage::sqlx::{self, AssertSqlSafe, Connection};
+            let mut conn = sqlx::MySqlConnection::connect(&admin).await.unwrap();
+            let drop_user = format!("DROP USER IF EXISTS '{user}'@'%'");
+            sqlx::raw_sql(AssertSqlSafe(drop_user)).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+        mall_testkit::drop_databases(&base, &name).await;
+        check.unwrap();
+        assert!(format!("{refused:#}").contains("carries no password"), "{refused:#}");
     }
 
     #[tokio::test]

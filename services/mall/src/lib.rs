@@ -307,6 +307,13 @@ fn service_identity(service: Service, args: &IdentityArgs) -> anyhow::Result<Ide
 }
 
 /// Runs one service's migrations, waiting up to two minutes for a database that is not reachable yet.
+/// `mall provision <service>`: creates the service's MySQL database and its own user (see
+/// [`database::provision`]), waiting up to [`database::PATIENCE`] for the server.
+pub async fn provision(service: Service, shared: &Shared, admin_url: &str) -> anyhow::Result<()> {
+    database::provision(service, shared, admin_url, database::PATIENCE).await?;
+    Ok(())
+}
+
 pub async fn migrate(service: Service, shared: &Shared) -> anyhow::Result<()> {
     let db = database::connect_when_reachable(service, shared, database::PATIENCE).await?;
     database::migrate(service, &db).await?;

@@ -1,4 +1,5 @@
-//! `mall`: run the whole mall (`up`), one service (`serve`), or one service's migrations (`migrate`).
+//! `mall`: run the whole mall (`up`), one service (`serve`), one service's migrations (`migrate`), or
+//! create one service's MySQL database and user (`provision`).
 
 use clap::Parser;
 use mall::config::{Cli, Command};
@@ -62,5 +63,8 @@ async fn main() -> anyhow::Result<()> {
             mall::serve(service, &shared, &listen, &gateway_listen, &identity).await
         }
         Command::Migrate { service, shared } => mall::migrate(service, &shared).await,
+        Command::Provision { service, shared, admin_url } => {
+            mall::provision(service, &shared, &admin_url).await
+        }
     }
 }

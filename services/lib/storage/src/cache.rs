@@ -31,8 +31,9 @@ impl Cache {
         Cache::Memory(MemoryCache::new(namespace))
     }
 
-    /// A Redis cache; fails (within about 5 s) if the server is unreachable now.
-    /// Later outages are survived: the connection reconnects by itself.
+    /// A Redis cache; fails (within about 5 s) if the server is unreachable now, and at once if it
+    /// refuses the URL's password (or wants one). Later outages are survived: the connection
+    /// reconnects by itself.
     pub async fn redis(url: &str, namespace: &str) -> Result<Cache, StorageError> {
         Ok(Cache::Redis(RedisCache::connect(url, namespace).await?))
     }

@@ -6,6 +6,7 @@
 //! short write transactions from many tasks wait for each other instead of
 //! failing with "database is locked".
 
+pub(crate) mod account;
 pub(crate) mod url;
 
 use std::fmt;

@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 
 use crate::StorageError;
 use crate::db::url::redact_url;
@@ -54,6 +55,7 @@ impl RedisCache {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
         let start = async {
+            drop(first_connection(&client).await?);
             let mut conn = ConnectionManager::new_with_config(client, config).await?;
             redis::cmd("PING").query_async::<String>(&mut conn).await?;
             Ok::<_, redis::RedisError>(conn)
@@ -120,6 +122,30 @@ impl RedisCache {
 }
 
 /// Whole milliseconds; the caller already rounded up and capped the duration.
+/// A first connection to check that the server takes us in, made by hand: the connection manager
+/// retries every failure until the startup timeout, so a wrong or missing password would only show
+/// as a server that does not answer. Here only failing to reach the server is retried; the server's
+/// answer (`WRONGPASS`, `NOAUTH`) is returned at once.
+async fn first_connection(client: &redis::Client) -> Result<MultiplexedConnection, redis::RedisError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    loop {
+        let attempt = async {
+            let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        match attempt.await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
