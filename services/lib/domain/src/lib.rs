@@ -13,9 +13,9 @@ mod id;
 mod money;
 mod status;
 
-pub use address::{Address, MAX_ADDRESS_FIELD};
-pub use email::{Email, MAX_EMAIL};
+pub use address::Address;
+pub use email::Email;
 pub use error::{Invalid, Problem, UnknownStatus};
-pub use id::{MAX_ORDER_ID, OrderId, ProductId, UserId};
+pub use id::{OrderId, ProductId, UserId};
 pub use money::Cents;
 pub use status::{CheckoutOutcome, CheckoutStep, OrderStatus, PaymentStatus, ReservationStatus};
