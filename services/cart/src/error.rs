@@ -22,6 +22,13 @@ pub enum CartError {
     Runtime(#[from] mall_runtime::RuntimeError),
 }
 
+/// The one place a refused input becomes this service's INVALID_ARGUMENT.
+impl From<mall_domain::Invalid> for CartError {
+    fn from(e: mall_domain::Invalid) -> Self {
+        CartError::InvalidArgument(e.to_string())
+    }
+}
+
 impl CartError {
     /// Sorts a failed call to the product service: unreachable (worth a retry) or a bug.
     pub(crate) fn from_product(status: tonic::Status) -> CartError {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use mall_domain::{ProductId, UserId};
 use mall_proto::cart::v1 as pb;
 use mall_proto::cart::v1::cart_service_server::CartService;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
@@ -28,47 +29,47 @@ impl Carts {
     }
 
     async fn add_item(&self, req: pb::AddItemRequest) -> Result<pb::Cart, CartError> {
-        check_user(req.user_id)?;
+        let user_id = UserId::new(req.user_id)?.get();
         if !(1..=MAX_LINE_QUANTITY).contains(&req.quantity) {
             return Err(CartError::InvalidArgument(format!(
                 "quantity must be between 1 and {MAX_LINE_QUANTITY}, got {}",
                 req.quantity
             )));
         }
-        if req.product_id <= 0 {
-            return Err(CartError::ProductNotFound(req.product_id));
+        let product_id = ProductId::new(req.product_id)?.get();
+        if self.live_products(&[product_id]).await?.is_empty() {
+            return Err(CartError::ProductNotFound(product_id));
         }
-        if self.live_products(&[req.product_id]).await?.is_empty() {
-            return Err(CartError::ProductNotFound(req.product_id));
-        }
-        store::add(&self.db, req.user_id, req.product_id, req.quantity).await?;
-        self.cart(req.user_id).await
+        store::add(&self.db, user_id, product_id, req.quantity).await?;
+        self.cart(user_id).await
     }
 
     async fn set_item(&self, req: pb::SetItemRequest) -> Result<pb::Cart, CartError> {
-        check_user(req.user_id)?;
+        let user_id = UserId::new(req.user_id)?.get();
         if !(0..=MAX_LINE_QUANTITY).contains(&req.quantity) {
             return Err(CartError::InvalidArgument(format!(
                 "quantity must be between 0 and {MAX_LINE_QUANTITY}, got {}",
                 req.quantity
             )));
         }
+        let product_id = ProductId::new(req.product_id)?.get();
         if req.quantity == 0 {
             // Not looked up: the line of a product deleted since it was added can still go.
-            store::remove(&self.db, req.user_id, req.product_id).await?;
-            return self.cart(req.user_id).await;
+            store::remove(&self.db, user_id, product_id).await?;
+            return self.cart(user_id).await;
         }
-        if req.product_id <= 0 || self.live_products(&[req.product_id]).await?.is_empty() {
-            return Err(CartError::ProductNotFound(req.product_id));
+        if self.live_products(&[product_id]).await?.is_empty() {
+            return Err(CartError::ProductNotFound(product_id));
         }
-        store::set(&self.db, req.user_id, req.product_id, req.quantity).await?;
-        self.cart(req.user_id).await
+        store::set(&self.db, user_id, product_id, req.quantity).await?;
+        self.cart(user_id).await
     }
 
     async fn remove_item(&self, req: pb::RemoveItemRequest) -> Result<pb::Cart, CartError> {
-        check_user(req.user_id)?;
-        store::remove(&self.db, req.user_id, req.product_id).await?;
-        self.cart(req.user_id).await
+        let user_id = UserId::new(req.user_id)?.get();
+        let product_id = ProductId::new(req.product_id)?.get();
+        store::remove(&self.db, user_id, product_id).await?;
+        self.cart(user_id).await
     }
 
     /// The user's cart, priced now.
@@ -95,13 +96,6 @@ impl Carts {
         }
         Ok(live)
     }
-}
-
-fn check_user(user_id: i64) -> Result<(), CartError> {
-    if user_id <= 0 {
-        return Err(CartError::InvalidArgument(format!("user_id must be positive, got {user_id}")));
-    }
-    Ok(())
 }
 
 /// Prices `lines` with today's products; a product that is gone stays as an unavailable line that
@@ -177,8 +171,7 @@ impl CartService for Carts {
         &self,
         request: Request<pb::GetCartRequest>,
     ) -> Result<Response<pb::GetCartResponse>, Status> {
-        let user_id = request.into_inner().user_id;
-        check_user(user_id)?;
+        let user_id = UserId::new(request.into_inner().user_id).map_err(CartError::from)?.get();
         let cart = self.cart(user_id).await?;
         Ok(Response::new(pb::GetCartResponse { cart: Some(cart) }))
     }
@@ -187,8 +180,7 @@ impl CartService for Carts {
         &self,
         request: Request<pb::EmptyCartRequest>,
     ) -> Result<Response<pb::EmptyCartResponse>, Status> {
-        let user_id = request.into_inner().user_id;
-        check_user(user_id)?;
+        let user_id = UserId::new(request.into_inner().user_id).map_err(CartError::from)?.get();
         store::empty(&self.db, user_id).await?;
         let cart = pb::Cart { user_id, items: Vec::new(), total_cents: 0, version: version(&[]) };
         Ok(Response::new(pb::EmptyCartResponse { cart: Some(cart) }))

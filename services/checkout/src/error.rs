@@ -31,6 +31,20 @@ pub enum CheckoutError {
     Runtime(#[from] mall_runtime::RuntimeError),
 }
 
+/// The one place a refused input becomes this service's INVALID_ARGUMENT.
+impl From<mall_domain::Invalid> for CheckoutError {
+    fn from(e: mall_domain::Invalid) -> Self {
+        CheckoutError::InvalidArgument(e.to_string())
+    }
+}
+
+/// A step or outcome in the database that no version of this service writes.
+impl From<mall_domain::UnknownStatus> for CheckoutError {
+    fn from(e: mall_domain::UnknownStatus) -> Self {
+        CheckoutError::Internal(format!("in the database: {e}"))
+    }
+}
+
 /// Codes from a peer after which the request's effect is unknown or may succeed later: the saga stays
 /// where it is and the call can be retried with the same key.
 pub fn is_transient(code: Code) -> bool {

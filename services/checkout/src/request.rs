@@ -1,84 +1,59 @@
-//! A checkout request, checked and reduced to what may be kept: the buyer's names, email and address,
-//! and a hash that identifies the request without the card's number or CVV.
+//! A checkout request, checked and reduced to what may be kept: the buyer's names, email and address
+//! (parsed by mall-domain's rules, the same the order service applies), and a hash that identifies the
+//! request without the card's number or CVV.
 
+use mall_domain::{Address, Email, Invalid, UserId};
 use mall_proto::checkout::v1 as pb;
-use mall_proto::order::v1::Address;
 use mall_proto::payment::v1::CreditCard;
 use sha2::{Digest, Sha256};
 
 use crate::CheckoutError;
 
-const MAX_FIELD: usize = 255;
-const MAX_EMAIL: usize = 254;
+/// Longest first or last name (the width of their columns).
+const MAX_NAME: usize = 255;
 pub const MAX_KEY: usize = 255;
 
 /// A valid request, trimmed. The card is kept apart: it is handed to payment and dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buyer {
-    pub user_id: i64,
+    pub user_id: UserId,
     pub firstname: String,
     pub lastname: String,
-    pub email: String,
+    pub email: Email,
     pub address: Address,
     /// SHA-256 (hex) over the fields above and the card's last four digits and expiry.
     pub request_hash: String,
 }
 
-fn field(value: &str, name: &str, required: bool) -> Result<String, CheckoutError> {
+fn name(value: &str, field: &str) -> Result<String, CheckoutError> {
     let value = value.trim();
-    if required && value.is_empty() {
-        return Err(CheckoutError::InvalidArgument(format!("{name} is required")));
+    if value.is_empty() {
+        return Err(CheckoutError::InvalidArgument(format!("{field} is required")));
     }
-    if value.chars().count() > MAX_FIELD {
-        return Err(CheckoutError::InvalidArgument(format!("{name} must be at most {MAX_FIELD} characters")));
+    if value.chars().count() > MAX_NAME {
+        return Err(CheckoutError::InvalidArgument(format!("{field} must be at most {MAX_NAME} characters")));
     }
     Ok(value.to_owned())
-}
-
-/// A plausible address: one `@`, something before it, a dotted domain after it, no spaces.
-pub fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
-    !local.is_empty()
-        && email.len() <= MAX_EMAIL
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Checks a request (INVALID_ARGUMENT for anything missing or malformed) and returns the buyer and the
 /// card.
 pub fn check(req: &pb::CheckoutRequest) -> Result<(Buyer, &CreditCard), CheckoutError> {
-    if req.user_id <= 0 {
-        return Err(CheckoutError::InvalidArgument("user_id must be positive".into()));
-    }
+    let user_id = UserId::new(req.user_id)?;
     if req.idempotency_key.chars().count() > MAX_KEY {
         return Err(CheckoutError::InvalidArgument(format!(
             "the idempotency key must be at most {MAX_KEY} characters"
         )));
     }
-    let firstname = field(&req.firstname, "firstname", true)?;
-    let lastname = field(&req.lastname, "lastname", true)?;
-    let email = req.email.trim().to_owned();
-    if !valid_email(&email) {
-        return Err(CheckoutError::InvalidArgument("email is not a valid address".into()));
-    }
-    let Some(given) = req.address.as_ref() else {
-        return Err(CheckoutError::InvalidArgument("address is required".into()));
-    };
-    let address = Address {
-        street_address: field(&given.street_address, "address.street_address", true)?,
-        city: field(&given.city, "address.city", true)?,
-        state: field(&given.state, "address.state", false)?,
-        country: field(&given.country, "address.country", true)?,
-        zip_code: field(&given.zip_code, "address.zip_code", true)?,
-    };
+    let firstname = name(&req.firstname, "firstname")?;
+    let lastname = name(&req.lastname, "lastname")?;
+    let email = Email::parse(&req.email)?;
+    let address = Address::try_from(req.address.as_ref().ok_or_else(|| Invalid::required("address"))?)?;
     let Some(card) = req.credit_card.as_ref() else {
         return Err(CheckoutError::InvalidArgument("credit_card is required".into()));
     };
     let request_hash = request_hash(&firstname, &lastname, &email, &address, card);
-    Ok((Buyer { user_id: req.user_id, firstname, lastname, email, address, request_hash }, card))
+    Ok((Buyer { user_id, firstname, lastname, email, address, request_hash }, card))
 }
 
 /// The last four digits of the card number (fewer if it has fewer).
@@ -91,25 +66,17 @@ fn last4(number: &str) -> String {
 fn request_hash(
     firstname: &str,
     lastname: &str,
-    email: &str,
+    email: &Email,
     address: &Address,
     card: &CreditCard,
 ) -> String {
     let mut hasher = Sha256::new();
     let last4 = last4(&card.number);
     let expiry = format!("{}/{}", card.expiration_year, card.expiration_month);
-    for part in [
-        firstname,
-        lastname,
-        email,
-        &address.street_address,
-        &address.city,
-        &address.state,
-        &address.country,
-        &address.zip_code,
-        &last4,
-        &expiry,
-    ] {
+    let [street_address, city, state, country, zip_code] = address.fields();
+    for part in
+        [firstname, lastname, email.as_str(), street_address, city, state, country, zip_code, &last4, &expiry]
+    {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
@@ -119,6 +86,7 @@ fn request_hash(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mall_proto::order::v1::Address;
 
     fn request() -> pb::CheckoutRequest {
         pb::CheckoutRequest {
@@ -171,6 +139,24 @@ mod tests {
         other.firstname = "Ad".into();
         other.lastname = "aLovelace".into();
         assert_ne!(check(&other).unwrap().0.request_hash, buyer.request_hash);
+    }
+
+    #[test]
+    fn address_fields_follow_the_order_services_rule() {
+        let mut at_limit = request();
+        at_limit.address.as_mut().unwrap().street_address = "s".repeat(200);
+        assert!(check(&at_limit).is_ok());
+        let mut over = request();
+        over.address.as_mut().unwrap().street_address = "s".repeat(201);
+        match check(&over) {
+            Err(CheckoutError::InvalidArgument(msg)) => {
+                assert_eq!(msg, "address.street_address must be at most 200 characters (it has 201)");
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+        let mut shouting = request();
+        shouting.email = " Ada@Example.COM ".into();
+        assert_eq!(check(&shouting).unwrap().0.email.as_str(), "ada@example.com");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //!   not block the next: its row gives the key up (it becomes `retired:<checkout_id>`) and a new
 //!   checkout of the same cart proceeds. One in progress or paid answers as above.
 
+use mall_domain::UserId;
 use mall_domain::card::{Card, YearMonth};
 use mall_proto::checkout::v1 as pb;
 use mall_proto::checkout::v1::checkout_service_server::CheckoutService;
@@ -41,20 +42,20 @@ impl Checkouts {
         let lease = uuid::Uuid::new_v4().to_string();
         let given_key = Some(req.idempotency_key.as_str()).filter(|k| !k.is_empty());
         if let Some(key) = given_key
-            && let Some(existing) = store::find_by_key(self.db(), buyer.user_id, key).await?
+            && let Some(existing) = store::find_by_key(self.db(), buyer.user_id.get(), key).await?
         {
             return self.resume(existing, &buyer, &card, &lease).await;
         }
-        if let Some(refused) = refuse_malformed(buyer.user_id, &card) {
+        if let Some(refused) = refuse_malformed(buyer.user_id.get(), &card) {
             return Ok(refused);
         }
 
         let checkout_id = uuid::Uuid::now_v7().to_string();
         let (idempotency_key, key_generated, step, lines) = match given_key {
             Some(key) => (key.to_owned(), false, Step::Started, Vec::new()),
-            None => match self.cart_key(buyer.user_id).await? {
+            None => match self.cart_key(buyer.user_id.get()).await? {
                 Some(CartKey { key, lines }) => {
-                    if let Some(existing) = store::find_by_key(self.db(), buyer.user_id, &key).await? {
+                    if let Some(existing) = store::find_by_key(self.db(), buyer.user_id.get(), &key).await? {
                         if matches!(existing.outcome, Outcome::Declined | Outcome::Failed) {
                             // Nothing was charged: this cart may be checked out again.
                             store::retire_key(self.db(), &existing).await?;
@@ -70,7 +71,7 @@ impl Checkouts {
         let now = now_unix();
         let row = CheckoutRow {
             checkout_id,
-            user_id: buyer.user_id,
+            user_id: buyer.user_id.get(),
             idempotency_key,
             key_generated,
             request_hash: buyer.request_hash.clone(),
@@ -84,8 +85,8 @@ impl Checkouts {
             failure_message: String::new(),
             firstname: buyer.firstname.clone(),
             lastname: buyer.lastname.clone(),
-            email: buyer.email.clone(),
-            address: buyer.address.clone(),
+            email: buyer.email.to_string(),
+            address: (&buyer.address).into(),
             lines,
             created_at: now,
             updated_at: now,
@@ -158,15 +159,13 @@ impl Checkouts {
     }
 
     pub(crate) async fn find(&self, req: pb::GetCheckoutRequest) -> Result<pb::Checkout, CheckoutError> {
-        if req.user_id <= 0 {
-            return Err(CheckoutError::InvalidArgument("user_id must be positive".into()));
-        }
+        let user_id = UserId::new(req.user_id)?;
         let found = match req.lookup {
             Some(pb::get_checkout_request::Lookup::CheckoutId(id)) if !id.trim().is_empty() => {
                 store::find_by_id(self.db(), id.trim()).await?
             }
             Some(pb::get_checkout_request::Lookup::IdempotencyKey(key)) if !key.is_empty() => {
-                store::find_by_key(self.db(), req.user_id, &key).await?.filter(|row| !row.key_generated)
+                store::find_by_key(self.db(), user_id.get(), &key).await?.filter(|row| !row.key_generated)
             }
             _ => {
                 return Err(CheckoutError::InvalidArgument(
@@ -175,7 +174,7 @@ impl Checkouts {
             }
         };
         match found {
-            Some(row) if row.user_id == req.user_id => Ok(row.to_proto()),
+            Some(row) if row.user_id == user_id.get() => Ok(row.to_proto()),
             _ => Err(CheckoutError::NotFound("checkout not found".into())),
         }
     }
@@ -212,7 +211,7 @@ fn answer(row: &CheckoutRow, replayed: bool) -> Result<pb::CheckoutResponse, Che
     match row.outcome {
         Outcome::Succeeded | Outcome::Declined => Ok(pb::CheckoutResponse {
             checkout_id: row.checkout_id.clone(),
-            outcome: row.outcome.to_proto().into(),
+            outcome: pb::CheckoutOutcome::from(row.outcome).into(),
             order_id: row.order_id.clone(),
             transaction_id: row.transaction_id.clone(),
             total_cents: row.total_cents,

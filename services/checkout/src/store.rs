@@ -18,96 +18,8 @@ use crate::CheckoutError;
 /// How long a lease lasts without a state write.
 pub const LEASE_SECS: i64 = 60;
 
-/// The last step completed (CheckoutStep).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Started,
-    CartRead,
-    OrderPlaced,
-    Charged,
-    OrderPaid,
-    CartEmptied,
-    OrderCancelled,
-}
-
-impl Step {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Started => "started",
-            Step::CartRead => "cart_read",
-            Step::OrderPlaced => "order_placed",
-            Step::Charged => "charged",
-            Step::OrderPaid => "order_paid",
-            Step::CartEmptied => "cart_emptied",
-            Step::OrderCancelled => "order_cancelled",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Step, CheckoutError> {
-        Ok(match s {
-            "started" => Step::Started,
-            "cart_read" => Step::CartRead,
-            "order_placed" => Step::OrderPlaced,
-            "charged" => Step::Charged,
-            "order_paid" => Step::OrderPaid,
-            "cart_emptied" => Step::CartEmptied,
-            "order_cancelled" => Step::OrderCancelled,
-            other => return Err(CheckoutError::Internal(format!("unknown stored checkout step {other:?}"))),
-        })
-    }
-
-    fn to_proto(self) -> pb::CheckoutStep {
-        match self {
-            Step::Started => pb::CheckoutStep::Started,
-            Step::CartRead => pb::CheckoutStep::CartRead,
-            Step::OrderPlaced => pb::CheckoutStep::OrderPlaced,
-            Step::Charged => pb::CheckoutStep::Charged,
-            Step::OrderPaid => pb::CheckoutStep::OrderPaid,
-            Step::CartEmptied => pb::CheckoutStep::CartEmptied,
-            Step::OrderCancelled => pb::CheckoutStep::OrderCancelled,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    InProgress,
-    Succeeded,
-    Declined,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::InProgress => "in_progress",
-            Outcome::Succeeded => "succeeded",
-            Outcome::Declined => "declined",
-            Outcome::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Outcome, CheckoutError> {
-        Ok(match s {
-            "in_progress" => Outcome::InProgress,
-            "succeeded" => Outcome::Succeeded,
-            "declined" => Outcome::Declined,
-            "failed" => Outcome::Failed,
-            other => {
-                return Err(CheckoutError::Internal(format!("unknown stored checkout outcome {other:?}")));
-            }
-        })
-    }
-
-    pub fn to_proto(self) -> pb::CheckoutOutcome {
-        match self {
-            Outcome::InProgress => pb::CheckoutOutcome::InProgress,
-            Outcome::Succeeded => pb::CheckoutOutcome::Succeeded,
-            Outcome::Declined => pb::CheckoutOutcome::Declined,
-            Outcome::Failed => pb::CheckoutOutcome::Failed,
-        }
-    }
-}
+// The saga's step and outcome, under the names the saga uses.
+pub use mall_domain::{CheckoutOutcome as Outcome, CheckoutStep as Step};
 
 /// One checkout, as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,8 +58,8 @@ impl CheckoutRow {
             checkout_id: self.checkout_id.clone(),
             user_id: self.user_id,
             idempotency_key: if self.key_generated { String::new() } else { self.idempotency_key.clone() },
-            step: self.step.to_proto().into(),
-            outcome: self.outcome.to_proto().into(),
+            step: pb::CheckoutStep::from(self.step).into(),
+            outcome: pb::CheckoutOutcome::from(self.outcome).into(),
             order_id: self.order_id.clone(),
             transaction_id: self.transaction_id.clone(),
             total_cents: self.total_cents,
@@ -194,8 +106,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<CheckoutRow, CheckoutError> {
         idempotency_key: row.try_get("idempotency_key")?,
         key_generated: row.try_get::<i64, _>("key_generated")? != 0,
         request_hash: row.try_get("request_hash")?,
-        step: Step::parse(&row.try_get::<String, _>("step")?)?,
-        outcome: Outcome::parse(&row.try_get::<String, _>("outcome")?)?,
+        step: row.try_get::<String, _>("step")?.parse()?,
+        outcome: row.try_get::<String, _>("outcome")?.parse()?,
         order_id: row.try_get("order_id")?,
         transaction_id: row.try_get("transaction_id")?,
         total_cents: row.try_get("total_cents")?,
@@ -278,11 +190,13 @@ pub async fn insert(db: &Db, row: &CheckoutRow, lease: &str) -> Result<Result<()
 pub async fn retire_key(db: &Db, row: &CheckoutRow) -> Result<(), CheckoutError> {
     sqlx::query(
         "UPDATE checkouts SET idempotency_key = ? WHERE checkout_id = ? AND idempotency_key = ? \
-         AND outcome IN ('declined', 'failed')",
+         AND outcome IN (?, ?)",
     )
     .bind(format!("retired:{}", row.checkout_id))
     .bind(&row.checkout_id)
     .bind(&row.idempotency_key)
+    .bind(Outcome::Declined.as_str())
+    .bind(Outcome::Failed.as_str())
     .execute(db.pool())
     .await?;
     Ok(())
@@ -320,11 +234,13 @@ pub async fn acquire(db: &Db, checkout_id: &str, lease: &str) -> Result<bool, Ch
     let now = now_unix();
     let done = sqlx::query(
         "UPDATE checkouts SET lease_owner = ?, lease_until = ? WHERE checkout_id = ? \
-         AND (outcome = 'in_progress' OR step = 'order_paid') AND (lease_owner IS NULL OR lease_until < ?)",
+         AND (outcome = ? OR step = ?) AND (lease_owner IS NULL OR lease_until < ?)",
     )
     .bind(lease)
     .bind(now + LEASE_SECS)
     .bind(checkout_id)
+    .bind(Outcome::InProgress.as_str())
+    .bind(Step::OrderPaid.as_str())
     .bind(now)
     .execute(db.pool())
     .await?;
@@ -358,9 +274,11 @@ pub async fn find_by_key(db: &Db, user_id: i64, key: &str) -> Result<Option<Chec
 /// not leased by a live call: the ones recovery takes up. Oldest first.
 pub async fn open_idle(db: &Db, idle_since: i64, limit: i64) -> Result<Vec<String>, CheckoutError> {
     let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT checkout_id FROM checkouts WHERE (outcome = 'in_progress' OR step = 'order_paid') \
+        "SELECT checkout_id FROM checkouts WHERE (outcome = ? OR step = ?) \
          AND updated_at <= ? AND (lease_owner IS NULL OR lease_until < ?) ORDER BY updated_at LIMIT ?",
     )
+    .bind(Outcome::InProgress.as_str())
+    .bind(Step::OrderPaid.as_str())
     .bind(idle_since)
     .bind(now_unix())
     .bind(limit)

@@ -13,6 +13,8 @@ use mall_proto::payment::v1 as payment_pb;
 use mall_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use mall_proto::product::v1 as product_pb;
 use mall_proto::product::v1::product_service_client::ProductServiceClient;
+use mall_proto::user::v1 as user_pb;
+use mall_proto::user::v1::user_service_client::UserServiceClient;
 use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Cache, Db};
 use mall_testkit::TestDb;
@@ -717,6 +719,99 @@ async fn no_key_resumes_retries_after_a_decline_and_follows_the_cart(s: &Stack) 
     assert_eq!(orders.iter().filter(|o| o.status() == order_pb::OrderStatus::Paid).count(), 2);
 }
 
+/// One rule per input, end to end: what the order service would refuse, checkout refuses first, with
+/// the same message, before anything is recorded, placed or reserved; and an email the user service
+/// refuses, checkout and the order service refuse in the same words. (Checkout used to take 255
+/// characters per address field, which the order service then refused above 200, after the checkout
+/// had started; and each service had its own idea of an email.)
+async fn one_rule_per_input(s: &Stack) {
+    let user = 111;
+    let lamp = s.product(700, 5).await;
+    s.add(user, lamp, 2).await;
+    let refused = |r: Result<pb::CheckoutResponse, tonic::Status>| {
+        let e = r.expect_err("refused");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        e.message().to_owned()
+    };
+    let place = |req: &pb::CheckoutRequest| order_pb::PlaceOrderRequest {
+        user_id: user,
+        email: req.email.clone(),
+        address: req.address.clone(),
+        items: vec![order_pb::OrderLine { product_id: lamp, quantity: 1 }],
+        idempotency_key: String::new(),
+    };
+
+    // 201 characters in an address field: refused by checkout at its door, as the order service would.
+    let mut long = request(user, "k-rule-address", GOOD_CARD);
+    long.address.as_mut().unwrap().street_address = "x".repeat(201);
+    let message = refused(run(&s.checkout, long.clone()).await);
+    assert_eq!(message, "address.street_address must be at most 200 characters (it has 201)");
+    let by_order = s.order.clone().place_order(place(&long)).await.unwrap_err();
+    assert_eq!((by_order.code(), by_order.message()), (Code::InvalidArgument, message.as_str()));
+    assert!(s.orders(user).await.is_empty(), "no order placed");
+    assert_eq!(s.stock(lamp).await, 5, "no stock reserved");
+    assert_eq!(s.cart_lines(user).await, [(lamp, 2)], "the cart is untouched");
+    let lookup = pb::GetCheckoutRequest {
+        user_id: user,
+        lookup: Some(pb::get_checkout_request::Lookup::IdempotencyKey("k-rule-address".into())),
+    };
+    let e = s.checkout.clone().get_checkout(lookup).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "nothing recorded: the key stays free");
+
+    // Emails: the user service is the reference; checkout and the order service answer the same.
+    let users_db = TestDb::sqlite(&mall_user::migrations()).await;
+    let served = mall_user::startup(
+        mall_user::Config::default(),
+        users_db.db.clone(),
+        mall_runtime::Access::unchecked(),
+        listener().await,
+        s.stop.clone(),
+    )
+    .await
+    .unwrap();
+    let users = UserServiceClient::new(channel(served.addr));
+    let register = |email: &str| user_pb::RegisterRequest {
+        email: email.into(),
+        password: "correct horse".into(),
+        confirm_password: "correct horse".into(),
+    };
+    // Among them, addresses the order service or checkout used to take.
+    for email in [
+        "al<ice@example.com",
+        ".alice@example.com",
+        "a..b@example.com",
+        "alice@exa_mple.com",
+        "alice@-x.com",
+        "grace",
+        "grace@localhost",
+        "   ",
+    ] {
+        let by_users = users.clone().register(register(email)).await.unwrap_err();
+        assert_eq!(by_users.code(), Code::InvalidArgument, "{email:?}");
+        let mut req = request(user, "k-rule-email", GOOD_CARD);
+        req.email = email.into();
+        assert_eq!(refused(run(&s.checkout, req.clone()).await), by_users.message(), "checkout, {email:?}");
+        let by_order = s.order.clone().place_order(place(&req)).await.unwrap_err();
+        assert_eq!((by_order.code(), by_order.message()), (by_users.code(), by_users.message()), "{email:?}");
+    }
+    assert!(s.orders(user).await.is_empty());
+    assert_eq!(s.stock(lamp).await, 5);
+
+    // At the limits, and with an email the user service would take, the checkout goes through; the
+    // order keeps the email as the user service would (lowercased).
+    let mut fits = request(user, "k-rule-fits", GOOD_CARD);
+    fits.email = " Grace@Example.COM ".into();
+    fits.address.as_mut().unwrap().street_address = "x".repeat(200);
+    users.clone().register(register(&fits.email)).await.expect("the user service takes it");
+    let done = run(&s.checkout, fits).await.unwrap();
+    assert_eq!(done.outcome(), pb::CheckoutOutcome::Succeeded);
+    let order = s.order(user, &done.order_id).await;
+    assert_eq!(order.email, "grace@example.com");
+    assert_eq!(order.address.unwrap().street_address, "x".repeat(200));
+    assert_eq!(s.stock(lamp).await, 3);
+    users_db.drop_database().await;
+}
+
 async fn scenario(kind: Kind, test: impl AsyncFnOnce(&Stack)) {
     let Some(stack) = Stack::start(kind).await else { return };
     test(&stack).await;
@@ -738,4 +833,5 @@ mall_testkit::on_both_backends!(
     recovery_cancels,
     recovery_completes,
     invalid_requests,
+    one_rule_per_input,
 );

@@ -112,6 +112,13 @@ impl ApiError {
     }
 }
 
+/// The one place a refused input (checked here, at the edge, by mall-domain's rules) becomes a 400.
+impl From<mall_domain::Invalid> for ApiError {
+    fn from(e: mall_domain::Invalid) -> Self {
+        ApiError::InvalidInput(e.to_string())
+    }
+}
+
 /// gRPC status → API error. The services' messages are written for people, so they pass through for
 /// client mistakes and for UNAVAILABLE (which names the service that is down, whether the gateway
 /// could not reach it or a service could not reach its own peer); other server-side failures are

@@ -28,6 +28,20 @@ pub enum OrderError {
     Runtime(#[from] mall_runtime::RuntimeError),
 }
 
+/// The one place a refused input becomes this service's INVALID_ARGUMENT.
+impl From<mall_domain::Invalid> for OrderError {
+    fn from(e: mall_domain::Invalid) -> Self {
+        OrderError::InvalidArgument(e.to_string())
+    }
+}
+
+/// A status in the database that no version of this service writes.
+impl From<mall_domain::UnknownStatus> for OrderError {
+    fn from(e: mall_domain::UnknownStatus) -> Self {
+        OrderError::Internal(format!("in the database: {e}"))
+    }
+}
+
 impl OrderError {
     /// Sorts a failed call to the product service that has no meaning of its own for the caller:
     /// unreachable (worth a retry) or a bug.

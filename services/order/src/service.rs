@@ -3,16 +3,17 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mall_domain::{OrderId, OrderStatus, UserId};
 use mall_proto::order::v1 as pb;
 use mall_proto::order::v1::order_service_server::OrderService;
 use mall_storage::Db;
 use tonic::{Request, Response, Status};
 
 use crate::OrderError;
-use crate::input::{NewOrder, check_order_id, check_user};
+use crate::input::NewOrder;
 use crate::lifecycle::{self, OnRefusal};
 use crate::stock::Stock;
-use crate::store::{self, Order, OrderItem, OrderStatus};
+use crate::store::{self, Order, OrderItem};
 
 /// Page size when the caller gives 0, and the largest allowed.
 const DEFAULT_PAGE_SIZE: i32 = 20;
@@ -40,7 +41,7 @@ impl Orders {
         let key_hash = new.key_hash();
         for _ in 0..RACE_RETRIES {
             if let Some(key) = key_hash.as_deref()
-                && let Some(first) = store::find_by_key(&self.db, new.user_id, key).await?
+                && let Some(first) = store::find_by_key(&self.db, new.user_id.get(), key).await?
             {
                 return Ok((self.replay(first, &request_hash).await?, true));
             }
@@ -74,16 +75,15 @@ impl Orders {
 
     /// A pending order for `new`, every line priced by the product service now.
     pub(crate) async fn priced(&self, new: &NewOrder, request_hash: String) -> Result<Order, OrderError> {
-        let not_for_sale = |id: i64| OrderError::FailedPrecondition(format!("product {id} is not for sale"));
-        if let Some(&(id, _)) = new.lines.iter().find(|(id, _)| *id <= 0) {
-            return Err(not_for_sale(id));
-        }
-        let ids: Vec<i64> = new.lines.iter().map(|&(id, _)| id).collect();
+        let ids: Vec<i64> = new.lines.iter().map(|&(id, _)| id.get()).collect();
         let products = self.stock.products(&ids).await?;
         let mut items = Vec::with_capacity(new.lines.len());
         let mut total_cents = 0i64;
         for &(product_id, quantity) in &new.lines {
-            let product = products.get(&product_id).ok_or_else(|| not_for_sale(product_id))?;
+            let product_id = product_id.get();
+            let product = products.get(&product_id).ok_or_else(|| {
+                OrderError::FailedPrecondition(format!("product {product_id} is not for sale"))
+            })?;
             let overflow = || OrderError::Internal(format!("order total overflows at product {product_id}"));
             let line_total_cents = product.price_cents.checked_mul(quantity).ok_or_else(overflow)?;
             total_cents = total_cents.checked_add(line_total_cents).ok_or_else(overflow)?;
@@ -98,9 +98,9 @@ impl Orders {
         let (created_at, expires_at) = lifetime(self.unpaid_ttl);
         Ok(Order {
             order_id: uuid::Uuid::now_v7().to_string(),
-            user_id: new.user_id,
-            email: new.email.clone(),
-            address: new.address.clone(),
+            user_id: new.user_id.get(),
+            email: new.email.to_string(),
+            address: (&new.address).into(),
             items,
             total_cents,
             status: OrderStatus::Pending,
@@ -115,7 +115,7 @@ impl Orders {
     }
 
     async fn list(&self, req: pb::ListOrdersRequest) -> Result<pb::ListOrdersResponse, OrderError> {
-        check_user(req.user_id)?;
+        let user_id = UserId::new(req.user_id)?;
         let page = match req.page {
             0 => 1,
             p if p > 0 => p,
@@ -131,24 +131,24 @@ impl Orders {
             }
         };
         let offset = i64::from(page - 1) * i64::from(page_size);
-        let orders = store::list(&self.db, req.user_id, i64::from(page_size), offset).await?;
-        let total = store::count(&self.db, req.user_id).await?;
+        let orders = store::list(&self.db, user_id.get(), i64::from(page_size), offset).await?;
+        let total = store::count(&self.db, user_id.get()).await?;
         Ok(pb::ListOrdersResponse { items: orders.iter().map(to_proto).collect(), page, page_size, total })
     }
 
     /// The user's order; another user's is exactly as unknown as a missing one.
-    async fn own_order(&self, user_id: i64, order_id: &str) -> Result<Order, OrderError> {
-        check_user(user_id)?;
-        let order_id = check_order_id(order_id)?;
-        match store::find(&self.db, order_id).await? {
-            Some(order) if order.user_id == user_id => Ok(order),
+    async fn own_order(&self, user_id: UserId, order_id: &OrderId) -> Result<Order, OrderError> {
+        match store::find(&self.db, order_id.as_str()).await? {
+            Some(order) if order.user_id == user_id.get() => Ok(order),
             _ => Err(OrderError::NotFound),
         }
     }
 
     async fn cancel(&self, req: pb::CancelOrderRequest) -> Result<Order, OrderError> {
+        let user_id = UserId::new(req.user_id)?;
+        let order_id = OrderId::parse(&req.order_id)?;
         for _ in 0..RACE_RETRIES {
-            let order = self.own_order(req.user_id, &req.order_id).await?;
+            let order = self.own_order(user_id, &order_id).await?;
             let id = order.order_id.as_str();
             match order.status {
                 OrderStatus::Paid => {
@@ -160,13 +160,13 @@ impl Orders {
                 OrderStatus::Cancelled => {
                     // Cancelled earlier but its stock is not confirmed released yet: try again now.
                     lifecycle::release_stock(&self.db, &self.stock, id).await?;
-                    return self.own_order(req.user_id, id).await;
+                    return self.own_order(user_id, &order_id).await;
                 }
                 OrderStatus::Pending => {
                     if store::cancel(&self.db, id, None).await? {
                         tracing::info!(order_id = id, "order cancelled");
                         lifecycle::release_stock(&self.db, &self.stock, id).await?;
-                        return self.own_order(req.user_id, id).await;
+                        return self.own_order(user_id, &order_id).await;
                     }
                     // Paid or cancelled meanwhile: look again.
                 }
@@ -176,7 +176,8 @@ impl Orders {
     }
 
     async fn mark_paid(&self, req: pb::MarkPaidRequest) -> Result<Order, OrderError> {
-        let order_id = check_order_id(&req.order_id)?;
+        let order_id = OrderId::parse(&req.order_id)?;
+        let order_id = order_id.as_str();
         let transaction_id = req.transaction_id.trim();
         if transaction_id.chars().count() > MAX_TRANSACTION_ID {
             return Err(OrderError::InvalidArgument(format!(
@@ -228,16 +229,11 @@ fn lifetime(ttl: Duration) -> (i64, i64) {
 }
 
 fn to_proto(order: &Order) -> pb::Order {
-    let status = match order.status {
-        OrderStatus::Pending => pb::OrderStatus::Pending,
-        OrderStatus::Paid => pb::OrderStatus::Paid,
-        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
-    };
     pb::Order {
         order_id: order.order_id.clone(),
         user_id: order.user_id,
         email: order.email.clone(),
-        address: Some(order.address.to_proto()),
+        address: Some(order.address.clone()),
         items: order
             .items
             .iter()
@@ -250,7 +246,7 @@ fn to_proto(order: &Order) -> pb::Order {
             })
             .collect(),
         total_cents: order.total_cents,
-        status: status.into(),
+        status: pb::OrderStatus::from(order.status).into(),
         transaction_id: order.transaction_id.clone(),
         created_at: order.created_at,
         updated_at: order.updated_at,
@@ -280,7 +276,9 @@ impl OrderService for Orders {
         request: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
         let req = request.into_inner();
-        let order = self.own_order(req.user_id, &req.order_id).await?;
+        let user_id = UserId::new(req.user_id).map_err(OrderError::from)?;
+        let order_id = OrderId::parse(&req.order_id).map_err(OrderError::from)?;
+        let order = self.own_order(user_id, &order_id).await?;
         Ok(Response::new(pb::GetOrderResponse { order: Some(to_proto(&order)) }))
     }
 

@@ -1,38 +1,15 @@
 //! The `orders` and `order_items` tables. Every status change is a conditional UPDATE on the status it
 //! leaves, so concurrent cancels, payments and expiry can never both win.
 
+use mall_domain::OrderStatus;
+use mall_proto::order::v1::Address;
 use mall_storage::Db;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::OrderError;
-use crate::input::Address;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderStatus {
-    Pending,
-    Paid,
-    Cancelled,
-}
-
-impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Cancelled => "cancelled",
-        }
-    }
-
-    fn parse(s: &str) -> Result<OrderStatus, OrderError> {
-        match s {
-            "pending" => Ok(OrderStatus::Pending),
-            "paid" => Ok(OrderStatus::Paid),
-            "cancelled" => Ok(OrderStatus::Cancelled),
-            other => Err(OrderError::Internal(format!("unknown order status {other:?} in the database"))),
-        }
-    }
-}
+use OrderStatus::{Cancelled, Paid, Pending};
 
 /// A line as the order keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +47,7 @@ const ORDER_COLUMNS: &str = "order_id, user_id, email, street_address, city, sta
      updated_at, expires_at";
 
 fn order_from_row(row: &AnyRow) -> Result<Order, OrderError> {
-    let status: String = row.try_get("status")?;
+    let status: OrderStatus = row.try_get::<String, _>("status")?.parse()?;
     Ok(Order {
         order_id: row.try_get("order_id")?,
         user_id: row.try_get("user_id")?,
@@ -84,7 +61,7 @@ fn order_from_row(row: &AnyRow) -> Result<Order, OrderError> {
         },
         items: Vec::new(),
         total_cents: row.try_get("total_cents")?,
-        status: OrderStatus::parse(&status)?,
+        status,
         transaction_id: row.try_get("transaction_id")?,
         stock_reserved: row.try_get::<i64, _>("stock_reserved")? != 0,
         release_pending: row.try_get::<i64, _>("release_pending")? != 0,
@@ -116,7 +93,7 @@ pub async fn insert(db: &Db, order: &Order, key_hash: Option<&str>) -> Result<bo
     .bind(&order.address.country)
     .bind(&order.address.zip_code)
     .bind(order.total_cents)
-    .bind(OrderStatus::Pending.as_str())
+    .bind(Pending.as_str())
     .bind(key_hash)
     .bind(&order.request_hash)
     .bind(order.created_at)
@@ -228,11 +205,12 @@ pub async fn count(db: &Db, user_id: i64) -> Result<i64, OrderError> {
 /// Records that the reservation is confirmed. False when the order was cancelled (or removed) meanwhile.
 pub async fn mark_reserved(db: &Db, order_id: &str) -> Result<bool, OrderError> {
     let done = sqlx::query(
-        "UPDATE orders SET stock_reserved = 1, updated_at = ? \
-         WHERE order_id = ? AND status IN ('pending', 'paid')",
+        "UPDATE orders SET stock_reserved = 1, updated_at = ? WHERE order_id = ? AND status IN (?, ?)",
     )
     .bind(mall_storage::now_unix())
     .bind(order_id)
+    .bind(Pending.as_str())
+    .bind(Paid.as_str())
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() > 0)
@@ -242,11 +220,13 @@ pub async fn mark_reserved(db: &Db, order_id: &str) -> Result<bool, OrderError> 
 /// False when the order was not pending (or not expired).
 pub async fn cancel(db: &Db, order_id: &str, expired_by: Option<i64>) -> Result<bool, OrderError> {
     let done = sqlx::query(
-        "UPDATE orders SET status = 'cancelled', release_pending = 1, updated_at = ? \
-         WHERE order_id = ? AND status = 'pending' AND (? IS NULL OR expires_at <= ?)",
+        "UPDATE orders SET status = ?, release_pending = 1, updated_at = ? \
+         WHERE order_id = ? AND status = ? AND (? IS NULL OR expires_at <= ?)",
     )
+    .bind(Cancelled.as_str())
     .bind(mall_storage::now_unix())
     .bind(order_id)
+    .bind(Pending.as_str())
     .bind(expired_by)
     .bind(expired_by)
     .execute(db.pool())
@@ -258,11 +238,13 @@ pub async fn cancel(db: &Db, order_id: &str, expired_by: Option<i64>) -> Result<
 /// refused it). False when the order moved on meanwhile.
 pub async fn cancel_unreserved(db: &Db, order_id: &str) -> Result<bool, OrderError> {
     let done = sqlx::query(
-        "UPDATE orders SET status = 'cancelled', release_pending = 1, updated_at = ? \
-         WHERE order_id = ? AND status = 'pending' AND stock_reserved = 0",
+        "UPDATE orders SET status = ?, release_pending = 1, updated_at = ? \
+         WHERE order_id = ? AND status = ? AND stock_reserved = 0",
     )
+    .bind(Cancelled.as_str())
     .bind(mall_storage::now_unix())
     .bind(order_id)
+    .bind(Pending.as_str())
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() > 0)
@@ -270,8 +252,9 @@ pub async fn cancel_unreserved(db: &Db, order_id: &str) -> Result<bool, OrderErr
 
 /// Records that the product service gave the cancelled order's stock back.
 pub async fn release_done(db: &Db, order_id: &str) -> Result<(), OrderError> {
-    sqlx::query("UPDATE orders SET release_pending = 0 WHERE order_id = ? AND status = 'cancelled'")
+    sqlx::query("UPDATE orders SET release_pending = 0 WHERE order_id = ? AND status = ?")
         .bind(order_id)
+        .bind(Cancelled.as_str())
         .execute(db.pool())
         .await?;
     Ok(())
@@ -280,8 +263,9 @@ pub async fn release_done(db: &Db, order_id: &str) -> Result<(), OrderError> {
 /// Removes a cancelled order whose stock was released (an order that never was: its reservation was
 /// refused). Its lines go with it.
 pub async fn delete_released(db: &Db, order_id: &str) -> Result<(), OrderError> {
-    sqlx::query("DELETE FROM orders WHERE order_id = ? AND status = 'cancelled' AND release_pending = 0")
+    sqlx::query("DELETE FROM orders WHERE order_id = ? AND status = ? AND release_pending = 0")
         .bind(order_id)
+        .bind(Cancelled.as_str())
         .execute(db.pool())
         .await?;
     Ok(())
@@ -290,12 +274,13 @@ pub async fn delete_released(db: &Db, order_id: &str) -> Result<(), OrderError> 
 /// Pending → paid with `transaction_id`. False when the order was not pending.
 pub async fn mark_paid(db: &Db, order_id: &str, transaction_id: &str) -> Result<bool, OrderError> {
     let done = sqlx::query(
-        "UPDATE orders SET status = 'paid', transaction_id = ?, updated_at = ? \
-         WHERE order_id = ? AND status = 'pending'",
+        "UPDATE orders SET status = ?, transaction_id = ?, updated_at = ? WHERE order_id = ? AND status = ?",
     )
+    .bind(Paid.as_str())
     .bind(transaction_id)
     .bind(mall_storage::now_unix())
     .bind(order_id)
+    .bind(Pending.as_str())
     .execute(db.pool())
     .await?;
     Ok(done.rows_affected() > 0)
@@ -304,9 +289,9 @@ pub async fn mark_paid(db: &Db, order_id: &str, transaction_id: &str) -> Result<
 /// Up to `limit` pending orders that expired by `now`, oldest deadline first.
 pub async fn expired(db: &Db, now: i64, limit: i64) -> Result<Vec<String>, OrderError> {
     Ok(sqlx::query_scalar(
-        "SELECT order_id FROM orders WHERE status = 'pending' AND expires_at <= ? \
-         ORDER BY expires_at LIMIT ?",
+        "SELECT order_id FROM orders WHERE status = ? AND expires_at <= ? ORDER BY expires_at LIMIT ?",
     )
+    .bind(Pending.as_str())
     .bind(now)
     .bind(limit)
     .fetch_all(db.pool())
@@ -316,9 +301,9 @@ pub async fn expired(db: &Db, now: i64, limit: i64) -> Result<Vec<String>, Order
 /// Up to `limit` cancelled orders whose stock release is not confirmed yet.
 pub async fn owing_release(db: &Db, limit: i64) -> Result<Vec<String>, OrderError> {
     Ok(sqlx::query_scalar(
-        "SELECT order_id FROM orders WHERE release_pending = 1 AND status = 'cancelled' \
-         ORDER BY updated_at LIMIT ?",
+        "SELECT order_id FROM orders WHERE release_pending = 1 AND status = ? ORDER BY updated_at LIMIT ?",
     )
+    .bind(Cancelled.as_str())
     .bind(limit)
     .fetch_all(db.pool())
     .await?)

@@ -28,6 +28,20 @@ pub enum PaymentError {
     Runtime(#[from] mall_runtime::RuntimeError),
 }
 
+/// The one place a refused input becomes this service's INVALID_ARGUMENT.
+impl From<mall_domain::Invalid> for PaymentError {
+    fn from(e: mall_domain::Invalid) -> Self {
+        PaymentError::InvalidArgument(e.to_string())
+    }
+}
+
+/// A status that no version of these services writes (in this database, or from the order service).
+impl From<mall_domain::UnknownStatus> for PaymentError {
+    fn from(e: mall_domain::UnknownStatus) -> Self {
+        PaymentError::Internal(e.to_string())
+    }
+}
+
 impl PaymentError {
     /// An error answered by a peer (the order service), as this service reports it: the caller-facing
     /// codes pass through, transient ones become UNAVAILABLE, anything else is internal.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mall_domain::card::{Card, CardSummary, YearMonth};
+use mall_domain::{OrderId, OrderStatus, PaymentStatus, UserId};
 use mall_proto::order::v1 as order_pb;
 use mall_proto::order::v1::order_service_client::OrderServiceClient;
 use mall_proto::payment::v1 as pb;
@@ -29,7 +30,7 @@ use mall_storage::{Db, now_unix};
 use tonic::{Code, Request, Response, Status};
 
 use crate::processor::{CardProcessor, ProcessorCharge, ProcessorDecision};
-use crate::store::{self, PaymentRow, Status as RowStatus};
+use crate::store::{self, PaymentRow};
 use crate::{PaymentError, error::is_transient};
 
 /// Longest wait for the processor's answer (shorter when the caller's deadline comes first); after it,
@@ -113,13 +114,8 @@ impl Payments {
     }
 
     pub async fn run_charge(&self, req: pb::ChargeRequest) -> Result<(pb::Payment, bool), PaymentError> {
-        let order_id = req.order_id.trim();
-        if order_id.is_empty() {
-            return Err(PaymentError::InvalidArgument("order_id is required".into()));
-        }
-        if req.user_id <= 0 {
-            return Err(PaymentError::InvalidArgument("user_id must be positive".into()));
-        }
+        let order_id = OrderId::parse(&req.order_id)?;
+        let user_id = UserId::new(req.user_id)?;
         let Some(card) = req.credit_card.as_ref() else {
             return Err(PaymentError::InvalidArgument("credit_card is required".into()));
         };
@@ -132,7 +128,7 @@ impl Payments {
         let started = tokio::time::Instant::now();
         let mut races = 0;
         loop {
-            match self.attempt(order_id, req.user_id, card, key).await? {
+            match self.attempt(order_id.as_str(), user_id.get(), card, key).await? {
                 Attempt::Done(payment, replayed) => return Ok((payment, replayed)),
                 Attempt::Busy if started.elapsed() < BUSY_WAIT => tokio::time::sleep(BUSY_POLL).await,
                 Attempt::Retry if races < 20 => races += 1,
@@ -158,7 +154,7 @@ impl Payments {
             && claim.user_id == user_id
         {
             return match claim.status {
-                RowStatus::Succeeded => self.replay_success(claim).await,
+                PaymentStatus::Succeeded => self.replay_success(claim).await,
                 _ => Ok(Attempt::Busy),
             };
         }
@@ -172,34 +168,29 @@ impl Payments {
                 ));
             }
             return match first.status {
-                RowStatus::Succeeded => self.replay_success(first).await,
-                RowStatus::Declined => Ok(Attempt::Done(first.to_proto(), true)),
-                RowStatus::Processing => Ok(Attempt::Busy),
-                RowStatus::Voided => Err(PaymentError::FailedPrecondition(
+                PaymentStatus::Succeeded => self.replay_success(first).await,
+                PaymentStatus::Declined => Ok(Attempt::Done(first.to_proto(), true)),
+                PaymentStatus::Processing => Ok(Attempt::Busy),
+                PaymentStatus::Voided => Err(PaymentError::FailedPrecondition(
                     "this charge was voided: the order could not be marked paid".into(),
                 )),
             };
         }
         // 3. The order, as the order service has it.
         let order = self.get_order(user_id, order_id).await?;
-        match order.status() {
-            order_pb::OrderStatus::Pending => {}
-            order_pb::OrderStatus::Paid => {
+        match OrderStatus::try_from(order.status())? {
+            OrderStatus::Pending => {}
+            OrderStatus::Paid => {
                 return match store::find_claim(db, order_id).await? {
-                    Some(claim) if claim.user_id == user_id && claim.status == RowStatus::Succeeded => {
+                    Some(claim) if claim.user_id == user_id && claim.status == PaymentStatus::Succeeded => {
                         self.replay_success(claim).await
                     }
                     Some(claim) if claim.user_id == user_id => Ok(Attempt::Busy),
                     _ => Err(PaymentError::FailedPrecondition("order is already paid".into())),
                 };
             }
-            order_pb::OrderStatus::Cancelled => {
+            OrderStatus::Cancelled => {
                 return Err(PaymentError::FailedPrecondition("order is cancelled".into()));
-            }
-            order_pb::OrderStatus::Unspecified => {
-                return Err(PaymentError::Internal(
-                    "the order service sent an order without a status".into(),
-                ));
             }
         }
         let now = now_unix();
@@ -215,7 +206,7 @@ impl Payments {
             amount_cents: order.total_cents,
             card_last4: summary.last4,
             card_brand: summary.brand.as_str().to_owned(),
-            status: RowStatus::Processing,
+            status: PaymentStatus::Processing,
             decline_reason: pb::DeclineReason::Unspecified,
             idempotency_key: key.map(str::to_owned),
             order_marked_paid: false,
@@ -232,7 +223,7 @@ impl Payments {
         let valid = match checked {
             Ok(valid) => valid,
             Err(reason) => {
-                row.status = RowStatus::Declined;
+                row.status = PaymentStatus::Declined;
                 row.decline_reason = reason.into();
                 if store::insert(db, &row).await?.is_err() {
                     return Ok(Attempt::Retry);
@@ -263,13 +254,13 @@ impl Payments {
                 if !store::finish_processing(db, &row.transaction_id, true, row.decline_reason).await? {
                     return Err(PaymentError::Aborted("the charge was interrupted; retry".into()));
                 }
-                row.status = RowStatus::Succeeded;
+                row.status = PaymentStatus::Succeeded;
                 tracing::info!(transaction_id = %row.transaction_id, order_id, user_id,
                     amount_cents = row.amount_cents, card_last4 = %row.card_last4, card_brand = %row.card_brand,
                     "charge approved");
             }
             Ok(Ok(ProcessorDecision::Declined)) => {
-                row.status = RowStatus::Declined;
+                row.status = PaymentStatus::Declined;
                 row.decline_reason = pb::DeclineReason::ProcessorDeclined;
                 store::finish_processing(db, &row.transaction_id, false, row.decline_reason).await?;
                 log_declined(&row);
@@ -360,26 +351,25 @@ impl Payments {
     }
 
     pub async fn find_payment(&self, req: pb::GetPaymentRequest) -> Result<pb::Payment, PaymentError> {
-        if req.user_id <= 0 {
-            return Err(PaymentError::InvalidArgument("user_id must be positive".into()));
-        }
+        let user_id = UserId::new(req.user_id)?.get();
         let db = &self.inner.db;
         let found = match req.lookup {
             Some(pb::get_payment_request::Lookup::TransactionId(id)) if !id.trim().is_empty() => {
                 store::find_by_id(db, id.trim()).await?
             }
             Some(pb::get_payment_request::Lookup::OrderId(id)) if !id.trim().is_empty() => {
-                match store::find_claim(db, id.trim()).await? {
-                    Some(claim) if claim.status == RowStatus::Succeeded && claim.user_id == req.user_id => {
+                let order_id = OrderId::parse(&id)?;
+                match store::find_claim(db, order_id.as_str()).await? {
+                    Some(claim) if claim.status == PaymentStatus::Succeeded && claim.user_id == user_id => {
                         Some(claim)
                     }
-                    _ => store::latest_for_order(db, req.user_id, id.trim()).await?,
+                    _ => store::latest_for_order(db, user_id, order_id.as_str()).await?,
                 }
             }
             _ => return Err(PaymentError::InvalidArgument("transaction_id or order_id is required".into())),
         };
         match found {
-            Some(row) if row.user_id == req.user_id && row.status != RowStatus::Processing => {
+            Some(row) if row.user_id == user_id && row.status != PaymentStatus::Processing => {
                 Ok(row.to_proto())
             }
             _ => Err(PaymentError::NotFound("payment not found".into())),

@@ -3,51 +3,11 @@
 //!
 //! The same SQL runs on MySQL and SQLite.
 
+use mall_domain::PaymentStatus;
 use mall_proto::payment::v1 as pb;
 use mall_storage::{Db, now_unix};
 
 use crate::PaymentError;
-
-/// The state of an attempt, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Internal only: the order is claimed (`succeeded_order_id` set) and the processor is being asked.
-    /// Never shown to callers.
-    Processing,
-    Succeeded,
-    Declined,
-    Voided,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Processing => "processing",
-            Status::Succeeded => "succeeded",
-            Status::Declined => "declined",
-            Status::Voided => "voided",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Status, PaymentError> {
-        Ok(match s {
-            "processing" => Status::Processing,
-            "succeeded" => Status::Succeeded,
-            "declined" => Status::Declined,
-            "voided" => Status::Voided,
-            other => return Err(PaymentError::Internal(format!("unknown stored payment status {other:?}"))),
-        })
-    }
-
-    fn to_proto(self) -> pb::PaymentStatus {
-        match self {
-            Status::Processing => pb::PaymentStatus::Unspecified,
-            Status::Succeeded => pb::PaymentStatus::Succeeded,
-            Status::Declined => pb::PaymentStatus::Declined,
-            Status::Voided => pb::PaymentStatus::Voided,
-        }
-    }
-}
 
 fn reason_to_str(reason: pb::DeclineReason) -> &'static str {
     match reason {
@@ -72,7 +32,7 @@ pub struct PaymentRow {
     pub amount_cents: i64,
     pub card_last4: String,
     pub card_brand: String,
-    pub status: Status,
+    pub status: PaymentStatus,
     pub decline_reason: pb::DeclineReason,
     pub idempotency_key: Option<String>,
     pub order_marked_paid: bool,
@@ -89,7 +49,7 @@ impl PaymentRow {
             amount_cents: self.amount_cents,
             card_last4: self.card_last4.clone(),
             card_brand: self.card_brand.clone(),
-            status: self.status.to_proto().into(),
+            status: pb::PaymentStatus::from(self.status).into(),
             decline_reason: self.decline_reason.into(),
             created_at: self.created_at,
         }
@@ -123,7 +83,7 @@ fn from_row(row: Row) -> Result<PaymentRow, PaymentError> {
         amount_cents,
         card_last4,
         card_brand,
-        status: Status::parse(&status)?,
+        status: status.parse()?,
         decline_reason: reason_from_str(&decline_reason),
         idempotency_key,
         order_marked_paid: order_marked_paid != 0,
@@ -145,7 +105,7 @@ pub struct Conflict;
 
 /// Inserts a new attempt. `Processing` and `Succeeded` rows claim the order (`succeeded_order_id`).
 pub async fn insert(db: &Db, row: &PaymentRow) -> Result<Result<(), Conflict>, PaymentError> {
-    let claims = matches!(row.status, Status::Processing | Status::Succeeded);
+    let claims = matches!(row.status, PaymentStatus::Processing | PaymentStatus::Succeeded);
     let result = sqlx::query(
         "INSERT INTO payments (transaction_id, order_id, user_id, amount_cents, card_last4, card_brand, \
          status, decline_reason, idempotency_key, succeeded_order_id, order_marked_paid, created_at, \
@@ -197,12 +157,13 @@ pub async fn latest_for_order(
 ) -> Result<Option<PaymentRow>, PaymentError> {
     // Transaction ids are UUID v7: their text order is their creation order.
     let sql = format!(
-        "SELECT {COLUMNS} FROM payments WHERE user_id = ? AND order_id = ? AND status <> 'processing' \
+        "SELECT {COLUMNS} FROM payments WHERE user_id = ? AND order_id = ? AND status <> ? \
          ORDER BY created_at DESC, transaction_id DESC LIMIT 1"
     );
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .bind(order_id)
+        .bind(PaymentStatus::Processing.as_str())
         .fetch_optional(db.pool())
         .await?;
     row.map(from_row).transpose()
@@ -216,24 +177,31 @@ pub async fn finish_processing(
     reason: pb::DeclineReason,
 ) -> Result<bool, PaymentError> {
     let sql = if approved {
-        "UPDATE payments SET status = 'succeeded', updated_at = ? \
-         WHERE transaction_id = ? AND status = 'processing'"
+        "UPDATE payments SET status = ?, updated_at = ? WHERE transaction_id = ? AND status = ?"
     } else {
-        "UPDATE payments SET status = 'declined', succeeded_order_id = NULL, decline_reason = ?, updated_at = ? \
-         WHERE transaction_id = ? AND status = 'processing'"
+        "UPDATE payments SET status = ?, succeeded_order_id = NULL, decline_reason = ?, updated_at = ? \
+         WHERE transaction_id = ? AND status = ?"
     };
     let mut query = sqlx::query(sql);
-    if !approved {
-        query = query.bind(reason_to_str(reason));
+    if approved {
+        query = query.bind(PaymentStatus::Succeeded.as_str());
+    } else {
+        query = query.bind(PaymentStatus::Declined.as_str()).bind(reason_to_str(reason));
     }
-    let done = query.bind(now_unix()).bind(transaction_id).execute(db.pool()).await?;
+    let done = query
+        .bind(now_unix())
+        .bind(transaction_id)
+        .bind(PaymentStatus::Processing.as_str())
+        .execute(db.pool())
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Forgets a processing attempt the processor never charged (it could not be reached).
 pub async fn delete_processing(db: &Db, transaction_id: &str) -> Result<(), PaymentError> {
-    sqlx::query("DELETE FROM payments WHERE transaction_id = ? AND status = 'processing'")
+    sqlx::query("DELETE FROM payments WHERE transaction_id = ? AND status = ?")
         .bind(transaction_id)
+        .bind(PaymentStatus::Processing.as_str())
         .execute(db.pool())
         .await?;
     Ok(())
@@ -251,11 +219,14 @@ pub async fn set_order_marked_paid(db: &Db, transaction_id: &str) -> Result<(), 
 /// Records a void (the processor has already been told) and releases the order's claim.
 pub async fn set_voided(db: &Db, transaction_id: &str) -> Result<(), PaymentError> {
     sqlx::query(
-        "UPDATE payments SET status = 'voided', succeeded_order_id = NULL, updated_at = ? \
-         WHERE transaction_id = ? AND status IN ('processing', 'succeeded')",
+        "UPDATE payments SET status = ?, succeeded_order_id = NULL, updated_at = ? \
+         WHERE transaction_id = ? AND status IN (?, ?)",
     )
+    .bind(PaymentStatus::Voided.as_str())
     .bind(now_unix())
     .bind(transaction_id)
+    .bind(PaymentStatus::Processing.as_str())
+    .bind(PaymentStatus::Succeeded.as_str())
     .execute(db.pool())
     .await?;
     Ok(())
@@ -263,22 +234,30 @@ pub async fn set_voided(db: &Db, transaction_id: &str) -> Result<(), PaymentErro
 
 /// Succeeded payments whose order is not known to be PAID yet, untouched since `before`.
 pub async fn unconfirmed_before(db: &Db, before: i64, limit: i64) -> Result<Vec<PaymentRow>, PaymentError> {
-    list_where(db, "status = 'succeeded' AND order_marked_paid = 0 AND updated_at <= ?", before, limit).await
+    list_where(db, PaymentStatus::Succeeded, "order_marked_paid = 0 AND updated_at <= ?", before, limit).await
 }
 
 /// Processing attempts untouched since `before`: their caller died mid-charge.
 pub async fn processing_before(db: &Db, before: i64, limit: i64) -> Result<Vec<PaymentRow>, PaymentError> {
-    list_where(db, "status = 'processing' AND updated_at <= ?", before, limit).await
+    list_where(db, PaymentStatus::Processing, "updated_at <= ?", before, limit).await
 }
 
+/// Rows in `status` that meet `condition` (which binds `before`), oldest change first.
 async fn list_where(
     db: &Db,
+    status: PaymentStatus,
     condition: &str,
     before: i64,
     limit: i64,
 ) -> Result<Vec<PaymentRow>, PaymentError> {
-    let sql = format!("SELECT {COLUMNS} FROM payments WHERE {condition} ORDER BY updated_at LIMIT ?");
-    let rows: Vec<Row> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(before).bind(limit).fetch_all(db.pool()).await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM payments WHERE status = ? AND {condition} ORDER BY updated_at LIMIT ?"
+    );
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(status.as_str())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
     rows.into_iter().map(from_row).collect()
 }

@@ -238,7 +238,7 @@ fn products() -> Result<Vec<NewProduct>, ProductError> {
                 name: input::name(name)?,
                 description: input::description(description)?,
                 picture: input::picture(&format!("/static/images/products/{}.jpg", slug(name)))?,
-                price_cents: input::price_cents(price_cents)?,
+                price_cents: mall_domain::Cents::new(price_cents)?,
                 stock: input::stock(stock)?,
                 categories: input::categories(&categories)?,
             })
@@ -285,7 +285,7 @@ mod tests {
             products.iter().flat_map(|p| p.categories.iter().map(|c| c.name.as_str())).collect();
         assert_eq!(categories.len(), 5);
         assert!(products.iter().all(|p| (20..=200).contains(&p.stock)));
-        assert!(products.iter().all(|p| p.price_cents > 0));
+        assert!(products.iter().all(|p| p.price_cents.get() > 0));
     }
 
     #[test]

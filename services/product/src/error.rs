@@ -37,6 +37,20 @@ pub enum ProductError {
     Runtime(#[from] mall_runtime::RuntimeError),
 }
 
+/// The one place a refused input becomes this service's INVALID_ARGUMENT.
+impl From<mall_domain::Invalid> for ProductError {
+    fn from(e: mall_domain::Invalid) -> Self {
+        ProductError::InvalidArgument(e.to_string())
+    }
+}
+
+/// A reservation status in the database that no version of this service writes.
+impl From<mall_domain::UnknownStatus> for ProductError {
+    fn from(e: mall_domain::UnknownStatus) -> Self {
+        ProductError::Internal(format!("in the database: {e}"))
+    }
+}
+
 impl From<mall_runtime::WorkError> for ProductError {
     fn from(e: mall_runtime::WorkError) -> Self {
         match e {

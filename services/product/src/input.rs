@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
+use mall_domain::ProductId;
+
 use crate::ProductError;
 
-/// The highest price: 1,000,000.00.
-pub const MAX_PRICE_CENTS: i64 = 100_000_000;
 /// The highest stock an admin can set.
 pub(crate) const MAX_STOCK: i64 = 1_000_000_000;
 
@@ -16,7 +16,6 @@ const MAX_PICTURE_CHARS: usize = 1000;
 const MAX_CATEGORY_CHARS: usize = 50;
 const MAX_CATEGORIES: usize = 20;
 const MAX_QUERY_CHARS: usize = 100;
-const MAX_ORDER_ID_CHARS: usize = 64;
 const DEFAULT_PAGE_SIZE: i32 = 20;
 const MAX_PAGE_SIZE: i32 = 100;
 /// Most ids one BatchGetProducts may ask for.
@@ -67,16 +66,6 @@ pub(crate) fn picture(raw: &str) -> Result<String, ProductError> {
         );
     }
     Ok(raw.to_owned())
-}
-
-/// A price from 0 to [`MAX_PRICE_CENTS`] inclusive.
-pub(crate) fn price_cents(cents: i64) -> Result<i64, ProductError> {
-    if !(0..=MAX_PRICE_CENTS).contains(&cents) {
-        return invalid(format!(
-            "price_cents must be between 0 and {MAX_PRICE_CENTS} (0.00 to 1,000,000.00), got {cents}"
-        ));
-    }
-    Ok(cents)
 }
 
 /// A stock from 0 to 1,000,000,000 inclusive.
@@ -197,18 +186,6 @@ pub(crate) fn search_text(name: &str, description: &str) -> String {
     format!("{}\n{}", name.to_lowercase(), description.to_lowercase())
 }
 
-/// An order id: 1 to 64 characters.
-pub(crate) fn order_id(raw: &str) -> Result<String, ProductError> {
-    if raw.trim().is_empty() {
-        return invalid("order_id is required");
-    }
-    let chars = raw.chars().count();
-    if chars > MAX_ORDER_ID_CHARS {
-        return invalid(format!("order_id must be at most {MAX_ORDER_ID_CHARS} characters (it has {chars})"));
-    }
-    Ok(raw.to_owned())
-}
-
 /// One product and a quantity, as reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Line {
@@ -216,11 +193,14 @@ pub(crate) struct Line {
     pub quantity: i64,
 }
 
-/// Reservation lines: at least one, each quantity at least 1, no product twice. Sorted by product id
-/// (the order in which rows are locked, so concurrent reservations never deadlock).
+/// Reservation lines: at least one, each of a valid product id and a quantity of at least 1, no product
+/// twice. Sorted by product id (the order in which rows are locked, so concurrent reservations never
+/// deadlock).
 pub(crate) fn lines(raw: impl IntoIterator<Item = (i64, i64)>) -> Result<Vec<Line>, ProductError> {
-    let mut lines: Vec<Line> =
-        raw.into_iter().map(|(product_id, quantity)| Line { product_id, quantity }).collect();
+    let mut lines = raw
+        .into_iter()
+        .map(|(product_id, quantity)| Ok(Line { product_id: ProductId::new(product_id)?.get(), quantity }))
+        .collect::<Result<Vec<Line>, ProductError>>()?;
     if lines.is_empty() {
         return invalid("lines must hold at least one product");
     }
@@ -275,11 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn money_and_stock() {
-        assert_eq!(price_cents(0).unwrap(), 0);
-        assert_eq!(price_cents(MAX_PRICE_CENTS).unwrap(), MAX_PRICE_CENTS);
-        assert!(is_invalid(price_cents(MAX_PRICE_CENTS + 1)).contains("1,000,000.00"));
-        is_invalid(price_cents(-1));
+    fn stock_bounds() {
         assert_eq!(stock(MAX_STOCK).unwrap(), MAX_STOCK);
         is_invalid(stock(-1));
         is_invalid(stock(MAX_STOCK + 1));
@@ -337,15 +313,6 @@ mod tests {
     }
 
     #[test]
-    fn order_ids() {
-        assert_eq!(order_id("0190-abc").unwrap(), "0190-abc");
-        is_invalid(order_id(""));
-        is_invalid(order_id("  "));
-        assert!(order_id(&"o".repeat(64)).is_ok());
-        is_invalid(order_id(&"o".repeat(65)));
-    }
-
-    #[test]
     fn reservation_lines() {
         let got = lines([(3, 1), (1, 2)]).unwrap();
         assert_eq!(got, vec![Line { product_id: 1, quantity: 2 }, Line { product_id: 3, quantity: 1 }]);
@@ -353,5 +320,6 @@ mod tests {
         assert!(is_invalid(lines([(1, 0)])).contains("at least 1"));
         assert!(is_invalid(lines([(1, -5)])).contains("at least 1"));
         assert!(is_invalid(lines([(2, 1), (1, 1), (2, 3)])).contains("product 2 appears"));
+        assert_eq!(is_invalid(lines([(1, 1), (0, 1)])), "product_id must be positive, got 0");
     }
 }

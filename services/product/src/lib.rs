@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 
 pub use demo::load_demo_catalog;
 pub use error::ProductError;
-pub use input::MAX_PRICE_CENTS;
 pub use service::Catalog;
 
 /// How long a search waits for a slot before it is refused (RESOURCE_EXHAUSTED, a 503 with Retry-After

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use mall_domain::{Cents, OrderId, ProductId};
 use mall_proto::product::v1 as pb;
 use mall_proto::product::v1::product_service_server::ProductService;
 use mall_runtime::WorkLimit;
@@ -64,7 +65,7 @@ impl Catalog {
             name: input::name(&req.name)?,
             description: input::description(&req.description)?,
             picture: input::picture(&req.picture)?,
-            price_cents: input::price_cents(req.price_cents)?,
+            price_cents: Cents::new(req.price_cents)?,
             stock: input::stock(req.stock)?,
             categories: input::categories(&req.categories)?,
         };
@@ -74,10 +75,8 @@ impl Catalog {
     }
 
     /// Cache first; on a miss (or any cache trouble) the database, then the cache is filled.
-    async fn get(&self, id: i64) -> Result<pb::Product, ProductError> {
-        if id <= 0 {
-            return Err(ProductError::NotFound(id));
-        }
+    async fn get(&self, id: ProductId) -> Result<pb::Product, ProductError> {
+        let id = id.get();
         let key = cache_key(id);
         match self.cache.get(&key).await {
             Ok(Some(bytes)) => match pb::Product::decode(bytes.as_slice()) {
@@ -114,7 +113,12 @@ impl Catalog {
             )));
         }
         let mut seen = HashSet::new();
-        let asked: Vec<i64> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
+        let mut asked = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if seen.insert(ProductId::new(id)?) {
+                asked.push(id);
+            }
+        }
         let mut found: std::collections::HashMap<i64, ProductRow> =
             store::find_many(&self.db, &asked).await?.into_iter().map(|p| (p.id, p)).collect();
         let mut response = pb::BatchGetProductsResponse::default();
@@ -159,23 +163,19 @@ impl Catalog {
             name: req.name.as_deref().map(input::name).transpose()?,
             description: req.description.as_deref().map(input::description).transpose()?,
             picture: req.picture.as_deref().map(input::picture).transpose()?,
-            price_cents: req.price_cents.map(input::price_cents).transpose()?,
+            price_cents: req.price_cents.map(Cents::new).transpose()?,
             stock: req.stock.map(input::stock).transpose()?,
             categories: req.categories.as_ref().map(|c| input::categories(&c.names)).transpose()?,
         };
-        if req.product_id <= 0 {
-            return Err(ProductError::NotFound(req.product_id));
-        }
-        let product = store::update(&self.db, req.product_id, &changes).await?;
+        let id = ProductId::new(req.product_id)?;
+        let product = store::update(&self.db, id.get(), &changes).await?;
         self.invalidate(&[product.id]).await;
         tracing::info!(product_id = product.id, "product updated");
         Ok(to_proto(product))
     }
 
-    async fn delete(&self, id: i64) -> Result<(), ProductError> {
-        if id <= 0 {
-            return Err(ProductError::NotFound(id));
-        }
+    async fn delete(&self, id: ProductId) -> Result<(), ProductError> {
+        let id = id.get();
         store::delete(&self.db, id).await?;
         self.invalidate(&[id]).await;
         tracing::info!(product_id = id, "product deleted");
@@ -183,12 +183,12 @@ impl Catalog {
     }
 
     async fn reserve(&self, req: pb::ReserveStockRequest) -> Result<pb::ReserveStockResponse, ProductError> {
-        let order_id = input::order_id(&req.order_id)?;
+        let order_id = OrderId::parse(&req.order_id)?;
         let lines = input::lines(req.lines.iter().map(|l| (l.product_id, l.quantity)))?;
-        match store::reserve(&self.db, &order_id, &lines).await? {
+        match store::reserve(&self.db, order_id.as_str(), &lines).await? {
             Reservation::Reserved(lines) => {
                 self.invalidate(&product_ids(&lines)).await;
-                tracing::info!(order_id, lines = lines.len(), "stock reserved");
+                tracing::info!(order_id = order_id.as_str(), lines = lines.len(), "stock reserved");
                 Ok(pb::ReserveStockResponse { lines: to_lines(lines), replayed: false })
             }
             Reservation::Replayed(lines) => {
@@ -198,11 +198,11 @@ impl Catalog {
     }
 
     async fn release(&self, req: pb::ReleaseStockRequest) -> Result<pb::ReleaseStockResponse, ProductError> {
-        let order_id = input::order_id(&req.order_id)?;
-        let released = store::release(&self.db, &order_id).await?;
+        let order_id = OrderId::parse(&req.order_id)?;
+        let released = store::release(&self.db, order_id.as_str()).await?;
         if !released.is_empty() {
             self.invalidate(&product_ids(&released)).await;
-            tracing::info!(order_id, lines = released.len(), "stock released");
+            tracing::info!(order_id = order_id.as_str(), lines = released.len(), "stock released");
         }
         Ok(pb::ReleaseStockResponse { released: to_lines(released) })
     }
@@ -222,7 +222,8 @@ impl ProductService for Catalog {
         &self,
         request: Request<pb::GetProductRequest>,
     ) -> Result<Response<pb::GetProductResponse>, Status> {
-        let product = self.get(request.into_inner().product_id).await?;
+        let id = ProductId::new(request.into_inner().product_id).map_err(ProductError::from)?;
+        let product = self.get(id).await?;
         Ok(Response::new(pb::GetProductResponse { product: Some(product) }))
     }
 
@@ -259,7 +260,8 @@ impl ProductService for Catalog {
         &self,
         request: Request<pb::DeleteProductRequest>,
     ) -> Result<Response<pb::DeleteProductResponse>, Status> {
-        self.delete(request.into_inner().product_id).await?;
+        let id = ProductId::new(request.into_inner().product_id).map_err(ProductError::from)?;
+        self.delete(id).await?;
         Ok(Response::new(pb::DeleteProductResponse {}))
     }
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use mall_domain::{Cents, ReservationStatus};
 use mall_storage::sqlx::{self, AnyConnection};
 use mall_storage::{Backend, Db, now_unix};
 
@@ -58,7 +59,7 @@ pub(crate) struct NewProduct {
     pub name: String,
     pub description: String,
     pub picture: String,
-    pub price_cents: i64,
+    pub price_cents: Cents,
     pub stock: i64,
     pub categories: Vec<Category>,
 }
@@ -69,7 +70,7 @@ pub(crate) struct Changes {
     pub name: Option<String>,
     pub description: Option<String>,
     pub picture: Option<String>,
-    pub price_cents: Option<i64>,
+    pub price_cents: Option<Cents>,
     pub stock: Option<i64>,
     pub categories: Option<Vec<Category>>,
 }
@@ -111,7 +112,7 @@ async fn insert_product(
     .bind(&new.name)
     .bind(&new.description)
     .bind(&new.picture)
-    .bind(new.price_cents)
+    .bind(new.price_cents.get())
     .bind(new.stock)
     .bind(search_text(&new.name, &new.description))
     .bind(now)
@@ -365,7 +366,7 @@ pub(crate) async fn update(db: &Db, id: i64, changes: &Changes) -> Result<Produc
     .bind(changes.name.as_deref())
     .bind(changes.description.as_deref())
     .bind(changes.picture.as_deref())
-    .bind(changes.price_cents)
+    .bind(changes.price_cents.map(Cents::get))
     .bind(changes.stock)
     .bind(now_unix())
     .bind(id)
@@ -421,8 +422,7 @@ fn vanished(id: i64) -> ProductError {
 // ---------------------------------------------------------------------------------------------------
 // Stock
 
-const RESERVED: &str = "reserved";
-const RELEASED: &str = "released";
+use ReservationStatus::{Released, Reserved};
 
 /// What ReserveStock did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,7 +443,7 @@ pub(crate) async fn reserve(db: &Db, order_id: &str, lines: &[Line]) -> Result<R
         "INSERT INTO stock_orders (order_id, status, created_at, updated_at) VALUES (?, ?, ?, ?)",
     )
     .bind(order_id)
-    .bind(RESERVED)
+    .bind(Reserved.as_str())
     .bind(now)
     .bind(now)
     .execute(&mut *tx)
@@ -506,14 +506,9 @@ async fn replay(db: &Db, order_id: &str, lines: &[Line]) -> Result<Reservation, 
         .bind(order_id)
         .fetch_optional(db.pool())
         .await?;
-    match status.as_deref() {
-        Some(RESERVED) => {}
-        Some(RELEASED) => return Err(ProductError::ReservationReleased(order_id.to_owned())),
-        Some(other) => {
-            return Err(ProductError::Internal(format!(
-                "order {order_id:?} has an unknown status {other:?}"
-            )));
-        }
+    match status.map(|s| s.parse::<ReservationStatus>()).transpose()? {
+        Some(Reserved) => {}
+        Some(Released) => return Err(ProductError::ReservationReleased(order_id.to_owned())),
         None => {
             return Err(ProductError::Internal(format!(
                 "order {order_id:?} was reserved but its marker is gone"
@@ -549,10 +544,10 @@ pub(crate) async fn release(db: &Db, order_id: &str) -> Result<Vec<Line>, Produc
     let mut tx = db.pool().begin().await?;
     let released =
         sqlx::query("UPDATE stock_orders SET status = ?, updated_at = ? WHERE order_id = ? AND status = ?")
-            .bind(RELEASED)
+            .bind(Released.as_str())
             .bind(now)
             .bind(order_id)
-            .bind(RESERVED)
+            .bind(Reserved.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -563,7 +558,7 @@ pub(crate) async fn release(db: &Db, order_id: &str) -> Result<Vec<Line>, Produc
             "INSERT INTO stock_orders (order_id, status, created_at, updated_at) VALUES (?, ?, ?, ?)",
         )
         .bind(order_id)
-        .bind(RELEASED)
+        .bind(Released.as_str())
         .bind(now)
         .bind(now)
         .execute(&mut *tx)

@@ -365,7 +365,14 @@ mod scenarios {
             svc.client().get_product(pb::GetProductRequest { product_id: 987_654 }).await,
             Code::NotFound,
         );
-        assert_code(svc.client().get_product(pb::GetProductRequest { product_id: 0 }).await, Code::NotFound);
+        // An id that cannot name a product is malformed, not missing.
+        for product_id in [0, -1] {
+            let message = assert_code(
+                svc.client().get_product(pb::GetProductRequest { product_id }).await,
+                Code::InvalidArgument,
+            );
+            assert_eq!(message, format!("product_id must be positive, got {product_id}"));
+        }
 
         // Batch: in the order asked, duplicates once, unknown ids listed as missing.
         let batch = svc
@@ -424,7 +431,7 @@ mod scenarios {
             ("long name", pb::CreateProductRequest { name: "n".repeat(201), ..ok.clone() }, "name"),
             (
                 "price over max",
-                pb::CreateProductRequest { price_cents: mall_product::MAX_PRICE_CENTS + 1, ..ok.clone() },
+                pb::CreateProductRequest { price_cents: mall_domain::Cents::MAX + 1, ..ok.clone() },
                 "price",
             ),
             ("negative price", pb::CreateProductRequest { price_cents: -1, ..ok.clone() }, "price"),
@@ -470,7 +477,7 @@ mod scenarios {
                 name: "é".repeat(200),
                 description: "d".repeat(5000),
                 picture: format!("/{}", "p".repeat(999)),
-                price_cents: mall_product::MAX_PRICE_CENTS,
+                price_cents: mall_domain::Cents::MAX,
                 categories: (0..20).map(|i| format!("{i:0>50}")).collect(),
                 stock: 1_000_000_000,
             },

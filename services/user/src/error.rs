@@ -22,6 +22,13 @@ pub enum UserError {
     Runtime(#[from] mall_runtime::RuntimeError),
 }
 
+/// The one place a refused input becomes this service's INVALID_ARGUMENT.
+impl From<mall_domain::Invalid> for UserError {
+    fn from(e: mall_domain::Invalid) -> Self {
+        UserError::InvalidArgument(e.to_string())
+    }
+}
+
 impl From<mall_runtime::WorkError> for UserError {
     fn from(e: mall_runtime::WorkError) -> Self {
         match e {

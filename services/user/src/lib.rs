@@ -13,7 +13,7 @@ use mall_runtime::{Access, Readiness, Served, Shutdown, WorkLimit};
 use mall_storage::{Db, Migrations};
 use tokio::net::TcpListener;
 
-pub use credentials::{Email, Password, hash_password, verify_password};
+pub use credentials::{Password, hash_password, verify_password};
 pub use error::UserError;
 pub use service::Users;
 pub use store::{AdminSeed, seed_admin};

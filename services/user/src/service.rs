@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 
+use mall_domain::{Email, UserId};
 use mall_proto::auth::v1::Role as PbRole;
 use mall_proto::user::v1 as pb;
 use mall_proto::user::v1::user_service_server::UserService;
@@ -11,7 +12,7 @@ use mall_tokens::Role;
 use tonic::{Request, Response, Status};
 
 use crate::UserError;
-use crate::credentials::{Email, Password, hash_password, verify_password};
+use crate::credentials::{Password, hash_password, verify_password};
 use crate::store::{self, UserRow};
 
 pub struct Users {
@@ -99,8 +100,8 @@ impl UserService for Users {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        let id = request.into_inner().user_id;
-        let user = store::find_by_id(&self.db, id).await?.ok_or(UserError::NotFound)?;
+        let id = UserId::new(request.into_inner().user_id).map_err(UserError::from)?;
+        let user = store::find_by_id(&self.db, id.get()).await?.ok_or(UserError::NotFound)?;
         Ok(Response::new(pb::GetUserResponse { user: Some(to_proto(&user)) }))
     }
 }

@@ -1,10 +1,11 @@
 //! The `users` table.
 
+use mall_domain::Email;
 use mall_storage::Db;
 use mall_tokens::Role;
 
 use crate::UserError;
-use crate::credentials::{Email, Password, hash_password};
+use crate::credentials::{Password, hash_password};
 
 #[derive(Debug, Clone)]
 pub struct UserRow {

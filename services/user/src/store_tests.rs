@@ -1,11 +1,12 @@
 //! The user store and admin seeding, on SQLite always and on MariaDB when configured (always in CI).
 
+use mall_domain::Email;
 use mall_storage::Db;
 use mall_testkit::TestDb;
 use mall_tokens::Role;
 
 use crate::UserError;
-use crate::credentials::{Email, verify_password};
+use crate::credentials::verify_password;
 use crate::store::{self, AdminSeed, seed_admin};
 
 async fn check_store(db: &Db) {

@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
+use mall_domain::{Cents, ProductId};
 use mall_proto::product::v1 as pb;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -79,18 +80,11 @@ pub async fn search(
     Ok(ok(page_json(&r.items, r.page, r.page_size, r.total)))
 }
 
-pub fn parse_product_id(raw: &str) -> Result<i64, ApiError> {
-    match raw.trim().parse::<i64>() {
-        Ok(id) if id > 0 => Ok(id),
-        _ => Err(ApiError::InvalidInput(format!("product id must be a positive whole number, not {raw:?}"))),
-    }
-}
-
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let product_id = parse_product_id(&id)?;
+    let product_id = id.parse::<ProductId>()?.get();
     let r = state.products.clone().get_product(pb::GetProductRequest { product_id }).await?;
     Ok(ok(product_json(&r.into_inner().product.ok_or(ApiError::Internal)?)))
 }
@@ -120,7 +114,7 @@ pub async fn create(
         name,
         description: b.description.unwrap_or_default(),
         picture: b.picture.unwrap_or_default(),
-        price_cents,
+        price_cents: price_cents.get(),
         categories: b.categories.unwrap_or_default(),
         stock: b.stock.unwrap_or(0),
     };
@@ -135,11 +129,11 @@ pub async fn update(
 ) -> Result<impl IntoResponse, ApiError> {
     let product_id = b.id.ok_or_else(|| ApiError::InvalidInput("id is required".into()))?;
     let request = pb::UpdateProductRequest {
-        product_id,
+        product_id: ProductId::new(product_id)?.get(),
         name: b.name,
         description: b.description,
         picture: b.picture,
-        price_cents: price_from(b.price.as_ref(), b.price_cents)?,
+        price_cents: price_from(b.price.as_ref(), b.price_cents)?.map(Cents::get),
         categories: b.categories.map(|names| pb::CategoryList { names }),
         stock: b.stock,
     };
@@ -157,6 +151,7 @@ pub async fn delete(
     _admin: Admin,
     JsonBody(b): JsonBody<DeleteBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.products.clone().delete_product(pb::DeleteProductRequest { product_id: b.id }).await?;
+    let product_id = ProductId::new(b.id)?.get();
+    state.products.clone().delete_product(pb::DeleteProductRequest { product_id }).await?;
     Ok(ok(json!({ "deleted": true })).msg("deleted"))
 }

@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
+use mall_domain::{Address, Email, OrderId, OrderStatus, PaymentStatus, ProductId};
 use mall_proto::cart::v1 as cart;
 use mall_proto::checkout::v1 as checkout;
 use mall_proto::order::v1 as order;
@@ -102,8 +103,8 @@ pub async fn add_item(
     if !(1..=999).contains(&b.quantity) {
         return Err(ApiError::InvalidInput("quantity must be between 1 and 999".into()));
     }
-    let request =
-        cart::AddItemRequest { user_id: user.user_id, product_id: b.product_id, quantity: b.quantity };
+    let product_id = ProductId::new(b.product_id)?.get();
+    let request = cart::AddItemRequest { user_id: user.user_id, product_id, quantity: b.quantity };
     let c = state.carts.clone().add_item(request).await?.into_inner().cart.ok_or(ApiError::Internal)?;
     Ok(ok(cart_json(&c)))
 }
@@ -125,8 +126,8 @@ pub async fn set_item(
     if !(0..=999).contains(&b.quantity) {
         return Err(ApiError::InvalidInput("quantity must be between 0 and 999".into()));
     }
-    let request =
-        cart::SetItemRequest { user_id: user.user_id, product_id: b.product_id, quantity: b.quantity };
+    let product_id = ProductId::new(b.product_id)?.get();
+    let request = cart::SetItemRequest { user_id: user.user_id, product_id, quantity: b.quantity };
     let c = state.carts.clone().set_item(request).await?.into_inner().cart.ok_or(ApiError::Internal)?;
     Ok(ok(cart_json(&c)))
 }
@@ -144,7 +145,8 @@ pub async fn remove_item(
     JsonOrForm(b): JsonOrForm<RemoveItemBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     b.claimed.check(&user)?;
-    let request = cart::RemoveItemRequest { user_id: user.user_id, product_id: b.product_id };
+    let product_id = ProductId::new(b.product_id)?.get();
+    let request = cart::RemoveItemRequest { user_id: user.user_id, product_id };
     let c = state.carts.clone().remove_item(request).await?.into_inner().cart.ok_or(ApiError::Internal)?;
     Ok(ok(cart_json(&c)))
 }
@@ -195,19 +197,13 @@ pub enum ZipCode {
     Number(u64),
 }
 
-impl From<AddressBody> for order::Address {
-    fn from(a: AddressBody) -> Self {
-        let zip_code = match a.zip_code {
-            ZipCode::Text(s) => s,
+impl AddressBody {
+    fn parse(&self) -> Result<Address, mall_domain::Invalid> {
+        let zip_code = match &self.zip_code {
+            ZipCode::Text(s) => s.clone(),
             ZipCode::Number(n) => n.to_string(),
         };
-        order::Address {
-            street_address: a.street_address,
-            city: a.city,
-            state: a.state,
-            country: a.country,
-            zip_code,
-        }
+        Address::parse(&self.street_address, &self.city, &self.state, &self.country, &zip_code)
     }
 }
 
@@ -219,13 +215,8 @@ fn address_json(a: &Option<order::Address>) -> Value {
     }
 }
 
-fn status_name(s: i32) -> &'static str {
-    match order::OrderStatus::try_from(s) {
-        Ok(order::OrderStatus::Pending) => "pending",
-        Ok(order::OrderStatus::Paid) => "paid",
-        Ok(order::OrderStatus::Cancelled) => "cancelled",
-        _ => "unknown",
-    }
+fn status_name(o: &order::Order) -> &'static str {
+    OrderStatus::try_from(o.status()).map_or("unknown", OrderStatus::as_str)
 }
 
 fn order_json(o: &order::Order) -> Value {
@@ -245,7 +236,7 @@ fn order_json(o: &order::Order) -> Value {
         .collect();
     json!({
         "order_id": o.order_id,
-        "status": status_name(o.status),
+        "status": status_name(o),
         "email": o.email,
         "address": address_json(&o.address),
         "items": items,
@@ -282,11 +273,15 @@ pub async fn place_order(
     b.claimed.check(&user)?;
     limit::spending(&state.cache, &state.config.limits, user.user_id).await?;
     let key = idempotency_key(&headers)?;
+    let email = Email::parse(&b.email)?;
+    let address = b.address.parse()?;
     let items: Vec<order::OrderLine> = match b.items {
         Some(lines) => lines
             .into_iter()
-            .map(|l| order::OrderLine { product_id: l.product_id, quantity: l.quantity })
-            .collect(),
+            .map(|l| {
+                Ok(order::OrderLine { product_id: ProductId::new(l.product_id)?.get(), quantity: l.quantity })
+            })
+            .collect::<Result<_, ApiError>>()?,
         None => {
             let c = state.carts.clone().get_cart(cart::GetCartRequest { user_id: user.user_id }).await?;
             let c = c.into_inner().cart.ok_or(ApiError::Internal)?;
@@ -302,8 +297,8 @@ pub async fn place_order(
     }
     let request = order::PlaceOrderRequest {
         user_id: user.user_id,
-        email: b.email,
-        address: Some(b.address.into()),
+        email: email.into(),
+        address: Some((&address).into()),
         items,
         idempotency_key: key,
     };
@@ -313,7 +308,7 @@ pub async fn place_order(
         "order_id": o.order_id,
         "total": format_cents(o.total_cents),
         "total_cents": o.total_cents,
-        "status": status_name(o.status),
+        "status": status_name(&o),
     }))
     .msg("order placed"))
 }
@@ -365,7 +360,9 @@ pub async fn get_order(
     user: CurrentUser,
     Path(order_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let request = order::GetOrderRequest { user_id: user.user_id, order_id };
+    // An id that cannot name an order names none of the caller's: 404, as for any other.
+    let order_id = OrderId::parse(&order_id).map_err(|_| ApiError::NotFound("order not found".into()))?;
+    let request = order::GetOrderRequest { user_id: user.user_id, order_id: order_id.to_string() };
     let o = state.orders.clone().get_order(request).await?.into_inner().order.ok_or(ApiError::Internal)?;
     Ok(ok(order_json(&o)))
 }
@@ -383,7 +380,8 @@ pub async fn cancel_order(
     JsonOrForm(b): JsonOrForm<OrderIdBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     b.claimed.check(&user)?;
-    let request = order::CancelOrderRequest { user_id: user.user_id, order_id: b.order_id };
+    let order_id = OrderId::parse(&b.order_id)?.to_string();
+    let request = order::CancelOrderRequest { user_id: user.user_id, order_id };
     let o = state.orders.clone().cancel_order(request).await?.into_inner().order.ok_or(ApiError::Internal)?;
     Ok(ok(order_json(&o)).msg("cancelled"))
 }
@@ -393,7 +391,8 @@ pub async fn mark_paid(
     _admin: Admin,
     JsonOrForm(b): JsonOrForm<OrderIdBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let request = order::MarkPaidRequest { order_id: b.order_id, transaction_id: String::new() };
+    let order_id = OrderId::parse(&b.order_id)?.to_string();
+    let request = order::MarkPaidRequest { order_id, transaction_id: String::new() };
     let o = state.orders.clone().mark_paid(request).await?.into_inner().order.ok_or(ApiError::Internal)?;
     Ok(ok(order_json(&o)).msg("marked paid"))
 }
@@ -458,7 +457,7 @@ pub async fn charge(
     b.claimed.check(&user)?;
     limit::spending(&state.cache, &state.config.limits, user.user_id).await?;
     let request = payment::ChargeRequest {
-        order_id: b.order_id,
+        order_id: OrderId::parse(&b.order_id)?.to_string(),
         user_id: user.user_id,
         credit_card: Some(b.credit_card.into()),
         idempotency_key: idempotency_key(&headers)?,
@@ -474,7 +473,7 @@ pub async fn charge(
         "amount_cents": p.amount_cents,
         "card_last4": p.card_last4,
         "card_brand": p.card_brand,
-        "status": "succeeded",
+        "status": PaymentStatus::Succeeded.as_str(),
     })))
 }
 
@@ -497,13 +496,15 @@ pub async fn checkout(
 ) -> Result<impl IntoResponse, ApiError> {
     b.claimed.check(&user)?;
     limit::spending(&state.cache, &state.config.limits, user.user_id).await?;
+    let email = Email::parse(&b.email)?;
+    let address = b.address.parse()?;
     let request = checkout::CheckoutRequest {
         user_id: user.user_id,
         idempotency_key: idempotency_key(&headers)?,
         firstname: b.firstname,
         lastname: b.lastname,
-        email: b.email,
-        address: Some(b.address.into()),
+        email: email.into(),
+        address: Some((&address).into()),
         credit_card: Some(b.credit_card.into()),
     };
     let r = state.checkouts.clone().checkout(request).await?.into_inner();

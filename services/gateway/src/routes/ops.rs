@@ -54,3 +54,16 @@ pub async fn openapi() -> impl IntoResponse {
 pub async fn docs() -> Html<&'static str> {
     Html(DOCS)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    #[test]
+    fn the_documented_order_statuses_are_the_ones_orders_have() {
+        let doc: Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let documented = &doc["components"]["schemas"]["Order"]["properties"]["status"]["enum"];
+        let statuses: Vec<&str> = mall_domain::OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(documented, &json!(statuses));
+    }
+}

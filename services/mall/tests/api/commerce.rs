@@ -391,6 +391,63 @@ async fn bad_input_on_every_commerce_route_is_a_4xx() {
     app.stop().await;
 }
 
+/// One rule per input through the gateway: an address field of 201 characters is a 400 at checkout
+/// before anything is placed or reserved (it used to pass checkout and fail in the order service), in
+/// the same words as /order/place; and an email that /register refuses, /checkout and /order/place
+/// refuse with the same 400 and message.
+#[tokio::test]
+async fn one_rule_per_input() {
+    let app = spawn_app().await;
+    let item = product(&app, "Rule lamp", "7.00", 5).await;
+    let (_, token) = app.customer().await;
+    let t = Some(token.as_str());
+    assert_eq!(add(&app, &token, item, 2).await.status, 200);
+    let place = |email: &str, address: Value| json!({ "email": email, "address": address, "items": [{ "product_id": item, "quantity": 1 }] });
+    let refused = |reply: Reply| {
+        reply.assert_error(400, 40001);
+        reply.body["msg"].as_str().unwrap().to_owned()
+    };
+
+    let mut long = checkout_body(GOOD_CARD);
+    long["address"]["city"] = json!("c".repeat(201));
+    let message = refused(app.post_json("/checkout", &long, t).await);
+    assert_eq!(message, "address.city must be at most 200 characters (it has 201)");
+    let by_order = app.post_json("/order/place", &place("ada@example.com", long["address"].clone()), t).await;
+    assert_eq!(refused(by_order), message);
+    assert_eq!(stock(&app, item).await, 5, "nothing reserved");
+    assert_eq!(app.get("/orders", t).await.data()["total"], 0, "nothing placed");
+    assert_eq!(lines(&app.get("/cart", t).await), [(item, 2)]);
+
+    for email in
+        ["al<ice@example.com", "alice@exa_mple.com", "a..b@example.com", "alice@-x.com", "alice@example"]
+    {
+        let body = json!({ "email": email, "password": PASSWORD, "confirm_password": PASSWORD });
+        let by_users = refused(app.post_json("/register", &body, None).await);
+        let mut checkout = checkout_body(GOOD_CARD);
+        checkout["email"] = json!(email);
+        assert_eq!(refused(app.post_json("/checkout", &checkout, t).await), by_users, "{email}");
+        assert_eq!(
+            refused(app.post_json("/order/place", &place(email, address()), t).await),
+            by_users,
+            "{email}"
+        );
+    }
+    assert_eq!(stock(&app, item).await, 5);
+
+    // At the limit it goes through, and the order keeps the email as the user service would.
+    let mut fits = checkout_body(GOOD_CARD);
+    fits["address"]["city"] = json!("c".repeat(200));
+    fits["email"] = json!(" Ada@Example.COM ");
+    let paid = app.post_json("/checkout", &fits, t).await;
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    let order_id = paid.data()["order_id"].as_str().unwrap().to_owned();
+    let order = app.get(&format!("/orders/{order_id}"), t).await;
+    assert_eq!(order.data()["email"], "ada@example.com");
+    assert_eq!(order.data()["address"]["city"], "c".repeat(200));
+    assert_eq!(stock(&app, item).await, 3);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn users_cannot_touch_each_others_orders() {
     let app = spawn_app().await;
