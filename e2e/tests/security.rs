@@ -8,7 +8,7 @@
 //! 3. the cart service's MySQL user can use its own database and is denied the user service's.
 //!
 //! The probe pods use `MALL_E2E_CURL_IMAGE` (sh, curl with HTTP/2, nc; default `curlimages/curl:8.11.1`)
-//! and the stack's own MySQL image (its `mysql` or `mariadb` client). Skipped without a cluster, like
+//! and `MALL_E2E_MYSQL_CLIENT_IMAGE` (a `mysql` or `mariadb` client; default: the stack's MySQL image). Skipped without a cluster, like
 //! the other suites.
 
 use std::collections::BTreeMap;
@@ -102,7 +102,8 @@ echo "own=$(ask 'SELECT COUNT(*) FROM mall_cart._sqlx_migrations')"
 echo "other=$(ask 'SELECT COUNT(*) FROM mall_user.users')"
 "#
     );
-    let out = probe_with(run, "probe-database", &mysql_image, &script, &[("CART_PASSWORD", &cart_password)])
+    let client_image = std::env::var("MALL_E2E_MYSQL_CLIENT_IMAGE").unwrap_or(mysql_image);
+    let out = probe_with(run, "probe-database", &client_image, &script, &[("CART_PASSWORD", &cart_password)])
         .await?;
     eprintln!("e2e: probe said:\n{}", out.trim_end());
     let own = out.lines().find_map(|l| l.strip_prefix("own=")).unwrap_or_default();
