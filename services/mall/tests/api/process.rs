@@ -241,32 +241,26 @@ fn identity_settings(service: &str) -> (String, String) {
 #[test]
 fn mall_serve_refuses_to_run_without_an_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_mall"))
-        .args(["serve", "cart", "--listen", "127.0.0.1:0"])
-        .env("MALL_DATA_DIR", dir.path())
-        .env_remove("MALL_IDENTITY_KEY")
-        .env_remove("MALL_IDENTITY_PEERS")
-        .env_remove("MALL_DATABASE_URL")
-        .env_remove("MALL_REDIS_URL")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // `mall serve cart` with these identity settings: how it failed (it must).
+    let refused = |key: Option<String>, peers: Option<String>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mall"));
+        command.args(["serve", "cart", "--listen", "127.0.0.1:0"]).env("MALL_DATA_DIR", dir.path());
+        for (name, value) in [("MALL_IDENTITY_KEY", key), ("MALL_IDENTITY_PEERS", peers)] {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let output = command.env_remove("MALL_DATABASE_URL").env_remove("MALL_REDIS_URL").output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused(None, None);
     assert!(stderr.contains("MALL_IDENTITY_KEY and MALL_IDENTITY_PEERS must be set"), "{stderr}");
 
     // A key that is not among the peers' is refused too: the two settings must belong together.
     let (_, peers) = identity_settings("cart");
-    let output = Command::new(env!("CARGO_BIN_EXE_mall"))
-        .args(["serve", "cart", "--listen", "127.0.0.1:0"])
-        .env("MALL_DATA_DIR", dir.path())
-        .env("MALL_IDENTITY_KEY", mall_tokens::SigningKey::generate().to_pkcs8_pem())
-        .env("MALL_IDENTITY_PEERS", peers)
-        .env_remove("MALL_DATABASE_URL")
-        .env_remove("MALL_REDIS_URL")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(Some(mall_tokens::SigningKey::generate().to_pkcs8_pem()), Some(peers));
     assert!(stderr.contains("do not include this service's own"), "{stderr}");
 }
 

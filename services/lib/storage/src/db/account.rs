@@ -19,7 +19,7 @@ use std::time::Duration;
 use sqlx::{AssertSqlSafe, Connection, MySqlConnection};
 
 use super::Backend;
-use super::url::{percent_decode, redact_url};
+use super::url::{check_name, percent_decode, redact_url};
 use crate::StorageError;
 
 /// Longest wait for the administrator's connection and for all the statements.
@@ -62,8 +62,8 @@ impl DatabaseAccount {
     /// ASCII letters, digits, `_`). Anything else is [`StorageError::InvalidArgument`], which names the
     /// part but never shows the password.
     pub fn new(user: &str, password: &str, database: &str) -> Result<DatabaseAccount, StorageError> {
-        check_identifier(user, 32, "user name")?;
-        check_identifier(database, 64, "database name")?;
+        check_name(user, 32, "user name")?;
+        check_name(database, 64, "database name")?;
         let password_ok = (16..=128).contains(&password.len())
             && password.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~'));
         if !password_ok {
@@ -119,18 +119,6 @@ impl DatabaseAccount {
             format!("ALTER USER {account} IDENTIFIED BY '{password}'"),
             format!("GRANT ALL PRIVILEGES ON `{exact}`.* TO {account}"),
         ]
-    }
-}
-
-fn check_identifier(name: &str, max: usize, what: &str) -> Result<(), StorageError> {
-    let ok =
-        !name.is_empty() && name.len() <= max && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(StorageError::InvalidArgument(format!(
-            "{what} {name:?} must be 1-{max} ASCII letters, digits or '_'"
-        )))
     }
 }
 

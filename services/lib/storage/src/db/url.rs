@@ -146,7 +146,8 @@ pub(crate) fn sqlite_with_create_mode(url: &str) -> Result<String, StorageError>
     })
 }
 
-fn check_name(name: &str, max: usize, what: &str) -> Result<(), StorageError> {
+/// An identifier that may be spliced into SQL: 1 to `max` ASCII letters, digits or `_`.
+pub(super) fn check_name(name: &str, max: usize, what: &str) -> Result<(), StorageError> {
     let ok =
         !name.is_empty() && name.len() <= max && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
