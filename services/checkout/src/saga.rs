@@ -26,6 +26,7 @@ use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Db, now_unix};
 use sha2::{Digest, Sha256};
 use tonic::Code;
+use tracing::Instrument;
 
 use crate::error::is_transient;
 use crate::store::{self, CheckoutRow, Outcome, Step};
@@ -79,6 +80,18 @@ pub(crate) fn cart_lines(cart: &cart_pb::Cart) -> Result<Vec<order_pb::OrderLine
         .iter()
         .map(|item| order_pb::OrderLine { product_id: item.product_id, quantity: item.quantity })
         .collect())
+}
+
+/// The `outcome` label of `mall_checkout_outcomes_total` for a finished checkout: `completed`,
+/// `declined` (the card was refused; the order cancelled), `compensated` (failed after the order was
+/// placed, which was then cancelled) or `failed` (failed before anything needed undoing).
+fn outcome_label(row: &CheckoutRow) -> &'static str {
+    match row.outcome {
+        Outcome::Succeeded => "completed",
+        Outcome::Declined => "declined",
+        Outcome::Failed if row.step == Step::OrderCancelled => "compensated",
+        _ => "failed",
+    }
 }
 
 /// What one recovery pass did.
@@ -139,6 +152,7 @@ impl Checkouts {
     /// driven by a live call.
     pub async fn recover(&self, idle_secs: i64) -> Result<Recovered, CheckoutError> {
         let mut done = Recovered::default();
+        metrics::counter!("mall_checkout_sweeper_runs_total").increment(1);
         for checkout_id in store::open_idle(self.db(), now_unix() - idle_secs, 100).await? {
             let lease = uuid::Uuid::new_v4().to_string();
             if !store::acquire(self.db(), &checkout_id, &lease).await? {
@@ -152,6 +166,9 @@ impl Checkouts {
             match result {
                 Ok(()) => {
                     done.finished += 1;
+                    let action = if row.outcome == Outcome::Succeeded { "completed" } else { "compensated" };
+                    metrics::counter!("mall_checkout_sweeper_recovered_total", "action" => action)
+                        .increment(1);
                     tracing::info!(
                         checkout_id,
                         step = row.step.as_str(),
@@ -176,27 +193,41 @@ impl Checkouts {
         lease: &str,
         card: Option<&payment_pb::CreditCard>,
     ) -> Result<(), CheckoutError> {
+        let was_open = !row.finished();
         while !row.finished() {
-            match (row.step, card) {
-                (Step::Started, Some(_)) => self.read_cart(row, lease).await?,
-                // Nothing was placed yet: nothing to undo.
-                (Step::Started, None) => self.fail(row, lease, Code::FailedPrecondition, ABANDONED).await?,
-                (Step::CartRead, _) => self.place_order(row, lease, card.is_none()).await?,
-                (Step::OrderPlaced, Some(card)) => self.charge(row, lease, card).await?,
-                (Step::OrderPlaced, None) => self.settle_without_card(row, lease).await?,
-                (Step::Charged, _) => self.mark_paid(row, lease).await?,
-                (Step::OrderPaid, _) => self.empty_cart(row, lease).await?,
-                (Step::CartEmptied | Step::OrderCancelled, _) => {
-                    return Err(CheckoutError::Internal(format!(
-                        "checkout {} is at step {} but {}",
-                        row.checkout_id,
-                        row.step.as_str(),
-                        row.outcome.as_str()
-                    )));
-                }
-            }
+            let span = tracing::trace_span!(target: mall_runtime::TRACE_ONLY, "saga step",
+                otel.name = format!("checkout step {}", row.step.as_str()), checkout.step = row.step.as_str());
+            self.step(row, lease, card).instrument(span).await?;
+        }
+        if was_open {
+            metrics::counter!("mall_checkout_outcomes_total", "outcome" => outcome_label(row)).increment(1);
         }
         Ok(())
+    }
+
+    /// Takes the step after `row.step` (see [`Checkouts::drive`]).
+    async fn step(
+        &self,
+        row: &mut CheckoutRow,
+        lease: &str,
+        card: Option<&payment_pb::CreditCard>,
+    ) -> Result<(), CheckoutError> {
+        match (row.step, card) {
+            (Step::Started, Some(_)) => self.read_cart(row, lease).await,
+            // Nothing was placed yet: nothing to undo.
+            (Step::Started, None) => self.fail(row, lease, Code::FailedPrecondition, ABANDONED).await,
+            (Step::CartRead, _) => self.place_order(row, lease, card.is_none()).await,
+            (Step::OrderPlaced, Some(card)) => self.charge(row, lease, card).await,
+            (Step::OrderPlaced, None) => self.settle_without_card(row, lease).await,
+            (Step::Charged, _) => self.mark_paid(row, lease).await,
+            (Step::OrderPaid, _) => self.empty_cart(row, lease).await,
+            (Step::CartEmptied | Step::OrderCancelled, _) => Err(CheckoutError::Internal(format!(
+                "checkout {} is at step {} but {}",
+                row.checkout_id,
+                row.step.as_str(),
+                row.outcome.as_str()
+            ))),
+        }
     }
 
     fn key(row: &CheckoutRow) -> String {

@@ -8,15 +8,16 @@ mod error;
 mod input;
 mod limit;
 mod money;
+mod observe;
 mod routes;
 mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Uri, Version, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -33,7 +34,6 @@ use mall_storage::Cache;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 
 pub use auth::{KeyRefresh, LOG_IN_AGAIN};
 pub use error::{ApiError, CODES};
@@ -177,38 +177,17 @@ pub fn app(state: AppState) -> Router {
             HeaderValue::from_static("no-store"),
         ))
         .layer(middleware::from_fn(move |req: Request, next: Next| with_budget(budget, req, next)))
-        .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        .layer(middleware::from_fn(observe::observe))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(observe::sanitize_request_id))
         .with_state(state)
 }
 
 /// Serves the request within `budget`: every gRPC call made for it carries the time left.
 async fn with_budget(budget: Duration, req: Request, next: Next) -> Response {
     mall_runtime::with_deadline(tokio::time::Instant::now() + budget, next.run(req)).await
-}
-
-/// Counts requests and their latency by route and status, for `/metrics`.
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("mall_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("mall_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// While the gateway drains, every HTTP/1 response closes its connection, so that keep-alive clients

@@ -27,6 +27,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<()> {
     mall_runtime::init_tracing();
     let cli = Cli::parse();
+    let result = run(cli).await;
+    // Spans still buffered for the OTLP collector go before the process does.
+    mall_runtime::flush_tracing();
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => {
             let options = mall::StartOptions {

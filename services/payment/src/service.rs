@@ -28,6 +28,7 @@ use mall_proto::payment::v1::payment_service_server::PaymentService;
 use mall_runtime::{CancellationToken, PeerChannel};
 use mall_storage::{Db, now_unix};
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use crate::processor::{CardProcessor, ProcessorCharge, ProcessorDecision};
 use crate::store::{self, PaymentRow};
@@ -248,7 +249,22 @@ impl Payments {
             amount_cents: row.amount_cents,
             card: &valid,
         };
-        let decision = tokio::time::timeout(wait, self.inner.processor.authorize(&charge)).await;
+        // The card processor's span carries the amount and the outcome, never the card.
+        let span = tracing::trace_span!(target: mall_runtime::TRACE_ONLY, "card processor",
+            otel.name = "card processor authorize", otel.kind = "client", payment.amount_cents = row.amount_cents,
+            payment.decision = tracing::field::Empty);
+        let decision = tokio::time::timeout(wait, self.inner.processor.authorize(&charge))
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "payment.decision",
+            match &decision {
+                Ok(Ok(ProcessorDecision::Approved)) => "approved",
+                Ok(Ok(ProcessorDecision::Declined)) => "declined",
+                Ok(Err(_)) => "error",
+                Err(_) => "timeout",
+            },
+        );
         match decision {
             Ok(Ok(ProcessorDecision::Approved)) => {
                 if !store::finish_processing(db, &row.transaction_id, true, row.decline_reason).await? {

@@ -15,6 +15,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The header that carries a call's remaining time (gRPC over HTTP/2).
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -40,10 +41,11 @@ pub async fn with_deadline<F: Future>(deadline: Instant, work: F) -> F::Output {
     DEADLINE.scope(deadline, work).await
 }
 
-/// `work` under the deadline of the current task, wherever it is polled: for futures given to
-/// `tokio::spawn`, which do not inherit task-locals.
+/// `work` under the deadline, the request id and the span of the current task, wherever it is
+/// polled: for futures given to `tokio::spawn`, which do not inherit task-locals.
 pub fn keep_deadline<F: Future>(work: F) -> impl Future<Output = F::Output> {
     let current = deadline();
+    let work = crate::trace::keep_request_id(work).in_current_span();
     async move {
         match current {
             Some(deadline) => DEADLINE.scope(deadline, work).await,

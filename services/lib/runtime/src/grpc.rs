@@ -154,7 +154,8 @@ where
         )
         .route("/metrics", get(|| async { crate::metrics_handle().render() }))
         .layer(axum::middleware::from_fn_with_state(access, check_caller))
-        .layer(axum::middleware::from_fn(crate::deadline::scope_incoming));
+        .layer(axum::middleware::from_fn(crate::deadline::scope_incoming))
+        .layer(axum::middleware::from_fn_with_state(name, crate::trace::observe_incoming));
 
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

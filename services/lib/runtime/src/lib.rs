@@ -1,4 +1,4 @@
-//! What every Mall service runs on: tracing, graceful shutdown after a drain, serving gRPC with health
+//! What every Mall service runs on: tracing (one trace per request, see [`trace`]), graceful shutdown after a drain, serving gRPC with health
 //! and HTTP probes on one port, metrics, channels to peers, the deadline every request carries
 //! through them, and bounded work.
 
@@ -9,6 +9,7 @@ mod peer;
 mod retry_safe;
 mod shutdown;
 mod telemetry;
+pub mod trace;
 mod work;
 
 pub use deadline::{deadline, keep_deadline, remaining, with_deadline};
@@ -20,7 +21,7 @@ pub use peer::{
 };
 pub use retry_safe::is_retry_safe;
 pub use shutdown::{DEFAULT_GRACE, Shutdown};
-pub use telemetry::{init_tracing, metrics_handle};
+pub use telemetry::{TRACE_ONLY, flush_tracing, init_tracing, metrics_handle};
 pub use tokio_util::sync::CancellationToken;
 pub use work::{WorkError, WorkLimit, available_cpus};
 

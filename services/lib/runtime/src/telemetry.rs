@@ -1,23 +1,107 @@
-//! Structured logs with `tracing`, and the process-wide Prometheus recorder.
+//! Structured logs with `tracing`, OpenTelemetry spans over OTLP, and the process-wide Prometheus
+//! recorder.
+//!
+//! Spans always carry a W3C trace context, so that the trace id of a request reaches every hop and
+//! every log line. They are recorded and exported only when an OTLP endpoint is configured with the
+//! standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; then
+//! `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` apply as the SDK reads
+//! them). Without one, every span is dropped at its start (no attributes kept, nothing exported);
+//! `OTEL_SDK_DISABLED=true` leaves OpenTelemetry out altogether (no trace ids, no `traceparent`).
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
-/// Installs the global subscriber: `RUST_LOG` filters (default `info`), `MALL_LOG_FORMAT=json` switches
-/// from human-readable lines to one JSON object per event. Calling it twice is harmless.
+/// The target of spans that only OpenTelemetry sees (a database statement, a cache call, a call to a
+/// peer): log lines carry the fields of the request's span, not of these.
+pub const TRACE_ONLY: &str = "mall::trace";
+
+/// The provider the global tracer comes from, kept to flush it at exit.
+static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
+
+/// Installs the global subscriber: `RUST_LOG` filters log lines (default `info`), `MALL_LOG_FORMAT=json`
+/// switches from human-readable lines to one JSON object per event; OpenTelemetry as the module says.
+/// Call it from inside a Tokio runtime (the OTLP exporter is a tonic client). Calling it twice is
+/// harmless: the first call wins.
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(format!("{TRACE_ONLY}=off").parse().expect("a valid directive"));
     let json = std::env::var("MALL_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if json {
-        registry.with(fmt::layer().json().flatten_event(true)).try_init()
+    let lines = if json {
+        fmt::layer().json().flatten_event(true).with_filter(filter).boxed()
     } else {
-        registry.with(fmt::layer().compact()).try_init()
+        fmt::layer().compact().with_filter(filter).boxed()
     };
+    let otel = if sdk_disabled() {
+        None
+    } else {
+        let provider = provider();
+        let tracer = provider.tracer("mall");
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        *PROVIDER.lock().unwrap_or_else(PoisonError::into_inner) = Some(provider);
+        // Our own spans and events (crates named `mall…`), and the trace-only ones.
+        let ours = Targets::new().with_target("mall", Level::INFO).with_target(TRACE_ONLY, Level::TRACE);
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_filter(ours),
+        )
+    };
+    let statements = mall_storage::telemetry::layer(otel.is_some());
     // Already installed (tests start many services in one process): keep the first.
-    let _ = result;
+    let _ = tracing_subscriber::registry().with(lines).with(otel).with(statements).try_init();
+}
+
+/// Sends the spans not exported yet (call it before the process exits). Without an exporter, a no-op.
+pub fn flush_tracing() {
+    let provider = PROVIDER.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    if let Some(provider) = provider
+        && let Err(e) = provider.force_flush()
+    {
+        tracing::warn!(error = %e, "could not export the last spans");
+    }
+}
+
+fn sdk_disabled() -> bool {
+    std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Whether an OTLP endpoint for traces is configured.
+fn endpoint_configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// A provider that exports over OTLP/gRPC with the sampler the environment names, when an endpoint is
+/// configured; otherwise one that makes trace contexts and records nothing.
+fn provider() -> SdkTracerProvider {
+    let name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.trim().is_empty());
+    let resource =
+        opentelemetry_sdk::Resource::builder().with_service_name(name.unwrap_or_else(|| "mall".into()));
+    let builder = SdkTracerProvider::builder().with_resource(resource.build());
+    if !endpoint_configured() {
+        return builder.with_sampler(Sampler::AlwaysOff).build();
+    }
+    match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        // The sampler is the SDK's default: OTEL_TRACES_SAMPLER(_ARG), else parent-based always-on.
+        Ok(exporter) => builder.with_batch_exporter(exporter).build(),
+        Err(e) => {
+            eprintln!("OpenTelemetry: cannot export spans ({e}); tracing continues without exporting");
+            builder.with_sampler(Sampler::AlwaysOff).build()
+        }
+    }
 }
 
 /// Bucket bounds (seconds) of every histogram named `*_duration_seconds`.

@@ -9,6 +9,8 @@ mod redis_backend;
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 pub use self::in_memory::MemoryCache;
 pub use self::redis_backend::RedisCache;
 use crate::StorageError;
@@ -64,10 +66,21 @@ impl Cache {
 
     /// The value under `key`, or `None` if absent or expired.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        match self {
+        let value = match self {
+            // In-process lookups are not calls: no span.
             Cache::Memory(c) => Ok(c.get(key).await),
-            Cache::Redis(c) => c.get(key).await,
+            Cache::Redis(c) => c.get(key).instrument(self.span("GET")).await,
+        };
+        if let Ok(found) = &value {
+            crate::telemetry::cache_lookup(self.namespace(), found.is_some());
         }
+        value
+    }
+
+    /// The span of one call (seen by OpenTelemetry only; see `mall_runtime::telemetry`).
+    fn span(&self, operation: &'static str) -> tracing::Span {
+        tracing::trace_span!(target: "mall::trace", "cache", otel.name = operation, otel.kind = "client",
+            db.system = self.kind(), db.operation = operation)
     }
 
     /// Stores `value` under `key` for `ttl` (must be > 0; rounded up to whole
@@ -79,7 +92,7 @@ impl Cache {
                 c.set(key, value, ttl).await;
                 Ok(())
             }
-            Cache::Redis(c) => c.set(key, value, ttl).await,
+            Cache::Redis(c) => c.set(key, value, ttl).instrument(self.span("SET")).await,
         }
     }
 
@@ -90,7 +103,7 @@ impl Cache {
                 c.delete(key).await;
                 Ok(())
             }
-            Cache::Redis(c) => c.delete(key).await,
+            Cache::Redis(c) => c.delete(key).instrument(self.span("DEL")).await,
         }
     }
 
@@ -98,7 +111,7 @@ impl Cache {
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         match self {
             Cache::Memory(c) => Ok(c.exists(key).await),
-            Cache::Redis(c) => c.exists(key).await,
+            Cache::Redis(c) => c.exists(key).instrument(self.span("EXISTS")).await,
         }
     }
 
@@ -115,7 +128,7 @@ impl Cache {
         let window = checked_ttl(window, "window")?;
         match self {
             Cache::Memory(c) => c.hit(key, window).await,
-            Cache::Redis(c) => c.hit(key, window).await,
+            Cache::Redis(c) => c.hit(key, window).instrument(self.span("INCR")).await,
         }
     }
 

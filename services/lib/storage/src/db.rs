@@ -10,7 +10,7 @@ pub(crate) mod account;
 pub(crate) mod url;
 
 use std::fmt;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -19,6 +19,7 @@ use sqlx::pool::PoolConnectionMetadata;
 use sqlx::{AnyConnection, AnyPool, Executor, MySql};
 
 use crate::StorageError;
+use crate::telemetry::PoolGauges;
 use url::redact_url;
 
 /// Most connections a pool opens.
@@ -107,6 +108,8 @@ impl Migrations {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// Samples the pool for `/metrics` while a clone of this `Db` lives.
+    _gauges: Arc<PoolGauges>,
 }
 
 impl Db {
@@ -127,7 +130,12 @@ impl Db {
             Backend::Sqlite => connect_sqlite(url).await?,
         };
         tracing::debug!(backend = %backend, url = %redact_url(url), "database pool open");
-        Ok(Db { pool, backend })
+        crate::telemetry::set_db_system(match backend {
+            Backend::MySql => "mysql",
+            Backend::Sqlite => "sqlite",
+        });
+        let gauges = Arc::new(PoolGauges::start(database_label(url, backend), pool.clone(), MAX_CONNECTIONS));
+        Ok(Db { pool, backend, _gauges: gauges })
     }
 
     /// The connection pool, for running queries.
@@ -236,7 +244,23 @@ fn install_drivers() {
 }
 
 fn pool_options() -> AnyPoolOptions {
-    AnyPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT)
+    AnyPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        // Every acquisition's wait, for `mall_db_pool_acquire_duration_seconds` (see `telemetry`).
+        .acquire_time_level(log::LevelFilter::Debug)
+}
+
+/// The `db` label of a pool's metrics: the MySQL database's name, or the SQLite file's stem.
+fn database_label(url: &str, backend: Backend) -> String {
+    let name = match backend {
+        Backend::MySql => url::mysql_database_name(url).ok().map(str::to_owned),
+        Backend::Sqlite => url::sqlite_file_path(url)
+            .ok()
+            .flatten()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())),
+    };
+    name.unwrap_or_else(|| backend.as_str().to_owned())
 }
 
 async fn connect_mysql(url: &str) -> Result<AnyPool, StorageError> {

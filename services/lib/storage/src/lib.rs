@@ -18,6 +18,7 @@
 mod cache;
 mod db;
 mod error;
+pub mod telemetry;
 
 pub use cache::{Cache, MemoryCache, RedisCache};
 pub use db::account::{DatabaseAccount, Provisioned, provision_account};

@@ -22,6 +22,8 @@ use super::Pool;
 use crate::deadline::{self, GRPC_TIMEOUT};
 use crate::identity::{CALLER_HEADER, Credential, Identity};
 use crate::retry_safe::is_retry_safe;
+use crate::trace;
+use tracing::Instrument;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
@@ -93,8 +95,42 @@ impl Service<http::Request<Body>> for PeerChannel {
         if let Some(token) = self.credential.as_ref().and_then(Credential::header) {
             request.headers_mut().insert(CALLER_HEADER, token);
         }
-        Box::pin(send(self.pool.clone(), request, deadline))
+        if let Some(id) = trace::request_id() {
+            request.headers_mut().insert(trace::REQUEST_ID_HEADER, id);
+        }
+        let span = client_span(request.uri().path(), &self.pool.name);
+        trace::inject_context(&span, request.headers_mut());
+        let sent = send(self.pool.clone(), request, deadline).instrument(span.clone());
+        Box::pin(async move {
+            let result = sent.await;
+            let code = match &result {
+                Ok(response) => trace::response_code(response),
+                Err(_) => Code::Unavailable,
+            };
+            span.record("rpc.grpc.status_code", code as i64);
+            if trace::is_server_error(code) {
+                span.record("otel.status_code", "ERROR");
+            }
+            result
+        })
     }
+}
+
+/// The span of one call to a peer (every attempt of it), seen by OpenTelemetry only.
+fn client_span(path: &str, peer: &str) -> tracing::Span {
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+    tracing::trace_span!(
+        target: crate::TRACE_ONLY,
+        "rpc client",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        server.address = peer,
+    )
 }
 
 /// A request as it is sent on every attempt.
