@@ -232,7 +232,7 @@ async fn observe_monitors(
         Ok(list) => Ok(Some(list.items)),
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
         Err(kube::Error::Api(status)) if status.is_forbidden() && !wanted => {
-            tracing::debug!(message = %status.message, "cannot list ServiceMonitors; none is wanted");
+            tracing::debug!(refusal = %status.message, "cannot list ServiceMonitors; none is wanted");
             Ok(None)
         }
         Err(source) => Err(Error::Observe { kind: SERVICE_MONITOR_KIND, source }),
