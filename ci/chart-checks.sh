@@ -101,6 +101,21 @@ if "$helm" template mall charts/mall --set auth.rotateSigningKeyAt=tomorrow >/de
   log "FAIL: mall accepted auth.rotateSigningKeyAt=tomorrow"
   exit 1
 fi
+# The OTLP endpoint is an http(s) URL of a host and a port, the sampling ratio within 0-1 (as the CRD says).
+for bad in observability.otlpEndpoint=otel-collector:4317 observability.otlpEndpoint=ftp://otel-collector \
+    observability.otlpEndpoint=http://otel-collector:4317/v1/traces observability.samplingRatio=1.5 \
+    observability.samplingRatio=-0.1; do
+  if "$helm" template mall charts/mall --set "$bad" >/dev/null 2>&1; then
+    log "FAIL: mall accepted --set $bad"
+    exit 1
+  fi
+done
+for bad in otel.endpoint=otel-collector:4317 otel.samplingRatio=2; do
+  if "$helm" template mall-operator charts/mall-operator --set "$bad" >/dev/null 2>&1; then
+    log "FAIL: mall-operator accepted --set $bad"
+    exit 1
+  fi
+done
 
 count=$(cat "$out"/*.yaml | grep -c '^kind: ' || true)
 log "ok: both charts lint and render ($count objects in $out)"

@@ -135,6 +135,8 @@ fn needed() -> Vec<(&'static str, &'static str, BTreeSet<String>)> {
         ("policy", "poddisruptionbudgets", pruned.clone()),
         ("autoscaling", "horizontalpodautoscalers", pruned.clone()),
         ("networking.k8s.io", "networkpolicies", pruned),
+        // Listed each reconcile (not watched: the CRD may be missing), applied, pruned.
+        ("monitoring.coreos.com", "servicemonitors", set(&["list", "create", "patch", "delete"])),
         // Read to explain a stack that is not Ready (operator/src/diagnosis/gather.rs).
         ("", "pods", set(&["list"])),
         ("", "pods/log", set(&["get"])),
@@ -142,6 +144,18 @@ fn needed() -> Vec<(&'static str, &'static str, BTreeSet<String>)> {
         ("events.k8s.io", "events", set(&["create", "patch"])),
         ("", "events", set(&["create", "patch", "list"])),
     ]
+}
+
+/// The `OTEL_*` variables of the operator's container, by name.
+fn otel_env(chart: &OperatorChart) -> BTreeMap<String, String> {
+    let container = operator_container(chart.deployment.as_ref().unwrap());
+    container
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name.starts_with("OTEL_"))
+        .map(|e| (e.name.clone(), e.value.clone().expect("a plain value")))
+        .collect()
 }
 
 fn operator_container(deployment: &Deployment) -> &Container {
@@ -302,6 +316,7 @@ fn operator_chart_with_default_values() {
     check_operator_chart(&chart, true, "ghcr.io/example/mall:0.1.0", "busybox:1.36");
     check_operator_network_policy(&chart, ("mall.example.com/metrics", "true"));
     assert_eq!(chart.deployment.as_ref().unwrap().spec.as_ref().unwrap().replicas, Some(1));
+    assert!(otel_env(&chart).is_empty(), "no collector given: no OTEL_* variable");
 }
 
 #[test]
@@ -321,6 +336,21 @@ fn operator_chart_with_every_value_set() {
     assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry-creds");
     assert!(pod.affinity.is_some() && pod.tolerations.is_some() && pod.node_selector.is_some());
     assert_eq!(chart.service.as_ref().unwrap().spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 9090);
+    // The reconciles' traces go to the collector, as the stacks' components do (the same variables).
+    let otel = otel_env(&chart);
+    let want: BTreeMap<String, String> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector.monitoring:4317"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SERVICE_NAME", "mall-operator"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(otel, want);
+    let names: BTreeSet<&str> = otel.keys().map(String::as_str).collect();
+    assert_eq!(names, mall_operator::builders::OTEL_ENV.into_iter().collect(), "the operator's own names");
 }
 
 fn mall_stack(rendered: &Rendered, stem: &str) -> MallStack {
@@ -346,6 +376,7 @@ fn mall_chart_with_default_values() {
     assert!(stack.spec.network_policies, "NetworkPolicies on by default");
     assert!(!stack.spec.paused);
     assert_eq!(stack.spec.auth.rotate_signing_key_at, None, "no rotation unless asked for");
+    assert_eq!(stack.spec.observability, None, "no traces, no ServiceMonitors unless asked for");
 }
 
 #[test]
@@ -375,4 +406,7 @@ fn mall_chart_with_every_value_set() {
     assert!(spec.network_policies);
     assert_eq!(spec.token_ttl, "12h");
     assert_eq!(spec.auth.rotate_signing_key_at.as_deref(), Some("2025-12-05T10:00:00Z"));
+    assert_eq!(spec.otlp_endpoint(), Some("http://otel-collector.monitoring:4317"));
+    assert_eq!(spec.sampling_ratio(), 0.25);
+    assert!(spec.service_monitor());
 }

@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::{NamespaceResourceScope, jiff};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -24,16 +26,18 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::builders::{
-    self, Desired, ExistingSecrets, MANAGER, MigrationState, rollout_allowed, stack_selector,
+    self, Desired, ExistingSecrets, MANAGER, MigrationState, SERVICE_MONITOR_KIND, rollout_allowed,
+    service_monitor_resource, stack_selector,
 };
 use crate::crd::{Condition, MallStack, MallStackStatus};
 use crate::diagnosis;
 use crate::error::{Error, Result};
 use crate::metrics;
 use crate::rotation;
-use crate::status::{self, Failure, Observed};
+use crate::status::{self, Failure, Observed, ServiceMonitors};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -75,16 +79,31 @@ pub fn error_policy(stack: Arc<MallStack>, error: &Error, ctx: Arc<Context>) -> 
     Action::requeue(wait)
 }
 
-/// One reconcile of one stack, measured.
+/// One reconcile of one stack, measured, and traced: it runs inside a span `reconcile` with the
+/// stack's `stack` name and `namespace`; its `outcome` (`ok`, or the failure's condition reason such as
+/// `Forbidden`) and, on failure, the `error` are recorded on it at the end. Where the spans go (an
+/// OpenTelemetry collector, through the `OTEL_*` variables) is `mall_runtime::init_tracing`'s business.
 pub async fn reconcile(stack: Arc<MallStack>, ctx: Arc<Context>) -> Result<Action> {
+    let span = tracing::info_span!(
+        "reconcile",
+        stack = %stack.name_any(),
+        namespace = stack.namespace().as_deref().unwrap_or_default(),
+        outcome = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
     let started = Instant::now();
-    let result = reconcile_stack(&stack, &ctx).await;
+    let result = reconcile_stack(&stack, &ctx).instrument(span.clone()).await;
     metrics::reconciled(started.elapsed());
     match &result {
         Ok(_) => {
+            span.record("outcome", "ok");
             ctx.failures().remove(&ObjectRef::from(stack.as_ref()));
         }
-        Err(e) => metrics::failed(e.metric_label(), e.refusal()),
+        Err(e) => {
+            span.record("outcome", e.reason());
+            span.record("error", tracing::field::display(e));
+            metrics::failed(e.metric_label(), e.refusal());
+        }
     }
     result
 }
@@ -148,6 +167,7 @@ async fn apply_children(
     ctx: &Context,
     ns: &str,
     existing: &ExistingSecrets,
+    monitors: Option<&[DynamicObject]>,
     observed: &mut Observed,
 ) -> Result<()> {
     let client = &ctx.client;
@@ -193,7 +213,66 @@ async fn apply_children(
     apply_all(client, ns, &desired.pod_disruption_budgets).await?;
     apply_all(client, ns, &desired.autoscalers).await?;
     apply_all(client, ns, &desired.network_policies).await?;
+    observed.service_monitors = keep_service_monitors(stack, client, ns, &desired, monitors).await?;
     prune(stack, client, ns, &desired, observed).await
+}
+
+/// The stack's ServiceMonitors as listed, or `None` when there is no such kind to list: the API server
+/// does not serve monitoring.coreos.com/v1 (the Prometheus Operator's CRD is not installed). When none
+/// is wanted, a refusal to list them counts as none either (an operator without the RBAC for them made
+/// none to delete), so a stack that does not ask for them never fails on them.
+async fn observe_monitors(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    wanted: bool,
+) -> Result<Option<Vec<DynamicObject>>> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &service_monitor_resource());
+    match api.list(&ListParams::default().labels(selector)).await {
+        Ok(list) => Ok(Some(list.items)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(kube::Error::Api(status)) if status.is_forbidden() && !wanted => {
+            tracing::debug!(refusal = %status.message, "cannot list ServiceMonitors; none is wanted");
+            Ok(None)
+        }
+        Err(source) => Err(Error::Observe { kind: SERVICE_MONITOR_KIND, source }),
+    }
+}
+
+/// Applies the wanted ServiceMonitors and deletes the ones this stack made that are no longer wanted
+/// (`serviceMonitor` turned off), where the kind exists (`found` is what [`observe_monitors`] listed).
+/// What became of the wanted ones, for the status; `None` when none is wanted.
+async fn keep_service_monitors(
+    stack: &MallStack,
+    client: &Client,
+    ns: &str,
+    desired: &Desired,
+    found: Option<&[DynamicObject]>,
+) -> Result<Option<ServiceMonitors>> {
+    let wanted = stack.spec.service_monitor();
+    let Some(found) = found else {
+        if wanted {
+            tracing::info!(
+                stack = %stack.name_any(),
+                "serviceMonitor is on but the ServiceMonitor CRD (monitoring.coreos.com/v1) is not installed"
+            );
+        }
+        return Ok(wanted.then_some(ServiceMonitors::CrdMissing));
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &service_monitor_resource());
+    for monitor in &desired.service_monitors {
+        let name = monitor.name_any();
+        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(monitor))
+            .await
+            .map_err(|source| Error::Apply { kind: SERVICE_MONITOR_KIND, name, source })?;
+    }
+    let keep: BTreeSet<String> = desired.service_monitors.iter().map(ResourceExt::name_any).collect();
+    for monitor in found {
+        if !keep.contains(&monitor.name_any()) && controlled_by(stack, monitor) {
+            delete_with(&api, SERVICE_MONITOR_KIND, monitor, "no longer wanted").await?;
+        }
+    }
+    Ok(wanted.then_some(ServiceMonitors::Applied(desired.service_monitors.len())))
 }
 
 /// Deletes the failed migration Job `job` of `service` so that the next reconcile creates it again, and
@@ -298,8 +377,15 @@ where
     K: Clone + DeserializeOwned + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
+    delete_with(&api, <K as k8s_openapi::Resource>::KIND, obj, why).await
+}
+
+/// [`delete`] through `api`, for any kind (`kind` names it in logs and errors).
+async fn delete_with<K>(api: &Api<K>, kind: &'static str, obj: &K, why: &'static str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
     let name = obj.name_any();
-    let kind = <K as k8s_openapi::Resource>::KIND;
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         preconditions: obj
@@ -343,6 +429,7 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
         time: Some(now),
         ..Observed::default()
     };
+    let monitors = observe_monitors(client, &ns, &selector, stack.spec.service_monitor()).await?;
     // Pods, claims, events and logs only explain the status: a refusal to read them is reported, and
     // the children are applied all the same.
     let unexplained = diagnosis::gather(client, &ns, &selector, stack, &mut observed).await.err();
@@ -354,7 +441,7 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
         Ok(()) => match keep_signing_keys(stack, ctx, &ns, auth_keys.as_ref(), &existing, now).await {
             Ok(kept) => {
                 signing_keys = Some(kept);
-                apply_children(stack, ctx, &ns, &existing, &mut observed).await.err()
+                apply_children(stack, ctx, &ns, &existing, monitors.as_deref(), &mut observed).await.err()
             }
             Err(e) => Some(e),
         },
@@ -464,6 +551,8 @@ fn event_for(condition: &Condition) -> Option<Event> {
         (status::MIGRATIONS_COMPLETE, true) => (EventType::Normal, "Migrated".to_owned()),
         (status::PAUSED, true) => (EventType::Normal, "Paused".to_owned()),
         (status::PAUSED, false) => (EventType::Normal, "Resumed".to_owned()),
+        (status::SERVICE_MONITORS, true) => (EventType::Normal, "ServiceMonitorsApplied".to_owned()),
+        (status::SERVICE_MONITORS, false) => (EventType::Warning, condition.reason.clone()),
         _ => return None,
     };
     Some(Event {
@@ -512,6 +601,8 @@ pub async fn run(
     let client = watch_client;
     let ns = namespace.as_deref();
     let children = || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    // ServiceMonitors are not watched: their CRD may be missing (a watch of it would fail for good),
+    // and one changed by hand is put back by the next periodic reconcile (5 minutes at most).
     Controller::new(api::<MallStack>(&client, ns), watcher::Config::default())
         .owns(api::<Deployment>(&client, ns), children())
         .owns(api::<StatefulSet>(&client, ns), children())

@@ -58,6 +58,10 @@ pub struct MallStackSpec {
     /// service only from its callers, the managed MySQL and Redis only from this stack's pods.
     #[serde(default = "yes")]
     pub network_policies: bool,
+    /// Traces and metrics: where the components send their traces (OTLP over gRPC) and whether the
+    /// operator makes Prometheus Operator ServiceMonitors for them. Unset: no tracing, no ServiceMonitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<ObservabilitySpec>,
     /// Stop touching the children (status is still reported).
     #[serde(default)]
     pub paused: bool,
@@ -340,6 +344,103 @@ pub struct AuthSpec {
     pub rotate_signing_key_at: Option<String>,
 }
 
+/// Where traces go and how the stack is scraped.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservabilitySpec {
+    /// The OpenTelemetry collector's OTLP/gRPC endpoint, e.g. `http://otel-collector.monitoring:4317`
+    /// (`http://` or `https://`, a host, an optional port, no path). Set: every component's pods get
+    /// the `OTEL_*` variables and export their traces there. Unset: they export nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 512),
+        regex(
+            pattern = r"^https?://([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?$"
+        )
+    )]
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces recorded, 0.0 to 1.0 (default 0.1: one in ten); a request that
+    /// arrives with a sampled trace is always recorded (`parentbased_traceidratio`).
+    #[serde(default = "default_sampling_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling_ratio: f64,
+    /// Make a Prometheus Operator `ServiceMonitor` (monitoring.coreos.com/v1) per component, scraping its
+    /// `/metrics` every 15 s, when that CRD is installed (else the `ServiceMonitors` condition says so).
+    /// With NetworkPolicies, the services then also take connections on their port from namespaces
+    /// labelled `mall.example.com/metrics: "true"`.
+    #[serde(default)]
+    pub service_monitor: bool,
+}
+
+impl Default for ObservabilitySpec {
+    fn default() -> Self {
+        ObservabilitySpec {
+            otlp_endpoint: None,
+            sampling_ratio: DEFAULT_SAMPLING_RATIO,
+            service_monitor: false,
+        }
+    }
+}
+
+/// The sampling ratio when `spec.observability.samplingRatio` is not given.
+pub const DEFAULT_SAMPLING_RATIO: f64 = 0.1;
+
+fn default_sampling_ratio() -> f64 {
+    DEFAULT_SAMPLING_RATIO
+}
+
+/// Whether `endpoint` is what the schema's pattern accepts: `http://` or `https://`, a DNS name (or an
+/// IPv4 address) or a bracketed IPv6 address, an optional port of up to five digits, no path. The port
+/// must also be 1-65535 (which the pattern does not say).
+fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
+    if endpoint.len() > 512 {
+        return Some("at most 512 characters");
+    }
+    let Some(rest) = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")) else {
+        return Some("an http:// or https:// URL, e.g. http://otel-collector.monitoring:4317");
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Some("no path, user or query: OTLP over gRPC takes http(s)://host:port");
+    }
+    // The host, and what follows it: nothing or `:<port>`.
+    let (host_ok, after) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let Some((host, after)) = v6.split_once(']') else {
+                return Some("an IPv6 address needs its ']'");
+            };
+            (!host.is_empty() && host.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.'), after)
+        }
+        None => {
+            let end = rest.find(':').unwrap_or(rest.len());
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            };
+            (rest[..end].split('.').all(label_ok), &rest[end..])
+        }
+    };
+    let port = match after {
+        "" => None,
+        _ => match after.strip_prefix(':') {
+            Some(port) => Some(port),
+            None => return Some("a host name or address, then only an optional :port"),
+        },
+    };
+    if !host_ok {
+        return Some("a host name or address, e.g. http://otel-collector.monitoring:4317");
+    }
+    if let Some(port) = port {
+        let digits_ok = (1..=5).contains(&port.len()) && port.chars().all(|c| c.is_ascii_digit());
+        if !digits_ok || !(1..=65535).contains(&port.parse::<u32>().unwrap_or(0)) {
+            return Some("the port must be a number within 1-65535");
+        }
+    }
+    None
+}
+
 /// The seeded admin account.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -480,6 +581,21 @@ fn spec_error(field: impl Into<String>, message: impl Into<String>) -> SpecError
 }
 
 impl MallStackSpec {
+    /// The OTLP endpoint the components export traces to, if any.
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.observability.as_ref()?.otlp_endpoint.as_deref()
+    }
+
+    /// The share of new traces recorded (see [`ObservabilitySpec::sampling_ratio`]).
+    pub fn sampling_ratio(&self) -> f64 {
+        self.observability.as_ref().map_or(DEFAULT_SAMPLING_RATIO, |o| o.sampling_ratio)
+    }
+
+    /// Whether ServiceMonitors are asked for.
+    pub fn service_monitor(&self) -> bool {
+        self.observability.as_ref().is_some_and(|o| o.service_monitor)
+    }
+
     /// Every rule of the schema that serde does not already enforce; the first violation.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.image.tag.is_empty() || self.image.tag == "latest" {
@@ -517,6 +633,14 @@ impl MallStackSpec {
         };
         if !ttl_ok {
             return Err(spec_error("spec.tokenTtl", "a duration like 30m, 24h or 7d"));
+        }
+        if let Some(observability) = &self.observability {
+            if let Some(problem) = observability.otlp_endpoint.as_deref().and_then(endpoint_problem) {
+                return Err(spec_error("spec.observability.otlpEndpoint", problem));
+            }
+            if !(0.0..=1.0).contains(&observability.sampling_ratio) {
+                return Err(spec_error("spec.observability.samplingRatio", "must be within 0.0-1.0"));
+            }
         }
         Ok(())
     }
@@ -802,6 +926,116 @@ mod tests {
         );
         check(&|s| s.image.tag = "latest".into(), "spec.image.tag");
         check(&|s| s.token_ttl = "1 day".into(), "spec.tokenTtl");
+        let observability = |endpoint: &str, ratio: f64| {
+            Some(ObservabilitySpec {
+                otlp_endpoint: Some(endpoint.to_owned()),
+                sampling_ratio: ratio,
+                service_monitor: false,
+            })
+        };
+        for endpoint in ["otel-collector:4317", "ftp://collector", "http://collector:4317/v1/traces", ""] {
+            check(&|s| s.observability = observability(endpoint, 0.1), "spec.observability.otlpEndpoint");
+        }
+        for ratio in [-0.1, 1.5, f64::NAN] {
+            check(
+                &|s| s.observability = observability("http://collector:4317", ratio),
+                "spec.observability.samplingRatio",
+            );
+        }
+        let mut edges = minimal_stack().spec;
+        for ratio in [0.0, 1.0] {
+            edges.observability = observability("http://collector:4317", ratio);
+            edges.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn observability_is_optional_and_defaults_to_a_tenth_of_the_traces() {
+        let base = serde_json::json!({
+            "image": {"tag": "0.1.0"},
+            "database": {"managed": {}},
+            "redis": {"managed": {}},
+        });
+        let spec: MallStackSpec = serde_json::from_value(base.clone()).unwrap();
+        assert_eq!(spec.observability, None);
+        assert_eq!((spec.otlp_endpoint(), spec.service_monitor()), (None, false));
+        assert!(
+            serde_json::to_value(&spec).unwrap().get("observability").is_none(),
+            "not written when unset"
+        );
+
+        let mut given = base.clone();
+        given["observability"] = serde_json::json!({});
+        let spec: MallStackSpec = serde_json::from_value(given).unwrap();
+        assert_eq!(spec.observability, Some(ObservabilitySpec::default()));
+        assert_eq!(spec.sampling_ratio(), 0.1);
+        assert_eq!((spec.otlp_endpoint(), spec.service_monitor()), (None, false));
+        spec.validate().unwrap();
+
+        let mut given = base;
+        given["observability"] = serde_json::json!({
+            "otlpEndpoint": "http://otel-collector.monitoring:4317",
+            "samplingRatio": 1,
+            "serviceMonitor": true,
+        });
+        let spec: MallStackSpec = serde_json::from_value(given).unwrap();
+        assert_eq!(spec.otlp_endpoint(), Some("http://otel-collector.monitoring:4317"));
+        assert_eq!(spec.sampling_ratio(), 1.0);
+        assert!(spec.service_monitor());
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn the_schema_bounds_the_ratio_and_checks_the_endpoint() {
+        let schema = schema();
+        let observability = &schema["properties"]["spec"]["properties"]["observability"]["properties"];
+        let ratio = &observability["samplingRatio"];
+        assert_eq!((ratio["minimum"].as_f64(), ratio["maximum"].as_f64()), (Some(0.0), Some(1.0)));
+        assert_eq!(ratio["default"].as_f64(), Some(0.1));
+        assert_eq!(ratio["type"], "number");
+        let endpoint = &observability["otlpEndpoint"];
+        assert_eq!(endpoint["type"], "string");
+        assert_eq!(endpoint["maxLength"], 512);
+        assert!(endpoint["pattern"].as_str().unwrap().starts_with("^https?://"), "{endpoint}");
+        assert_eq!(observability["serviceMonitor"]["default"], false);
+    }
+
+    #[test]
+    fn endpoints_are_http_urls_of_a_host_and_an_optional_port() {
+        for good in [
+            "http://otel-collector.monitoring:4317",
+            "http://otel-collector.monitoring.svc.cluster.local:4317/",
+            "https://collector.example.com",
+            "http://10.0.0.7:4317",
+            "http://[fd00::7]:4317",
+            "http://localhost:65535",
+        ] {
+            assert_eq!(endpoint_problem(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            "otel-collector:4317",
+            "grpc://otel-collector:4317",
+            "ftp://otel-collector",
+            "http://",
+            "http://:4317",
+            "http://otel collector:4317",
+            "http://-collector:4317",
+            "http://collector..monitoring:4317",
+            "http://collector:port",
+            "http://collector:0",
+            "http://collector:65536",
+            "http://collector:123456",
+            "http://collector:4317/v1/traces",
+            "http://user:secret@collector:4317",
+            "http://collector:4317?x=1",
+            "http://[fd00::7",
+            "http://[fd00::7]4317",
+            "http://[]:4317",
+        ] {
+            assert!(endpoint_problem(bad).is_some(), "{bad:?} should be refused");
+        }
+        assert!(endpoint_problem(&format!("http://{}.example:4317", "a".repeat(600))).is_some());
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub fn minimal_stack() -> MallStack {
             auth: AuthSpec::default(),
             admin: AdminSpec::default(),
             network_policies: true,
+            observability: None,
             paused: false,
         },
     );
@@ -66,7 +67,8 @@ fn resources(cpu: &str, memory: &str) -> ResourceRequirements {
     }
 }
 
-/// Every option used: external database and Redis, NodePort gateway, autoscaling, policies.
+/// Every option used: external database and Redis, NodePort gateway, autoscaling, policies, tracing and
+/// ServiceMonitors.
 pub fn full_stack() -> MallStack {
     let mut stack = minimal_stack();
     let spec = &mut stack.spec;
@@ -113,6 +115,11 @@ pub fn full_stack() -> MallStack {
         password_secret_ref: Some(SecretKeyRef { name: "mall-admin".into(), key: "password".into() }),
     };
     spec.network_policies = true;
+    spec.observability = Some(ObservabilitySpec {
+        otlp_endpoint: Some("http://otel-collector.monitoring:4317".into()),
+        sampling_ratio: 0.25,
+        service_monitor: true,
+    });
     stack
 }
 

@@ -32,6 +32,17 @@ pub struct Observed {
     pub secrets_created: BTreeMap<String, Timestamp>,
     /// When this was observed (durations in messages are left out without it).
     pub time: Option<Timestamp>,
+    /// What became of the ServiceMonitors asked for (unset: none asked for, or not reached this time).
+    pub service_monitors: Option<ServiceMonitors>,
+}
+
+/// What became of the ServiceMonitors `spec.observability.serviceMonitor` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceMonitors {
+    /// This many were applied.
+    Applied(usize),
+    /// The API server does not serve monitoring.coreos.com/v1 ServiceMonitors: none was made.
+    CrdMissing,
 }
 
 /// A failure to report on the stack.
@@ -47,6 +58,11 @@ pub const DEGRADED: &str = "Degraded";
 pub const DATABASE_READY: &str = "DatabaseReady";
 pub const MIGRATIONS_COMPLETE: &str = "MigrationsComplete";
 pub const PAUSED: &str = "Paused";
+/// Only while `spec.observability.serviceMonitor` is on: whether the ServiceMonitors were made.
+pub const SERVICE_MONITORS: &str = "ServiceMonitors";
+/// Its message when the Prometheus Operator's CRD is missing (reason `CRDNotInstalled`).
+pub const SERVICE_MONITOR_CRD_MISSING: &str = "serviceMonitor is on but the ServiceMonitor CRD \
+     (monitoring.coreos.com/v1) is not installed; no ServiceMonitor made";
 
 fn deployment_status(observed: &Observed, name: &str) -> (i32, Option<i32>) {
     let d = observed.deployments.get(name);
@@ -232,7 +248,7 @@ pub fn compute(
             observed_generation: generation,
         }
     };
-    let conditions = vec![
+    let mut conditions = vec![
         condition(READY, ready_condition.0, ready_condition.1, ready_condition.2),
         condition(
             PROGRESSING,
@@ -254,6 +270,25 @@ pub fn compute(
             if paused { "spec.paused is set: children are not changed".to_owned() } else { String::new() },
         ),
     ];
+    // Neither makes the stack less Ready: metrics are not the shop. Not reached this time (paused, or a
+    // failure came first): as it was.
+    if stack.spec.service_monitor() {
+        match observed.service_monitors {
+            Some(ServiceMonitors::Applied(n)) => conditions.push(condition(
+                SERVICE_MONITORS,
+                true,
+                "Applied",
+                format!("{n} ServiceMonitors: /metrics of every component every 15s"),
+            )),
+            Some(ServiceMonitors::CrdMissing) => conditions.push(condition(
+                SERVICE_MONITORS,
+                false,
+                "CRDNotInstalled",
+                SERVICE_MONITOR_CRD_MISSING.to_owned(),
+            )),
+            None => conditions.extend(previous.and_then(|p| p.condition(SERVICE_MONITORS)).cloned()),
+        }
+    }
     MallStackStatus {
         observed_generation: generation,
         conditions,
@@ -267,7 +302,8 @@ pub fn compute(
 }
 
 /// Conditions whose status differs between `previous` and `next` (a missing one counts as changed
-/// only when it is `True` now), and `Degraded` when its cause changed: what events are published for.
+/// only when it is `True` now, or for `ServiceMonitors`, which appears when asked for), and `Degraded`
+/// when its cause changed: what events are published for.
 pub fn transitions<'a>(previous: Option<&MallStackStatus>, next: &'a MallStackStatus) -> Vec<&'a Condition> {
     next.conditions
         .iter()
@@ -276,7 +312,7 @@ pub fn transitions<'a>(previous: Option<&MallStackStatus>, next: &'a MallStackSt
                 before.reason != c.reason || before.message != c.message
             }
             Some(before) => before.status != c.status,
-            None => c.status == "True",
+            None => c.status == "True" || c.type_ == SERVICE_MONITORS,
         })
         .collect()
 }
@@ -399,6 +435,41 @@ mod tests {
             "waiting for the managed MySQL: pod running, not ready for 10s (migrations start once it is ready)"
         );
         assert_eq!(status.components["mysql"].reason.as_deref(), Some("Waiting"));
+    }
+
+    #[test]
+    fn service_monitors_have_a_condition_only_when_asked_for_and_never_make_the_stack_unready() {
+        let mut stack = minimal_stack();
+        let mut observed = all_ready(&desired(&stack, &ExistingSecrets::new()));
+        let off = compute(&stack, &observed, None, None, "t0");
+        assert!(off.condition(SERVICE_MONITORS).is_none(), "not asked for: no condition");
+
+        stack.spec.observability =
+            Some(crate::crd::ObservabilitySpec { service_monitor: true, ..Default::default() });
+        observed.service_monitors = Some(ServiceMonitors::CrdMissing);
+        let missing = compute(&stack, &observed, None, Some(&off), "t1");
+        let condition = missing.condition(SERVICE_MONITORS).unwrap();
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str(), condition.message.as_str()),
+            ("False", "CRDNotInstalled", SERVICE_MONITOR_CRD_MISSING)
+        );
+        assert_eq!(missing.condition(READY).unwrap().status, "True");
+        assert_eq!(missing.condition(DEGRADED).unwrap().status, "False");
+        assert_eq!(missing.problem, None);
+        let told: Vec<_> = transitions(Some(&off), &missing).iter().map(|c| c.type_.clone()).collect();
+        assert_eq!(told, [SERVICE_MONITORS], "a missing CRD is told once, when it is first seen");
+
+        // Not reached this time (paused, or a failure came first): as it was.
+        observed.service_monitors = None;
+        let kept = compute(&stack, &observed, None, Some(&missing), "t2");
+        assert_eq!(kept.condition(SERVICE_MONITORS), missing.condition(SERVICE_MONITORS));
+
+        observed.service_monitors = Some(ServiceMonitors::Applied(8));
+        let applied = compute(&stack, &observed, None, Some(&missing), "t3");
+        let condition = applied.condition(SERVICE_MONITORS).unwrap();
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "Applied"));
+        assert_eq!(condition.last_transition_time.as_deref(), Some("t3"));
+        assert_eq!(transitions(Some(&missing), &applied).len(), 1);
     }
 
     #[test]

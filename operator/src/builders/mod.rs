@@ -5,6 +5,7 @@ mod auth_keys;
 mod data;
 mod identity;
 mod jobs;
+mod observability;
 mod policy;
 mod secrets;
 mod workloads;
@@ -18,6 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
@@ -32,13 +34,19 @@ pub use identity::{
     identity_secret_name,
 };
 pub use jobs::{MIGRATION_ANNOTATION, MigrationState, migration_job, migration_job_name, rollout_allowed};
+pub use observability::{
+    METRICS_PATH, OTEL_ENDPOINT_ENV, OTEL_ENV, OTEL_PROTOCOL_ENV, OTEL_SAMPLER_ARG_ENV, OTEL_SAMPLER_ENV,
+    OTEL_SERVICE_NAME_ENV, SCRAPE_INTERVAL, SERVICE_MONITOR_KIND, metrics_namespace_label, metrics_ports,
+    otel_env, otel_service_name, service_monitor_resource,
+};
 pub use secrets::{
     ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, PASSWORD_KEY,
     SIGNING_KEY_KEY, URL_KEY, admin_secret_name, database_secret_name, database_user, generated_secrets,
     mysql_secret_name, redis_secret_name, signing_key_secret_name,
 };
 pub use workloads::{
-    CONFIG_HASH_ANNOTATION, GATEWAY_PORT, GRPC_PORT, config_map, config_map_name, peer_address,
+    CONFIG_HASH_ANNOTATION, GATEWAY_PORT, GATEWAY_PORT_NAME, GRPC_PORT, GRPC_PORT_NAME, config_map,
+    config_map_name, peer_address,
 };
 
 /// The operator's name: field manager, `managed-by` label, event reporter.
@@ -58,6 +66,8 @@ pub struct Desired {
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
     pub autoscalers: Vec<HorizontalPodAutoscaler>,
     pub network_policies: Vec<NetworkPolicy>,
+    /// Prometheus Operator ServiceMonitors (applied only where that CRD is installed).
+    pub service_monitors: Vec<DynamicObject>,
 }
 
 /// Builds every desired object of `stack`. `existing` holds the data of the generated Secrets already in
@@ -84,6 +94,7 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
         if service == Service::Auth {
             auth_keys::wire(&mut deployment, stack);
         }
+        observability::wire(stack, &mut deployment, service.name());
         workloads::rehash(stack, &mut deployment);
         let deployment = jobs::gated_by(&job, deployment);
         d.migrations.push((service, job, deployment));
@@ -91,6 +102,7 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     d.services.push(workloads::gateway_service(stack));
     let mut gateway = workloads::gateway_deployment(stack);
     identity::wire(stack, &mut gateway, "gateway", &identity.peers);
+    observability::wire(stack, &mut gateway, "gateway");
     workloads::rehash(stack, &mut gateway);
     d.deployments.push(gateway);
     d.pod_disruption_budgets = policy::pod_disruption_budgets(stack);
@@ -98,6 +110,7 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     if stack.spec.network_policies {
         d.network_policies = policy::network_policies(stack);
     }
+    d.service_monitors = observability::service_monitors(stack);
     d
 }
 
@@ -172,3 +185,5 @@ pub(crate) fn short_hash(bytes: &[u8]) -> String {
 mod tests;
 #[cfg(test)]
 mod tests_keys;
+#[cfg(test)]
+mod tests_observability;

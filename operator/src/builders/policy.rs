@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use super::observability::metrics_scrapers;
 use super::workloads::{GATEWAY_PORT, GRPC_PORT, MYSQL_PORT, REDIS_PORT};
 use super::{child_name, label_selector, metadata};
 use crate::crd::{AutoscalingSpec, MallStack, Service};
@@ -125,17 +126,18 @@ fn policy(
 
 /// Only the gateway is reachable from anywhere; each service only from its callers
 /// ([`Service::callers`]); MySQL and Redis only from this stack's pods that use them (MySQL: the
-/// services and the migration Jobs; Redis: the gateway and the services). Ingress only: egress stays
-/// open (DNS, the API server, an external database).
+/// services and the migration Jobs; Redis: the gateway and the services). With ServiceMonitors on, a
+/// service also takes connections on its port (where it serves `/metrics`) from the namespaces with
+/// the metrics label (the gateway takes them from anywhere already). Ingress only: egress stays open
+/// (DNS, the API server, an external database, an OpenTelemetry collector).
 pub(crate) fn network_policies(stack: &MallStack) -> Vec<NetworkPolicy> {
     let mut policies = vec![policy(stack, "gateway", None, GATEWAY_PORT)];
     for service in Service::ALL {
-        policies.push(policy(
-            stack,
-            service.name(),
-            Some(vec![stack_pods(stack, service.callers())]),
-            GRPC_PORT,
-        ));
+        let mut from = vec![stack_pods(stack, service.callers())];
+        if stack.spec.service_monitor() {
+            from.push(metrics_scrapers());
+        }
+        policies.push(policy(stack, service.name(), Some(from), GRPC_PORT));
     }
     if stack.spec.database.managed.is_some() {
         policies.push(policy(stack, "mysql", Some(vec![stack_pods(stack, &MYSQL_CLIENTS)]), MYSQL_PORT));

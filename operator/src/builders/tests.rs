@@ -26,18 +26,19 @@ fn all_metadata(d: &Desired) -> Vec<&ObjectMeta> {
     all.extend(d.pod_disruption_budgets.iter().map(|o| &o.metadata));
     all.extend(d.autoscalers.iter().map(|o| &o.metadata));
     all.extend(d.network_policies.iter().map(|o| &o.metadata));
+    all.extend(d.service_monitors.iter().map(|o| &o.metadata));
     all
 }
 
-fn service_deployment_of(d: &Desired, service: Service) -> &Deployment {
+pub(super) fn service_deployment_of(d: &Desired, service: Service) -> &Deployment {
     &d.migrations.iter().find(|(s, _, _)| *s == service).unwrap().2
 }
 
-fn container(d: &Deployment) -> &Container {
+pub(super) fn container(d: &Deployment) -> &Container {
     &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
 }
 
-fn env_map(c: &Container) -> BTreeMap<String, EnvVar> {
+pub(super) fn env_map(c: &Container) -> BTreeMap<String, EnvVar> {
     c.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect()
 }
 
@@ -46,7 +47,7 @@ fn secret_ref(e: &EnvVar) -> (String, String) {
     (r.name.clone(), r.key.clone())
 }
 
-fn hash_of(d: &Deployment) -> String {
+pub(super) fn hash_of(d: &Deployment) -> String {
     d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()
         [CONFIG_HASH_ANNOTATION]
         .clone()
@@ -524,7 +525,7 @@ fn replicas_autoscaling_and_disruption_budgets_interplay() {
 
 /// The peers a policy admits (`None`: anyone) and the one port it opens, checking that the policy
 /// selects exactly its component's pods and that every peer is a pod of this stack.
-fn admitted(d: &Desired, name: &str) -> (Option<std::collections::BTreeSet<String>>, i32) {
+pub(super) fn admitted(d: &Desired, name: &str) -> (Option<std::collections::BTreeSet<String>>, i32) {
     let np = d.network_policies.iter().find(|p| p.metadata.name.as_deref() == Some(name)).unwrap();
     let spec = np.spec.as_ref().unwrap();
     assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]), "{name}");
@@ -558,7 +559,7 @@ fn admitted(d: &Desired, name: &str) -> (Option<std::collections::BTreeSet<Strin
     (peers, port)
 }
 
-fn set_of(items: &[&str]) -> std::collections::BTreeSet<String> {
+pub(super) fn set_of(items: &[&str]) -> std::collections::BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
@@ -648,7 +649,7 @@ fn config_hash_follows_configuration_only() {
 }
 
 /// The data of `secrets` as the reconciler reads it back from the cluster.
-fn existing_of(secrets: &[Secret]) -> ExistingSecrets {
+pub(super) fn existing_of(secrets: &[Secret]) -> ExistingSecrets {
     secrets.iter().map(|s| (s.metadata.name.clone().unwrap(), s.data.clone().unwrap())).collect()
 }
 

@@ -21,6 +21,10 @@ use crate::crd::{MallStack, Service, ServiceType};
 
 pub const GRPC_PORT: i32 = 50051;
 pub const GATEWAY_PORT: i32 = 8889;
+/// The name of a service's port (gRPC, and HTTP/1.1 for `/healthz`, `/readyz`, `/metrics`).
+pub const GRPC_PORT_NAME: &str = "grpc";
+/// The name of the gateway's HTTP port (the API, and `/metrics`).
+pub const GATEWAY_PORT_NAME: &str = "http";
 pub const MYSQL_PORT: i32 = 3306;
 pub const REDIS_PORT: i32 = 6379;
 /// Rides on every pod template: a hash of what should restart the pods when it changes.
@@ -348,7 +352,7 @@ pub(crate) fn service_deployment(stack: &MallStack, service: Service) -> Deploym
     let mut container =
         mall_container(stack, service.name(), &["serve", service.name()], service_env(stack, service));
     container.ports = Some(vec![ContainerPort {
-        name: Some("grpc".into()),
+        name: Some(GRPC_PORT_NAME.into()),
         container_port: GRPC_PORT,
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
@@ -374,9 +378,9 @@ pub(crate) fn service_service(stack: &MallStack, service: Service) -> KubeServic
             cluster_ip: Some("None".into()),
             selector: Some(selector_labels(stack, service.name())),
             ports: Some(vec![ServicePort {
-                name: Some("grpc".into()),
+                name: Some(GRPC_PORT_NAME.into()),
                 port: GRPC_PORT,
-                target_port: Some(IntOrString::String("grpc".into())),
+                target_port: Some(IntOrString::String(GRPC_PORT_NAME.into())),
                 protocol: Some("TCP".into()),
                 app_protocol: Some("kubernetes.io/h2c".into()),
                 ..ServicePort::default()
@@ -392,7 +396,7 @@ pub(crate) fn gateway_deployment(stack: &MallStack) -> Deployment {
     let spec = &stack.spec.gateway;
     let mut container = mall_container(stack, "gateway", &["serve", "gateway"], gateway_env(stack));
     container.ports = Some(vec![ContainerPort {
-        name: Some("http".into()),
+        name: Some(GATEWAY_PORT_NAME.into()),
         container_port: GATEWAY_PORT,
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
@@ -413,9 +417,9 @@ pub(crate) fn gateway_service(stack: &MallStack) -> KubeService {
             type_: Some(spec.service_type.as_str().into()),
             selector: Some(selector_labels(stack, "gateway")),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
+                name: Some(GATEWAY_PORT_NAME.into()),
                 port: GATEWAY_PORT,
-                target_port: Some(IntOrString::String("http".into())),
+                target_port: Some(IntOrString::String(GATEWAY_PORT_NAME.into())),
                 protocol: Some("TCP".into()),
                 node_port: spec.node_port.filter(|_| spec.service_type == ServiceType::NodePort),
                 ..ServicePort::default()

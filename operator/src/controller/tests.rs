@@ -27,6 +27,7 @@ const HPAS: &str = "/apis/autoscaling/v2/namespaces/mall/horizontalpodautoscaler
 const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/mall/networkpolicies";
 const PODS: &str = "/api/v1/namespaces/mall/pods";
 const CLAIMS: &str = "/api/v1/namespaces/mall/persistentvolumeclaims";
+const MONITORS: &str = "/apis/monitoring.coreos.com/v1/namespaces/mall/servicemonitors";
 
 fn entry<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> (String, Value) {
     let path = format!("{}/{}", K::url_path(&(), Some("mall")), obj.meta().name.as_ref().unwrap());
@@ -52,7 +53,18 @@ fn expected_applies(d: &Desired, migrated: bool) -> Vec<(String, Value)> {
     out.extend(d.pod_disruption_budgets.iter().map(entry));
     out.extend(d.autoscalers.iter().map(entry));
     out.extend(d.network_policies.iter().map(entry));
+    out.extend(monitor_entries(d));
     out
+}
+
+/// The applies of the ServiceMonitors of `d` (a dynamic kind: its path by hand).
+fn monitor_entries(d: &Desired) -> Vec<(String, Value)> {
+    d.service_monitors
+        .iter()
+        .map(|m| {
+            (format!("{MONITORS}/{}", m.metadata.name.as_ref().unwrap()), serde_json::to_value(m).unwrap())
+        })
+        .collect()
 }
 
 fn context(client: kube::Client) -> Arc<Context> {
@@ -69,8 +81,8 @@ fn with_identity(mut secrets: Vec<Value>) -> Vec<Value> {
     secrets
 }
 
-/// Plays the reads every reconcile starts with: the children (the Secrets with the identity keys), then
-/// the pods and claims (none here).
+/// Plays the reads every reconcile starts with: the children (the Secrets with the identity keys; no
+/// ServiceMonitor, their CRD installed), then the pods and claims (none here).
 async fn reads(
     server: &mut ApiServerVerifier,
     secrets: Vec<Value>,
@@ -78,10 +90,38 @@ async fn reads(
     deployments: Vec<Value>,
     sts: Vec<Value>,
 ) {
+    reads_with_monitors(server, secrets, jobs, deployments, sts, Monitors::Listed(vec![])).await;
+}
+
+/// How the API server answers the list of ServiceMonitors.
+enum Monitors {
+    /// The CRD is installed: these are the stack's.
+    Listed(Vec<Value>),
+    /// Refused with this code (404: the kind is not served, the CRD is missing).
+    Refused(u16, &'static str),
+}
+
+/// [`reads`], answering the list of ServiceMonitors with `monitors`.
+async fn reads_with_monitors(
+    server: &mut ApiServerVerifier,
+    secrets: Vec<Value>,
+    jobs: Vec<Value>,
+    deployments: Vec<Value>,
+    sts: Vec<Value>,
+    monitors: Monitors,
+) {
     server.list(SECRETS, "Secret", with_identity(secrets)).await;
     server.list(JOBS, "Job", jobs).await;
     server.list(DEPLOYMENTS, "Deployment", deployments).await;
     server.list(STATEFULSETS, "StatefulSet", sts).await;
+    match monitors {
+        Monitors::Listed(items) => server.list(MONITORS, "ServiceMonitor", items).await,
+        Monitors::Refused(code, reason) => {
+            let received = server.expect(Method::GET, MONITORS).await;
+            assert!(received.query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dshop"));
+            received.respond(StatusCode::from_u16(code).unwrap(), &failure_status(code, reason));
+        }
+    }
     server.list(PODS, "Pod", vec![]).await;
     server.list(CLAIMS, "PersistentVolumeClaim", vec![]).await;
 }
@@ -498,9 +538,11 @@ async fn nothing_is_deleted_when_every_child_is_wanted() {
     assert!(
         !wanted.pod_disruption_budgets.is_empty()
             && !wanted.autoscalers.is_empty()
-            && !wanted.network_policies.is_empty(),
+            && !wanted.network_policies.is_empty()
+            && !wanted.service_monitors.is_empty(),
         "the full stack has children of every prunable kind"
     );
+    let monitors: Vec<Value> = wanted.service_monitors.iter().map(stored).collect();
     let expected = expected_applies(&wanted, true);
     let (pdbs, hpas, policies): (Vec<Value>, Vec<Value>, Vec<Value>) = (
         wanted.pod_disruption_budgets.iter().map(stored).collect(),
@@ -514,14 +556,17 @@ async fn nothing_is_deleted_when_every_child_is_wanted() {
     let script = {
         let stack = stack.clone();
         async move {
-            reads(&mut server, vec![], current_jobs, vec![], vec![]).await;
+            let monitors = Monitors::Listed(monitors);
+            reads_with_monitors(&mut server, vec![], current_jobs, vec![], vec![], monitors).await;
             applies(&mut server, &expected, settled).await;
             nothing_pruned(&mut server, pdbs, hpas, policies).await;
             // Straight to the status: no deletion came first.
             let status = status_patch(&mut server, &stack).await;
             assert_eq!(condition(&status, "Degraded")["status"], "False");
             assert_eq!(condition(&status, "MigrationsComplete")["status"], "True");
+            assert_eq!(condition(&status, "ServiceMonitors")["status"], "True");
             event(&mut server, "Normal", "Migrated").await;
+            event(&mut server, "Normal", "ServiceMonitorsApplied").await;
         }
     };
     run(stack, context(client), script).await.unwrap();
@@ -668,3 +713,4 @@ async fn a_failed_migration_job_is_deleted_so_that_it_runs_again() {
 
 mod diagnosis;
 mod keys;
+mod observability;

@@ -33,6 +33,7 @@ async fn observe(server: &mut ApiServerVerifier, cluster: Cluster) {
     server.list(JOBS, "Job", cluster.jobs).await;
     server.list(DEPLOYMENTS, "Deployment", cluster.deployments).await;
     server.list(STATEFULSETS, "StatefulSet", cluster.sts).await;
+    server.list(MONITORS, "ServiceMonitor", vec![]).await;
     server.list(PODS, "Pod", cluster.pods).await;
     server.list(CLAIMS, "PersistentVolumeClaim", cluster.claims).await;
     if let Some(events) = cluster.events {
@@ -429,6 +430,7 @@ async fn a_refused_read_is_reported_and_the_children_still_applied() {
             server.list(JOBS, "Job", vec![]).await;
             server.list(DEPLOYMENTS, "Deployment", vec![]).await;
             server.list(STATEFULSETS, "StatefulSet", vec![]).await;
+            server.list(MONITORS, "ServiceMonitor", vec![]).await;
             let received = server.expect(Method::GET, PODS).await;
             received.respond(
                 StatusCode::FORBIDDEN,
