@@ -101,6 +101,14 @@ if "$helm" template mall charts/mall --set auth.rotateSigningKeyAt=tomorrow >/de
   log "FAIL: mall accepted auth.rotateSigningKeyAt=tomorrow"
   exit 1
 fi
+# Alert settings land in PromQL and in a PrometheusRule: a bad duration or ratio must not get that far.
+for bad in alerts.gatewayErrors.for=soon alerts.checkoutFailures.threshold=5 dashboards.label.name=bad/; do
+  if "$helm" template mall charts/mall --set alerts.enabled=true --set dashboards.enabled=true \
+    --set "$bad" >/dev/null 2>&1; then
+    log "FAIL: mall accepted --set $bad"
+    exit 1
+  fi
+done
 
 count=$(cat "$out"/*.yaml | grep -c '^kind: ' || true)
 log "ok: both charts lint and render ($count objects in $out)"
