@@ -110,6 +110,14 @@ for bad in observability.otlpEndpoint=otel-collector:4317 observability.otlpEndp
     exit 1
   fi
 done
+# Alert settings land in PromQL and in a PrometheusRule: a bad duration or ratio must not get that far.
+for bad in alerts.gatewayErrors.for=soon alerts.checkoutFailures.threshold=5 dashboards.label.name=bad/; do
+  if "$helm" template mall charts/mall --set alerts.enabled=true --set dashboards.enabled=true \
+    --set "$bad" >/dev/null 2>&1; then
+    log "FAIL: mall accepted --set $bad"
+    exit 1
+  fi
+done
 for bad in otel.endpoint=otel-collector:4317 otel.samplingRatio=2; do
   if "$helm" template mall-operator charts/mall-operator --set "$bad" >/dev/null 2>&1; then
     log "FAIL: mall-operator accepted --set $bad"

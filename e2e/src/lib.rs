@@ -1,8 +1,8 @@
 //! Delivery tests for Mall on Kubernetes.
 //!
-//! - [`manifests`]: YAML documents parsed into their `k8s-openapi` (or `MallStack`) type by kind, refusing
-//!   any field the type does not know, so a typo in a chart or an example fails a test instead of being
-//!   dropped silently by the API server's pruning.
+//! - [`manifests`]: YAML documents parsed into their `k8s-openapi` (or `MallStack`, `PrometheusRule`) type
+//!   by kind, refusing any field the type does not know, so a typo in a chart or an example fails a test
+//!   instead of being dropped silently by the API server's pruning.
 //! - [`charts`]: the rendered Helm charts, from `ci/chart-checks.sh` (or `helm` run here).
 //! - [`cluster`]: a real cluster from `KUBECONFIG` (its current context only), for the end-to-end test.
 //! - [`gateway`]: a small HTTP client for the shop's API.

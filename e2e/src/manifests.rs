@@ -2,6 +2,7 @@
 //! field of the document must survive the round trip through that type (the `k8s-openapi` types ignore
 //! unknown fields when deserializing; this check does not).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -10,9 +11,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mall_operator::MallStack;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Every non-empty document of a YAML stream, as JSON values.
@@ -69,6 +71,53 @@ pub fn strict<T: DeserializeOwned + Serialize>(value: &Value) -> Result<T> {
     Ok(typed)
 }
 
+/// A Prometheus Operator `PrometheusRule` (`monitoring.coreos.com/v1`), which `k8s-openapi` does not
+/// have: the fields of its CRD that rules use; any other field is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusRule {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: PrometheusRuleSpec,
+}
+
+/// `PrometheusRule.spec`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusRuleSpec {
+    pub groups: Vec<RuleGroup>,
+}
+
+/// One group of rules, evaluated together.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+/// An alerting rule (`alert`) or a recording rule (`record`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    pub expr: String,
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_firing_for: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// One document parsed into its type.
 #[derive(Debug)]
 pub enum Object {
@@ -85,6 +134,7 @@ pub enum Object {
     ClusterRoleBinding(Box<ClusterRoleBinding>),
     CustomResourceDefinition(Box<CustomResourceDefinition>),
     MallStack(Box<MallStack>),
+    PrometheusRule(Box<PrometheusRule>),
 }
 
 impl Object {
@@ -105,6 +155,7 @@ impl Object {
             Object::ClusterRoleBinding(o) => ("ClusterRoleBinding", o.name_any()),
             Object::CustomResourceDefinition(o) => ("CustomResourceDefinition", o.name_any()),
             Object::MallStack(o) => ("MallStack", o.name_any()),
+            Object::PrometheusRule(o) => ("PrometheusRule", o.metadata.name.clone().unwrap_or_default()),
         };
         format!("{kind}/{name}")
     }
@@ -131,6 +182,7 @@ pub fn parse(doc: &Value) -> Result<Object> {
             Object::CustomResourceDefinition(strict(doc)?)
         }
         ("mall.example.com/v1alpha1", "MallStack") => Object::MallStack(strict(doc)?),
+        ("monitoring.coreos.com/v1", "PrometheusRule") => Object::PrometheusRule(strict(doc)?),
         _ => bail!("{api_version} {kind} {name}: no type for this kind here (add it to manifests::parse)"),
     };
     Ok(object)
@@ -195,6 +247,23 @@ mod tests {
         });
         let err = parse(&doc).unwrap_err().to_string();
         assert!(err.contains(".spec.gateway.replicaz"), "{err}");
+    }
+
+    #[test]
+    fn prometheus_rules_are_parsed_strictly() {
+        let rule = |extra: Value| {
+            let mut rule =
+                json!({"alert": "A", "expr": "up == 0", "for": "5m", "labels": {"severity": "page"}});
+            rule.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            json!({
+                "apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+                "metadata": {"name": "r"},
+                "spec": {"groups": [{"name": "g", "rules": [rule]}]}
+            })
+        };
+        let Object::PrometheusRule(parsed) = parse(&rule(json!({}))).unwrap() else { panic!("not a rule") };
+        assert_eq!(parsed.spec.groups[0].rules[0].for_.as_deref(), Some("5m"));
+        assert!(parse(&rule(json!({"fro": "5m"}))).is_err(), "a misspelt field is refused");
     }
 
     #[test]

@@ -1,19 +1,21 @@
 //! The Helm charts, rendered by `ci/chart-checks.sh` (`MALL_RENDERED_CHARTS`) or here when a helm is at
 //! hand: every object parses into its type with no unknown field, and the operator's Deployment, RBAC,
-//! Service, test hook and CRD, and the shop's MallStack, say what they must.
+//! Service, test hook and CRD, and the shop's MallStack, Grafana dashboard and PrometheusRule, say what
+//! they must.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResourceExt, ResourceExt};
 use mall_e2e::charts::{RENDERED, Rendered, rendered};
-use mall_e2e::manifests::{Object, parse_all};
+use mall_e2e::manifests::{Object, PrometheusRule, parse_all};
 use mall_e2e::{in_ci, repo_root, skip};
 use mall_operator::MallStack;
+use serde_json::{Value, json};
 
 #[test]
 fn the_charts_crd_is_the_operators() {
@@ -353,21 +355,40 @@ fn operator_chart_with_every_value_set() {
     assert_eq!(names, mall_operator::builders::OTEL_ENV.into_iter().collect(), "the operator's own names");
 }
 
-fn mall_stack(rendered: &Rendered, stem: &str) -> MallStack {
-    let objects = objects(rendered, stem);
-    assert_eq!(objects.len(), 1, "{stem}: one MallStack and nothing else");
-    let Object::MallStack(stack) = objects.into_iter().next().unwrap() else {
-        panic!("{stem}: not a MallStack")
-    };
+/// What the mall chart renders: one MallStack, and when enabled the dashboard ConfigMap and the
+/// PrometheusRule.
+struct MallChart {
+    stack: MallStack,
+    dashboards: Vec<ConfigMap>,
+    rules: Vec<PrometheusRule>,
+}
+
+fn mall_chart(rendered: &Rendered, stem: &str) -> MallChart {
+    let (mut stack, mut dashboards, mut rules) = (None, Vec::new(), Vec::new());
+    for object in objects(rendered, stem) {
+        match object {
+            Object::MallStack(s) => assert!(stack.replace(*s).is_none(), "{stem}: two MallStacks"),
+            Object::ConfigMap(c) => dashboards.push(*c),
+            Object::PrometheusRule(r) => rules.push(*r),
+            other => panic!("{stem}: unexpected {}", other.describe()),
+        }
+    }
+    let stack = stack.unwrap_or_else(|| panic!("{stem}: no MallStack"));
     stack.spec.validate().unwrap_or_else(|e| panic!("{stem}: {e}"));
-    kube::core::cel::validate_cel(&*stack).unwrap_or_else(|e| panic!("{stem}: CEL rules: {e:?}"));
-    *stack
+    kube::core::cel::validate_cel(&stack).unwrap_or_else(|e| panic!("{stem}: CEL rules: {e:?}"));
+    MallChart { stack, dashboards, rules }
+}
+
+fn mall_stack(rendered: &Rendered, stem: &str) -> MallStack {
+    mall_chart(rendered, stem).stack
 }
 
 #[test]
 fn mall_chart_with_default_values() {
     let Some(rendered) = charts() else { return };
-    let stack = mall_stack(&rendered, "mall-default");
+    let chart = mall_chart(&rendered, "mall-default");
+    assert!(chart.dashboards.is_empty() && chart.rules.is_empty(), "dashboards and alerts are opt-in");
+    let stack = chart.stack;
     assert_eq!(stack.name_any(), "mall");
     assert_eq!(stack.spec.image.reference(), "ghcr.io/example/mall:0.1.0");
     assert!(stack.spec.database.managed.is_some() && stack.spec.redis.managed.is_some());
@@ -409,4 +430,480 @@ fn mall_chart_with_every_value_set() {
     assert_eq!(spec.otlp_endpoint(), Some("http://otel-collector.monitoring:4317"));
     assert_eq!(spec.sampling_ratio(), 0.25);
     assert!(spec.service_monitor());
+}
+
+// Dashboards and alerts ----------------------------------------------------------------------------
+
+/// What kind of series a metric is, which decides the PromQL that may read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric Mall's processes export, with its type. This list mirrors what the services export: the
+/// gateway's HTTP metrics (services/gateway), every gRPC service's, the database pool and cache metrics of
+/// each process, the checkout saga and its sweeper, the work limits (mall-runtime), and mall-operator's
+/// (operator/src/metrics.rs). Change it with them: the chart's dashboard and alerts may use these only,
+/// and the dashboard shows them all.
+const EXPORTED: [(&str, Kind); 17] = [
+    ("mall_http_requests_total", Kind::Counter),
+    ("mall_http_request_duration_seconds", Kind::Histogram),
+    ("mall_http_requests_in_flight", Kind::Gauge),
+    ("mall_grpc_server_requests_total", Kind::Counter),
+    ("mall_grpc_server_request_duration_seconds", Kind::Histogram),
+    ("mall_grpc_server_requests_in_flight", Kind::Gauge),
+    ("mall_db_pool_connections", Kind::Gauge),
+    ("mall_db_pool_max_connections", Kind::Gauge),
+    ("mall_db_pool_acquire_duration_seconds", Kind::Histogram),
+    ("mall_cache_requests_total", Kind::Counter),
+    ("mall_checkout_outcomes_total", Kind::Counter),
+    ("mall_checkout_sweeper_runs_total", Kind::Counter),
+    ("mall_checkout_sweeper_recovered_total", Kind::Counter),
+    ("mall_work_refused_total", Kind::Counter),
+    ("mall_operator_reconciles_total", Kind::Counter),
+    ("mall_operator_reconcile_failures_total", Kind::Counter),
+    ("mall_operator_reconcile_duration_seconds", Kind::Histogram),
+];
+
+/// The series a histogram is exposed as.
+const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_count", "_sum"];
+
+/// The matches of the regex `mall_[a-z_]+` in `text` (leftmost, longest, not overlapping), with their
+/// byte offsets.
+fn metric_tokens(text: &str) -> Vec<(usize, &str)> {
+    const PREFIX: &str = "mall_";
+    let mut tokens = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find(PREFIX).map(|i| from + i) {
+        let rest = &text[at + PREFIX.len()..];
+        let len = rest.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(rest.len());
+        if len == 0 {
+            from = at + 1;
+            continue;
+        }
+        let end = at + PREFIX.len() + len;
+        tokens.push((at, &text[at..end]));
+        from = end;
+    }
+    tokens
+}
+
+/// The metric a series name belongs to: without a histogram's `_bucket`, `_count` or `_sum`.
+fn metric_name(token: &str) -> &str {
+    HISTOGRAM_SUFFIXES.iter().find_map(|suffix| token.strip_suffix(suffix)).unwrap_or(token)
+}
+
+fn kind_of(name: &str) -> Option<Kind> {
+    EXPORTED.iter().find(|(n, _)| *n == name).map(|(_, kind)| *kind)
+}
+
+/// What is wrong with `expr` for the types of the metrics it reads: counters and histogram series only
+/// through `rate` or `increase`, gauges never; a histogram only by its `_bucket`, `_count` or `_sum`
+/// series; every `_bucket` rate summed `by (..., le)` into one `histogram_quantile`; brackets balanced.
+fn promql_problems(expr: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if expr.trim().is_empty() {
+        return vec!["an empty expression".to_owned()];
+    }
+    for (open, close) in [('(', ')'), ('{', '}'), ('[', ']')] {
+        if expr.matches(open).count() != expr.matches(close).count() {
+            problems.push(format!("unbalanced {open}{close}"));
+        }
+    }
+    let tokens = metric_tokens(expr);
+    if tokens.is_empty() {
+        problems.push("reads no mall metric".to_owned());
+    }
+    let mut buckets = 0;
+    for (at, token) in tokens {
+        let name = metric_name(token);
+        let before = expr[..at].trim_end();
+        let rated = before.ends_with("rate(") || before.ends_with("increase(");
+        match kind_of(name) {
+            None => problems.push(format!("{token}: not an exported metric")),
+            Some(Kind::Counter) if token != name || !rated => {
+                problems.push(format!("counter {token}: read it through rate() or increase()"))
+            }
+            Some(Kind::Gauge) if token != name || rated => {
+                problems.push(format!("gauge {token}: read it as it is, not through rate() or increase()"))
+            }
+            Some(Kind::Histogram) if token == name || !rated => problems.push(format!(
+                "histogram {token}: rate() or increase() of its _bucket, _count or _sum series"
+            )),
+            Some(Kind::Histogram) if token.ends_with("_bucket") => buckets += 1,
+            Some(_) => {}
+        }
+    }
+    let quantiles: Vec<usize> = expr.match_indices("histogram_quantile(").map(|(i, _)| i).collect();
+    if quantiles.len() != buckets {
+        problems.push(format!("{} histogram_quantile for {buckets} _bucket series", quantiles.len()));
+    }
+    for at in quantiles {
+        let inner = &expr[at..];
+        let inner = &inner[..inner.find("_bucket").unwrap_or(inner.len())];
+        let by = inner.find("by (").map(|i| &inner[i + "by (".len()..]).and_then(|b| b.split(')').next());
+        if !by.is_some_and(|labels| labels.split(',').any(|l| l.trim() == "le")) {
+            problems.push("histogram_quantile over buckets not summed by le".to_owned());
+        }
+    }
+    problems
+}
+
+fn check_promql(expr: &str, what: &str) {
+    let problems = promql_problems(expr);
+    assert!(problems.is_empty(), "{what}: {}\n  in: {expr}", problems.join("; "));
+}
+
+#[test]
+fn the_promql_checks_catch_misread_metrics() {
+    let tokens: Vec<&str> = metric_tokens(
+        r#"rate(mall_http_request_duration_seconds_bucket{x="mall"}[5m]) / mall_db_pool_max_connections2"#,
+    )
+    .into_iter()
+    .map(|(_, token)| metric_name(token))
+    .collect();
+    assert_eq!(tokens, ["mall_http_request_duration_seconds", "mall_db_pool_max_connections"]);
+
+    let good = [
+        "sum by (route) (rate(mall_http_requests_total{status=~\"5..\"}[5m]))",
+        "histogram_quantile(0.99, sum by (route, le) (rate(mall_http_request_duration_seconds_bucket[5m])))",
+        "max by (db) (mall_db_pool_connections{state=\"in_use\"} / ignoring (state) mall_db_pool_max_connections)",
+        "sum(increase(mall_checkout_outcomes_total[1h])) or vector(0)",
+    ];
+    for expr in good {
+        assert_eq!(promql_problems(expr), Vec::<String>::new(), "{expr}");
+    }
+    let bad = [
+        "sum(mall_http_requests_total)",
+        "rate(mall_http_requests_in_flight[5m])",
+        "sum(rate(mall_http_request_duration_seconds[5m]))",
+        "histogram_quantile(0.99, sum by (route) (rate(mall_http_request_duration_seconds_bucket[5m])))",
+        "sum(rate(mall_http_request_duration_seconds_bucket[5m]))",
+        "sum(rate(mall_http_requests_total[5m])",
+        "sum(rate(mall_no_such_metric_total[5m]))",
+        "vector(1)",
+    ];
+    for expr in bad {
+        assert!(!promql_problems(expr).is_empty(), "{expr} passed");
+    }
+}
+
+/// Every panel of a dashboard, the panels of collapsed rows included.
+fn all_panels(dashboard: &Value) -> Vec<&Value> {
+    let mut panels = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        panels.push(panel);
+        panels.extend(panel["panels"].as_array().into_iter().flatten());
+    }
+    panels
+}
+
+/// The dashboard variables (`$name`) an expression uses; Grafana's own (`$__rate_interval`) aside.
+fn variables_used(expr: &str) -> Vec<&str> {
+    expr.match_indices('$')
+        .filter_map(|(i, _)| {
+            let rest = &expr[i + 1..];
+            let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let name = &rest[..len];
+            (!name.is_empty() && !name.starts_with("__")).then_some(name)
+        })
+        .collect()
+}
+
+/// A Grafana dashboard fit to load: a uid Grafana takes, the data source, namespace and stack variables,
+/// panels with unique ids inside the 24-column grid, and every panel but a row queried, from the data
+/// source variable, by PromQL fit for its metrics and using only defined variables. Returns the uid.
+fn check_dashboard(dashboard: &Value, what: &str) -> String {
+    let uid = dashboard["uid"].as_str().unwrap_or_else(|| panic!("{what}: no uid"));
+    assert!(
+        (1..=40).contains(&uid.len())
+            && uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{what}: Grafana refuses the uid {uid:?}"
+    );
+    assert!(dashboard["title"].as_str().is_some_and(|t| !t.is_empty()), "{what}: no title");
+    assert!(dashboard["schemaVersion"].is_u64(), "{what}: no schemaVersion");
+    let variables: BTreeMap<&str, &Value> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no templating.list"))
+        .iter()
+        .map(|v| (v["name"].as_str().expect("a variable has a name"), v))
+        .collect();
+    assert_eq!(
+        (&variables["datasource"]["type"], &variables["datasource"]["query"]),
+        (&json!("datasource"), &json!("prometheus")),
+        "{what}: the datasource variable"
+    );
+    for name in ["namespace", "stack"] {
+        assert!(variables.contains_key(name), "{what}: no {name} variable");
+    }
+    for (name, variable) in &variables {
+        if variable["type"] == "query" {
+            assert_eq!(variable["datasource"]["uid"], "${datasource}", "{what}: variable {name}");
+            let query = variable["query"].as_str().unwrap_or_else(|| panic!("{what}: variable {name}"));
+            assert!(!metric_tokens(query).is_empty(), "{what}: variable {name} reads no mall metric");
+            for used in variables_used(query) {
+                assert!(variables.contains_key(used), "{what}: variable {name} uses ${used}");
+            }
+        }
+    }
+
+    let panels = all_panels(dashboard);
+    assert!(panels.iter().any(|p| p["type"] != "row"), "{what}: no panels");
+    let mut ids = BTreeSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_else(|| panic!("{what}: a panel without a title"));
+        let id = panel["id"].as_u64().unwrap_or_else(|| panic!("{what}: panel {title:?} has no id"));
+        assert!(ids.insert(id), "{what}: panel id {id} twice (again at {title:?})");
+        let grid = |key: &str| {
+            panel["gridPos"][key].as_u64().unwrap_or_else(|| panic!("{what}: {title:?} gridPos.{key}"))
+        };
+        assert!(grid("w") >= 1 && grid("x") + grid("w") <= 24 && grid("h") >= 1, "{what}: {title:?} gridPos");
+        let _ = grid("y");
+        if let Some(repeat) = panel["repeat"].as_str() {
+            assert!(variables.contains_key(repeat), "{what}: {title:?} repeats over ${repeat}");
+        }
+        if panel["type"] == "row" {
+            assert!(panel.get("targets").is_none(), "{what}: row {title:?} has targets");
+            continue;
+        }
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{what}: {title:?} data source");
+        let targets = panel["targets"]
+            .as_array()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| panic!("{what}: panel {title:?} has no target"));
+        let mut refs = BTreeSet::new();
+        for target in targets {
+            let reference = target["refId"].as_str().unwrap_or_else(|| panic!("{what}: {title:?} refId"));
+            assert!(refs.insert(reference), "{what}: {title:?} has refId {reference} twice");
+            let expr = target["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: {title:?} target {reference} has no expression"));
+            let here = format!("{what}: panel {title:?} target {reference}");
+            check_promql(expr, &here);
+            for used in variables_used(expr) {
+                assert!(variables.contains_key(used), "{here}: ${used} is no variable");
+            }
+            if let Some(datasource) = target.get("datasource") {
+                assert_eq!(datasource["uid"], "${datasource}", "{here}: data source");
+            }
+        }
+    }
+    uid.to_owned()
+}
+
+/// The chart's dashboard file, as Grafana would import it.
+fn dashboard_file() -> (String, Value) {
+    let path = repo_root().join("charts/mall/dashboards/mall.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let dashboard =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+    (text, dashboard)
+}
+
+#[test]
+fn the_charts_dashboard_file_is_a_grafana_dashboard() {
+    let (_, dashboard) = dashboard_file();
+    assert_eq!(check_dashboard(&dashboard, "charts/mall/dashboards/mall.json"), "mall-overview");
+}
+
+/// The dashboard of a rendered ConfigMap: it has the sidecar's label `(name, value)`, and one key,
+/// `<uid>.json` (the sidecar writes each key to one folder: the uid keeps releases apart).
+fn rendered_dashboard(config_map: &ConfigMap, label: (&str, &str)) -> Value {
+    let name = config_map.name_any();
+    assert_eq!(config_map.labels().get(label.0).map(String::as_str), Some(label.1), "{name}: sidecar label");
+    let data = config_map.data.as_ref().unwrap_or_else(|| panic!("{name}: no data"));
+    assert_eq!(data.len(), 1, "{name}: one dashboard");
+    let (key, text) = data.iter().next().unwrap();
+    let dashboard: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{name} {key}: not JSON: {e}"));
+    let uid = check_dashboard(&dashboard, &format!("ConfigMap {name} {key}"));
+    assert_eq!(key, &format!("{uid}.json"), "{name}: the key is the uid's");
+    dashboard
+}
+
+#[test]
+fn mall_chart_dashboard() {
+    let Some(rendered) = charts() else { return };
+    let chart = mall_chart(&rendered, "mall-full");
+    assert_eq!(chart.dashboards.len(), 1, "one dashboard ConfigMap");
+    let config_map = &chart.dashboards[0];
+    assert_eq!(config_map.name_any(), "shop-grafana-dashboard");
+    assert_eq!(config_map.namespace().as_deref(), Some("monitoring"), "dashboards.namespace");
+    assert_eq!(config_map.annotations().get("grafana_folder").map(String::as_str), Some("Shop"));
+    let dashboard = rendered_dashboard(config_map, ("grafana_dashboard", "1"));
+
+    // This release's: its own uid and title, opening on its namespace and stack; the rest is the file.
+    assert_eq!(dashboard["uid"], "mall-mall-system-shop");
+    assert_eq!(dashboard["title"], "Mall (mall-system/shop)");
+    let current = |name: &str| {
+        dashboard["templating"]["list"].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap()["current"]
+            ["value"]
+            .clone()
+    };
+    assert_eq!((current("namespace"), current("stack")), (json!("mall-system"), json!("shop")));
+    let (_, file) = dashboard_file();
+    assert_eq!(dashboard["panels"], file["panels"], "the panels are the chart file's");
+
+    // Dashboard uids are unique: each rendered one, and the file's.
+    let mut uids = BTreeSet::from([file["uid"].as_str().unwrap().to_owned()]);
+    for stem in RENDERED {
+        for object in objects(&rendered, stem) {
+            if let Object::ConfigMap(c) = object
+                && c.labels().contains_key("grafana_dashboard")
+            {
+                let uid =
+                    rendered_dashboard(&c, ("grafana_dashboard", "1"))["uid"].as_str().unwrap().to_owned();
+                assert!(uids.insert(uid.clone()), "{stem}: dashboard uid {uid} twice");
+            }
+        }
+    }
+}
+
+/// A Prometheus duration: `30s`, `5m`, `1h30m`.
+fn is_duration(text: &str) -> bool {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = ["ms", "s", "m", "h", "d", "w", "y"].into_iter().find(|u| rest[digits..].starts_with(u));
+        match unit {
+            Some(unit) if digits > 0 => rest = &rest[digits + unit.len()..],
+            _ => return false,
+        }
+    }
+    !text.is_empty()
+}
+
+#[test]
+fn mall_chart_alerts() {
+    let Some(rendered) = charts() else { return };
+    let chart = mall_chart(&rendered, "mall-full");
+    assert_eq!(chart.rules.len(), 1, "one PrometheusRule");
+    let rule = &chart.rules[0];
+    assert_eq!(rule.metadata.name.as_deref(), Some("shop-alerts"));
+    assert_eq!(rule.metadata.namespace.as_deref(), Some("mall-system"));
+    let rule_labels = rule.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(rule_labels.get("release").map(String::as_str), Some("kube-prometheus-stack"), "ruleLabels");
+
+    let mut alerts = BTreeMap::new();
+    for group in &rule.spec.groups {
+        assert!(!group.rules.is_empty(), "group {} is empty", group.name);
+        for r in &group.rules {
+            let name = r.alert.clone().unwrap_or_else(|| panic!("{}: alerting rules only", group.name));
+            check_promql(&r.expr, &name);
+            let for_ = r.for_.as_deref().unwrap_or_else(|| panic!("{name}: no for"));
+            assert!(is_duration(for_), "{name}: for {for_:?}");
+            assert!(r.labels.get("severity").is_some_and(|s| !s.is_empty()), "{name}: no severity label");
+            assert_eq!(r.labels.get("team").map(String::as_str), Some("shop"), "{name}: alerts.labels");
+            for key in ["summary", "description"] {
+                assert!(r.annotations.get(key).is_some_and(|a| !a.trim().is_empty()), "{name}: no {key}");
+            }
+            for (key, text) in &r.annotations {
+                assert!(!text.contains("%!"), "{name}: a formatting error in {key}: {text}");
+                assert_eq!(text.matches("{{").count(), text.matches("}}").count(), "{name}: {key}: {text}");
+            }
+            assert_eq!(
+                r.annotations.get("runbook_url").map(String::as_str),
+                Some(format!("https://runbooks.example.com/mall#{}", name.to_lowercase()).as_str()),
+                "{name}: runbook_url"
+            );
+            assert!(alerts.insert(name.clone(), r.clone()).is_none(), "{name} twice");
+        }
+    }
+    assert_eq!(
+        alerts.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "MallCheckoutHighFailureRatio",
+            "MallGatewayHighErrorRatio",
+            "MallGatewayHighLatency",
+            "MallOperatorReconcileErrors"
+        ]
+    );
+
+    // ci/full-values.yaml's settings, and this stack's pods only.
+    let gateway = r#"namespace="mall-system", pod=~"shop-gateway-[a-z0-9]+-[a-z0-9]+""#;
+    let expect = |name: &str, for_: &str, severity: &str, parts: &[&str]| {
+        let alert = &alerts[name];
+        assert_eq!(alert.for_.as_deref(), Some(for_), "{name}: for");
+        assert_eq!(alert.labels["severity"], severity, "{name}: severity");
+        for part in parts {
+            assert!(alert.expr.contains(part), "{name}: {part:?} is not in\n{}", alert.expr);
+        }
+    };
+    expect(
+        "MallGatewayHighErrorRatio",
+        "3m",
+        "critical",
+        &[gateway, r#"status=~"5..""#, "[5m]", ") > 0.02", ">= 0.5"],
+    );
+    expect(
+        "MallGatewayHighLatency",
+        "15m",
+        "warning",
+        &[gateway, "histogram_quantile(0.99,", "[10m]", "> 1.5"],
+    );
+    expect(
+        "MallCheckoutHighFailureRatio",
+        "10m",
+        "critical",
+        &[
+            r#"pod=~"shop-checkout-[a-z0-9]+-[a-z0-9]+""#,
+            r#"outcome=~"failed|compensated""#,
+            "[30m]",
+            "> 0.05",
+            ">= 10",
+        ],
+    );
+    expect("MallOperatorReconcileErrors", "20m", "warning", &[r#"namespace="mall-system""#, "[15m]", "> 3"]);
+    for name in ["MallGatewayHighErrorRatio", "MallGatewayHighLatency", "MallCheckoutHighFailureRatio"] {
+        assert_eq!(alerts[name].labels.get("stack").map(String::as_str), Some("shop"), "{name}: stack label");
+    }
+}
+
+#[test]
+fn dashboards_and_alerts_use_only_exported_metrics() {
+    let exported: BTreeSet<&str> = EXPORTED.iter().map(|(name, _)| *name).collect();
+    let used = |what: &str, text: &str| -> BTreeSet<String> {
+        metric_tokens(text)
+            .into_iter()
+            .map(|(_, token)| {
+                let name = metric_name(token);
+                assert!(exported.contains(name), "{what} uses {token}: no service exports {name} (EXPORTED)");
+                name.to_owned()
+            })
+            .collect()
+    };
+    let (text, _) = dashboard_file();
+    let in_dashboard = used("charts/mall/dashboards/mall.json", &text);
+    let missing: Vec<&&str> = exported.iter().filter(|name| !in_dashboard.contains(**name)).collect();
+    assert!(missing.is_empty(), "the dashboard shows nothing of {missing:?}");
+
+    let Some(rendered) = charts() else { return };
+    let chart = mall_chart(&rendered, "mall-full");
+    assert!(!chart.dashboards.is_empty() && !chart.rules.is_empty());
+    for config_map in &chart.dashboards {
+        for (key, text) in config_map.data.iter().flatten() {
+            used(&format!("ConfigMap {} {key}", config_map.name_any()), text);
+        }
+    }
+    let mut in_alerts = BTreeSet::new();
+    for rule in chart.rules.iter().flat_map(|r| &r.spec.groups).flat_map(|g| &g.rules) {
+        let what = rule.alert.clone().unwrap_or_default();
+        in_alerts.extend(used(&what, &rule.expr));
+        for text in rule.labels.values().chain(rule.annotations.values()) {
+            used(&what, text);
+        }
+    }
+    assert!(in_alerts.len() >= 4, "the alerts read {in_alerts:?}");
+}
+
+#[test]
+fn prometheus_durations_are_recognised() {
+    for good in ["30s", "5m", "1h30m", "250ms", "2d"] {
+        assert!(is_duration(good), "{good}");
+    }
+    for bad in ["", "5", "m", "soon", "5 m", "-5m"] {
+        assert!(!is_duration(bad), "{bad:?}");
+    }
 }
