@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
     }
     stop.cancel();
     server.await??;
+    mall_runtime::flush_tracing();
     Ok(())
 }
 
