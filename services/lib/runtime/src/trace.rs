@@ -71,6 +71,10 @@ pub fn extract_context(headers: &HeaderMap) -> Context {
 pub fn inject_context(span: &tracing::Span, headers: &mut HeaderMap) {
     let cx = span.context();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+    // The propagator writes an empty `tracestate` when there is none: leave it out.
+    if headers.get("tracestate").is_some_and(|v| v.is_empty()) {
+        headers.remove("tracestate");
+    }
 }
 
 /// Makes `span` continue the trace of `cx` (a context from [`extract_context`]); an empty context
