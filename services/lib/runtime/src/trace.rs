@@ -143,6 +143,14 @@ pub(crate) fn is_server_error(code: Code) -> bool {
     )
 }
 
+/// Writes the status `code` of a call into its span (an error status when the server failed).
+pub(crate) fn record_code(span: &tracing::Span, code: Code) {
+    span.record("rpc.grpc.status_code", code as i64);
+    if is_server_error(code) {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 /// Calls of `service` in flight, for `mall_grpc_server_requests_in_flight`.
 struct InFlight(metrics::Gauge);
 
@@ -201,10 +209,7 @@ pub(crate) async fn observe_incoming(
         None => served.await,
     };
     let code = response_code(&response);
-    span.record("rpc.grpc.status_code", code as i64);
-    if is_server_error(code) {
-        span.record("otel.status_code", "ERROR");
-    }
+    record_code(&span, code);
     let method = method.to_owned();
     metrics::counter!("mall_grpc_server_requests_total",
         "service" => service, "method" => method.clone(), "code" => code_name(code))

@@ -107,10 +107,7 @@ impl Service<http::Request<Body>> for PeerChannel {
                 Ok(response) => trace::response_code(response),
                 Err(_) => Code::Unavailable,
             };
-            span.record("rpc.grpc.status_code", code as i64);
-            if trace::is_server_error(code) {
-                span.record("otel.status_code", "ERROR");
-            }
+            trace::record_code(&span, code);
             result
         })
     }
