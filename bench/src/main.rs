@@ -9,6 +9,10 @@
 //!   passes run directly on one thread per CPU.
 //! - `checkout`: each virtual user adds to its cart and checks out (gateway → checkout → cart, order,
 //!   product, payment: every write of the saga), against one database write round trip.
+//! - `tracing`: the gateway's product read with OpenTelemetry configured (an OTLP endpoint, sampling
+//!   ratio 0: trace contexts made and propagated, nothing recorded) against OpenTelemetry off
+//!   (`OTEL_SDK_DISABLED=true`). The tracer is process-wide, so each measurement is a fresh `bench`
+//!   process; the two alternate `--rounds` times and the median of each is compared.
 //!
 //! After each scenario it prints the process's resident memory, now and at its peak: the mall runs in
 //! this process (with the `mall` binary's allocator), so that is what `mall up` would use.
@@ -34,6 +38,7 @@ enum Scenario {
     Product,
     Signup,
     Checkout,
+    Tracing,
     All,
 }
 
@@ -54,8 +59,16 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Measurements of each side in the tracing scenario.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Product scenario only: measure the gateway alone and print it as one `RESULT` line (what the
+    /// tracing scenario runs in each of its processes).
+    #[arg(long, hide = true)]
+    gateway_only: bool,
 }
 
+#[derive(Clone)]
 struct Stats {
     per_sec: f64,
     p50: Duration,
@@ -170,6 +183,19 @@ async fn product_scenario(mall: &mall::Mall, args: &Args) -> anyhow::Result<()> 
 
     println!("GET /products/:id — {} requests at concurrency {}", args.requests, args.concurrency);
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    if args.gateway_only {
+        for _ in 0..args.concurrency {
+            anyhow::ensure!(get_ok(&client, &gateway_url).await, "warm-up of {gateway_url} failed");
+        }
+        let (c, u) = (client.clone(), gateway_url.clone());
+        let s = load(args.requests, args.concurrency, move |_, _| {
+            let (c, u) = (c.clone(), u.clone());
+            async move { get_ok(&c, &u).await }
+        })
+        .await?;
+        println!("RESULT {} {} {} {}", s.per_sec, s.p50.as_nanos(), s.p99.as_nanos(), s.errors);
+        return Ok(());
+    }
     for url in [&bare_url, &gateway_url] {
         for _ in 0..args.concurrency {
             anyhow::ensure!(get_ok(&client, url).await, "warm-up of {url} failed");
@@ -334,6 +360,65 @@ async fn checkout_scenario(
     Ok(())
 }
 
+/// One `bench --scenario product --gateway-only` process with `env` added (and no other OTEL_*
+/// setting), and what it measured.
+fn measure_in_process(args: &Args, env: &[(&str, &str)]) -> anyhow::Result<Stats> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.args(["--scenario", "product", "--gateway-only"]);
+    command.args(["--requests", &args.requests.to_string(), "--concurrency", &args.concurrency.to_string()]);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command.envs(env.iter().copied()).stderr(std::process::Stdio::inherit()).output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "the measuring process failed: {}\n{stdout}", output.status);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).context("no RESULT line")?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    anyhow::ensure!(fields.len() == 4, "a RESULT line of four fields: {line}");
+    Ok(Stats {
+        per_sec: fields[0].parse()?,
+        p50: Duration::from_nanos(fields[1].parse()?),
+        p99: Duration::from_nanos(fields[2].parse()?),
+        errors: fields[3].parse()?,
+    })
+}
+
+fn tracing_scenario(args: &Args) -> anyhow::Result<()> {
+    // Sampling 0 exports nothing, so the endpoint is never connected to: a port nothing listens on.
+    let endpoint = format!("http://{}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?);
+    let off: &[(&str, &str)] = &[("OTEL_SDK_DISABLED", "true")];
+    let sampled_0: &[(&str, &str)] = &[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ];
+    println!(
+        "tracing overhead: GET /products/:id through the gateway — {} requests at concurrency {}, {} rounds, \
+         each measurement a fresh process",
+        args.requests, args.concurrency, args.rounds
+    );
+    let (mut offs, mut ons) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(1) {
+        let a = measure_in_process(args, off)?;
+        report(&format!("round {}: tracing off", round + 1), "req", &a);
+        let b = measure_in_process(args, sampled_0)?;
+        report(&format!("round {}: OTLP configured, sampling 0", round + 1), "req", &b);
+        offs.push(a);
+        ons.push(b);
+    }
+    let median = |mut v: Vec<Stats>| {
+        v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+        v[v.len() / 2].clone()
+    };
+    let (off, on) = (median(offs), median(ons));
+    report("median: tracing off (baseline)", "req", &off);
+    report("median: OTLP configured, sampling 0", "req", &on);
+    ratio("sampling 0/off", &on, &off);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -341,6 +426,11 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency > 0 && args.requests >= args.concurrency,
         "need requests >= concurrency > 0"
     );
+    if args.scenario == Scenario::Tracing {
+        return tracing_scenario(&args);
+    }
+    // As `mall` does: logs, and OpenTelemetry as the OTEL_* variables say.
+    mall_runtime::init_tracing();
     let dir = tempfile::tempdir()?;
     let shared = mall::config::Shared {
         data_dir: dir.path().to_owned(),
@@ -376,6 +466,9 @@ async fn main() -> anyhow::Result<()> {
     report_memory();
     if matches!(args.scenario, Scenario::Product | Scenario::All) {
         product_scenario(&mall, &args).await?;
+        if args.gateway_only {
+            return mall.stop().await;
+        }
         report_memory();
     }
     if matches!(args.scenario, Scenario::Signup | Scenario::All) {
@@ -386,5 +479,9 @@ async fn main() -> anyhow::Result<()> {
         checkout_scenario(&mall, &shared, &args).await?;
         report_memory();
     }
-    mall.stop().await
+    mall.stop().await?;
+    if args.scenario == Scenario::All {
+        tracing_scenario(&args)?;
+    }
+    Ok(())
 }

@@ -27,9 +27,12 @@ static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
 
 /// Installs the global subscriber: `RUST_LOG` filters log lines (default `info`), `MALL_LOG_FORMAT=json`
 /// switches from human-readable lines to one JSON object per event; OpenTelemetry as the module says.
+/// Installs the metrics recorder too, before anything records: a metric handle taken earlier (a pool's
+/// gauges, made when its database connects) would stay bound to the no-op recorder for good.
 /// Call it from inside a Tokio runtime (the OTLP exporter is a tonic client). Calling it twice is
 /// harmless: the first call wins.
 pub fn init_tracing() {
+    metrics_handle();
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info"))
         .add_directive(format!("{TRACE_ONLY}=off").parse().expect("a valid directive"));

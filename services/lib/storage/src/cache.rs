@@ -72,7 +72,7 @@ impl Cache {
             Cache::Redis(c) => c.get(key).instrument(self.span("GET")).await,
         };
         if let Ok(found) = &value {
-            crate::telemetry::cache_lookup(self.namespace(), found.is_some());
+            crate::telemetry::cache_lookup(key, found.is_some());
         }
         value
     }

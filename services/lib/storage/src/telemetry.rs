@@ -213,16 +213,46 @@ impl Drop for PoolGauges {
     }
 }
 
-/// Counts a cache lookup of `cache` (its namespace) as a hit or a miss.
-pub(crate) fn cache_lookup(cache: &str, hit: bool) {
+/// Counts a lookup of `key` as a hit or a miss, under the kind of thing cached: the key's first
+/// segment (`product` of `product:42`), or `other` for a key not written that way, so that the label
+/// never carries an id.
+pub(crate) fn cache_lookup(key: &str, hit: bool) {
     let result = if hit { "hit" } else { "miss" };
-    metrics::counter!("mall_cache_requests_total", "cache" => cache.to_owned(), "result" => result)
+    metrics::counter!("mall_cache_requests_total", "cache" => cache_label(key), "result" => result)
         .increment(1);
+}
+
+fn cache_label(key: &str) -> &'static str {
+    // Labels are few and fixed: each kind is leaked once, and only a short lowercase word qualifies.
+    static KINDS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let Some((kind, _)) = key.split_once(':') else { return "other" };
+    if kind.is_empty() || kind.len() > 24 || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        return "other";
+    }
+    let mut kinds = KINDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = kinds.iter().find(|k| **k == kind) {
+        return known;
+    }
+    if kinds.len() >= 16 {
+        return "other";
+    }
+    let leaked: &'static str = Box::leak(kind.to_owned().into_boxed_str());
+    kinds.push(leaked);
+    leaked
 }
 
 #[cfg(test)]
 mod tests {
     use super::operation;
+
+    #[test]
+    fn cache_labels_are_kinds_never_ids() {
+        assert_eq!(super::cache_label("product:42"), "product");
+        assert_eq!(super::cache_label("product:43"), "product");
+        for key in ["42", "Product:1", "7:x", ":1", "a-very-long-kind-of-thing-cached:1"] {
+            assert_eq!(super::cache_label(key), "other", "{key}");
+        }
+    }
 
     #[test]
     fn operations_are_a_closed_set() {

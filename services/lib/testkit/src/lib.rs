@@ -6,6 +6,8 @@
 //! variables are missing; in CI (`CI=true`) a missing variable is a hard
 //! failure, so a misconfigured pipeline can never silently skip them.
 
+pub mod otlp;
+
 /// Every database created by a test starts with this prefix, so a CI script can
 /// drop all leftovers with one query
 /// (`SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'mall\_t\_%'`).

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 /// `mall up` as a child process on a free port and a temp data directory.
-struct MallUp {
-    child: Child,
-    url: String,
-    dir: tempfile::TempDir,
+pub(crate) struct MallUp {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl MallUp {
     /// Starts it with `env` added to a clean configuration and waits until `/readyz` answers 200.
-    async fn start(env: &[(&str, &str)]) -> MallUp {
+    pub(crate) async fn start(env: &[(&str, &str)]) -> MallUp {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         // Its log goes to stdout: into a file, so that a full pipe never blocks it.
@@ -61,7 +61,7 @@ impl MallUp {
     }
 
     /// SIGTERM, then the exit status and what it printed.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
         let kill = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(kill.success());
         let status = self.child.wait().unwrap();
