@@ -60,7 +60,7 @@ struct Args {
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Measurements of each side in the tracing scenario.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// Product scenario only: measure the gateway alone and print it as one `RESULT` line (what the
     /// tracing scenario runs in each of its processes).
@@ -401,12 +401,14 @@ fn tracing_scenario(args: &Args) -> anyhow::Result<()> {
     );
     let (mut offs, mut ons) = (Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
-        let a = measure_in_process(args, off)?;
-        report(&format!("round {}: tracing off", round + 1), "req", &a);
-        let b = measure_in_process(args, sampled_0)?;
-        report(&format!("round {}: OTLP configured, sampling 0", round + 1), "req", &b);
-        offs.push(a);
-        ons.push(b);
+        // Each side goes first in every other round, so a drift of the machine favours neither.
+        let sides = if round % 2 == 0 { [false, true] } else { [true, false] };
+        for traced in sides {
+            let s = measure_in_process(args, if traced { sampled_0 } else { off })?;
+            let name = if traced { "OTLP configured, sampling 0" } else { "tracing off" };
+            report(&format!("round {}: {name}", round + 1), "req", &s);
+            if traced { ons.push(s) } else { offs.push(s) }
+        }
     }
     let median = |mut v: Vec<Stats>| {
         v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
