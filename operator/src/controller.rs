@@ -230,7 +230,9 @@ async fn observe_monitors(
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &service_monitor_resource());
     match api.list(&ListParams::default().labels(selector)).await {
         Ok(list) => Ok(Some(list.items)),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        // A real API server answers a group it does not serve with a plain-text `404 page not found`,
+        // which kube reads as code 404 without the NotFound reason (`is_not_found` misses it).
+        Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 404 => Ok(None),
         Err(kube::Error::Api(status)) if status.is_forbidden() && !wanted => {
             tracing::debug!(refusal = %status.message, "cannot list ServiceMonitors; none is wanted");
             Ok(None)

@@ -237,6 +237,17 @@ impl Received {
         self.responder.send_response(response);
     }
 
+    /// Answers with a plain-text body, as the API server does for a path it does not serve at all
+    /// (`404 page not found` for a group or kind that no CRD defines).
+    pub fn respond_text(self, status: StatusCode, body: &str) {
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Body::from(body.as_bytes().to_vec()))
+            .unwrap();
+        self.responder.send_response(response);
+    }
+
     pub fn ok(self, body: &Value) {
         self.respond(StatusCode::OK, body);
     }

@@ -97,8 +97,10 @@ async fn reads(
 enum Monitors {
     /// The CRD is installed: these are the stack's.
     Listed(Vec<Value>),
-    /// Refused with this code (404: the kind is not served, the CRD is missing).
+    /// Refused with this code and reason (a Status, as for RBAC's 403).
     Refused(u16, &'static str),
+    /// Not served: the CRD is missing, and the API server answers `404 page not found` in plain text.
+    NotServed,
 }
 
 /// [`reads`], answering the list of ServiceMonitors with `monitors`.
@@ -120,6 +122,10 @@ async fn reads_with_monitors(
             let received = server.expect(Method::GET, MONITORS).await;
             assert!(received.query.contains("labelSelector=app.kubernetes.io%2Finstance%3Dshop"));
             received.respond(StatusCode::from_u16(code).unwrap(), &failure_status(code, reason));
+        }
+        Monitors::NotServed => {
+            let received = server.expect(Method::GET, MONITORS).await;
+            received.respond_text(StatusCode::NOT_FOUND, "404 page not found\n");
         }
     }
     server.list(PODS, "Pod", vec![]).await;

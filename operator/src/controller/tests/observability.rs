@@ -109,7 +109,7 @@ async fn without_the_crd_the_status_says_so_and_the_stack_is_still_ready() {
     let stack = observed_stack(true);
     let mut expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
     expected.retain(|(path, _)| !path.starts_with(MONITORS));
-    let missing = || Monitors::Refused(404, "NotFound");
+    let missing = || Monitors::NotServed;
 
     let (client, mut server) = mock_client();
     let ctx = context(client);
@@ -170,14 +170,19 @@ async fn without_the_crd_the_status_says_so_and_the_stack_is_still_ready() {
 
 #[tokio::test]
 async fn a_stack_without_service_monitors_minds_neither_a_missing_crd_nor_missing_rbac() {
-    for (code, reason) in [(404, "NotFound"), (403, "Forbidden")] {
+    let cases: [fn() -> Monitors; 3] = [
+        || Monitors::NotServed,
+        || Monitors::Refused(404, "NotFound"),
+        || Monitors::Refused(403, "Forbidden"),
+    ];
+    for (case, refused) in cases.into_iter().enumerate() {
         let stack = observed_stack(false);
         let expected = expected_applies(&desired(&stack, &cluster_secrets()), true);
         let (client, mut server) = mock_client();
         let script = {
             let stack = stack.clone();
             async move {
-                let refused = Monitors::Refused(code, reason);
+                let refused = refused();
                 reads_with_monitors(&mut server, vec![], vec![], vec![], vec![], refused).await;
                 applies(&mut server, &expected, settled).await;
                 nothing_pruned(&mut server, vec![], vec![], vec![]).await;
@@ -192,7 +197,7 @@ async fn a_stack_without_service_monitors_minds_neither_a_missing_crd_nor_missin
             }
         };
         let action = run(stack, context(client), script).await.unwrap();
-        assert_eq!(action, Action::requeue(Duration::from_secs(300)), "{code}");
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)), "case {case}");
     }
 }
 
