@@ -106,8 +106,12 @@ echo "other=$(ask 'SELECT COUNT(*) FROM mall_user.users')"
     let out = probe_with(run, "probe-database", &client_image, &script, &[("CART_PASSWORD", &cart_password)])
         .await?;
     eprintln!("e2e: probe said:\n{}", out.trim_end());
-    let own = out.lines().find_map(|l| l.strip_prefix("own=")).unwrap_or_default();
-    let other = out.lines().find_map(|l| l.strip_prefix("other=")).unwrap_or_default();
+    // An answer may span lines (the MariaDB client shows the refused statement in a banner before the
+    // error): each is everything up to the next one.
+    let (own, other) = match out.split_once("own=").and_then(|(_, rest)| rest.split_once("other=")) {
+        Some((own, other)) => (own, other),
+        None => bail!("the probe did not answer both questions: {out:?}"),
+    };
     // Where NetworkPolicies are enforced the probe cannot reach MySQL at all (only the stack's pods
     // may): then the grants are shown by the storage crate's MariaDB test, and here only that it is shut.
     let blocked = own.contains("Can't connect") && other.contains("Can't connect");
