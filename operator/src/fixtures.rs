@@ -229,10 +229,14 @@ pub struct Received {
 
 impl Received {
     pub fn respond(self, status: StatusCode, body: &Value) {
+        self.send(status, "application/json", serde_json::to_vec(body).unwrap());
+    }
+
+    fn send(self, status: StatusCode, content_type: &str, body: Vec<u8>) {
         let response = Response::builder()
             .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .header("content-type", content_type)
+            .body(Body::from(body))
             .unwrap();
         self.responder.send_response(response);
     }
@@ -240,12 +244,7 @@ impl Received {
     /// Answers with a plain-text body, as the API server does for a path it does not serve at all
     /// (`404 page not found` for a group or kind that no CRD defines).
     pub fn respond_text(self, status: StatusCode, body: &str) {
-        let response = Response::builder()
-            .status(status)
-            .header("content-type", "text/plain; charset=utf-8")
-            .body(Body::from(body.as_bytes().to_vec()))
-            .unwrap();
-        self.responder.send_response(response);
+        self.send(status, "text/plain; charset=utf-8", body.as_bytes().to_vec());
     }
 
     pub fn ok(self, body: &Value) {

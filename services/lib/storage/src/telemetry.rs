@@ -222,23 +222,17 @@ pub(crate) fn cache_lookup(key: &str, hit: bool) {
         .increment(1);
 }
 
-fn cache_label(key: &str) -> &'static str {
-    // Labels are few and fixed: each kind is leaked once, and only a short lowercase word qualifies.
-    static KINDS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let Some((kind, _)) = key.split_once(':') else { return "other" };
-    if kind.is_empty() || kind.len() > 24 || !kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        return "other";
+fn cache_label(key: &str) -> String {
+    match key.split_once(':') {
+        Some((kind, _))
+            if !kind.is_empty()
+                && kind.len() <= 24
+                && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            kind.to_owned()
+        }
+        _ => "other".to_owned(),
     }
-    let mut kinds = KINDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(known) = kinds.iter().find(|k| **k == kind) {
-        return known;
-    }
-    if kinds.len() >= 16 {
-        return "other";
-    }
-    let leaked: &'static str = Box::leak(kind.to_owned().into_boxed_str());
-    kinds.push(leaked);
-    leaked
 }
 
 #[cfg(test)]

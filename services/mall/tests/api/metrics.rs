@@ -3,10 +3,9 @@
 //! outcomes; and label sets that stay the same size however many distinct ids the clients ask for.
 
 use futures::StreamExt;
-use serde_json::{Value, json};
 
 use crate::commerce::{GOOD_CARD, checkout_body};
-use crate::process::MallUp;
+use crate::process::{MallUp, json_ok, shopper};
 
 /// The series (name and labels, without the value) of a Prometheus text exposition.
 fn series(text: &str) -> std::collections::BTreeSet<&str> {
@@ -37,38 +36,19 @@ async fn every_service_exports_red_metrics_with_bounded_labels() {
     let mall = MallUp::start(&[("MALL_RATE_LIMIT_PER_ADDRESS", "1000000")]).await;
     let client = reqwest::Client::new();
     let base = mall.url.clone();
-    let ok = |r: reqwest::Response| async move {
-        let status = r.status();
-        let body: Value = r.json().await.unwrap();
-        assert!(status.is_success(), "{status} {body}");
-        body
-    };
-
     // Traffic that reaches every service: sign up, browse, add to the cart, check out.
-    let email = format!("{}@example.com", mall_testkit::unique_name("metered"));
-    let register =
-        json!({ "email": email, "password": "metered-password", "confirm_password": "metered-password" });
-    ok(client.post(format!("{base}/register")).json(&register).send().await.unwrap()).await;
-    let login = json!({ "email": email, "password": "metered-password" });
-    let token =
-        ok(client.post(format!("{base}/login")).json(&login).send().await.unwrap()).await["data"]["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    let list = ok(client.get(format!("{base}/products/list")).send().await.unwrap()).await;
-    let product_id = list["data"]["items"][0]["id"].as_i64().unwrap();
-    let add = json!({ "product_id": product_id, "quantity": 1 });
-    ok(client.post(format!("{base}/cart/additem")).bearer_auth(&token).json(&add).send().await.unwrap())
-        .await;
-    ok(client
-        .post(format!("{base}/checkout"))
-        .bearer_auth(&token)
-        .json(&checkout_body(GOOD_CARD))
-        .send()
-        .await
-        .unwrap())
+    let (_, token, product_id) = shopper(&client, &mall).await;
+    json_ok(
+        client
+            .post(format!("{base}/checkout"))
+            .bearer_auth(&token)
+            .json(&checkout_body(GOOD_CARD))
+            .send()
+            .await
+            .unwrap(),
+    )
     .await;
-    ok(client.get(format!("{base}/products/{product_id}")).send().await.unwrap()).await;
+    json_ok(client.get(format!("{base}/products/{product_id}")).send().await.unwrap()).await;
 
     let stdout = std::fs::read_to_string(mall.dir.path().join("stdout.log")).unwrap();
     let services = service_addrs(&stdout);

@@ -69,6 +69,32 @@ impl MallUp {
     }
 }
 
+/// The JSON body of a response that must have succeeded.
+pub(crate) async fn json_ok(response: reqwest::Response) -> serde_json::Value {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{status} {body}");
+    body
+}
+
+/// A new customer of `mall` with the first demo product in its cart: (email, token, product id).
+pub(crate) async fn shopper(client: &reqwest::Client, mall: &MallUp) -> (String, String, i64) {
+    let base = &mall.url;
+    let email = format!("{}@example.com", mall_testkit::unique_name("shopper"));
+    let password = "shopper-password-1";
+    let register = json!({ "email": email, "password": password, "confirm_password": password });
+    json_ok(client.post(format!("{base}/register")).json(&register).send().await.unwrap()).await;
+    let credentials = json!({ "email": email, "password": password });
+    let login = json_ok(client.post(format!("{base}/login")).json(&credentials).send().await.unwrap()).await;
+    let token = login["data"]["token"].as_str().unwrap().to_owned();
+    let list = json_ok(client.get(format!("{base}/products/list")).send().await.unwrap()).await;
+    let product_id = list["data"]["items"][0]["id"].as_i64().expect("a demo product");
+    let add = json!({ "product_id": product_id, "quantity": 1 });
+    json_ok(client.post(format!("{base}/cart/additem")).bearer_auth(&token).json(&add).send().await.unwrap())
+        .await;
+    (email, token, product_id)
+}
+
 #[tokio::test]
 async fn mall_up_serves_and_stops_on_sigterm() {
     let mall = MallUp::start(&[]).await;

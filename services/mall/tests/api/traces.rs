@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use mall_testkit::otlp::{ReceivedSpan, Receiver, render_tree};
-use serde_json::{Value, json};
 
 use crate::commerce::{GOOD_CARD, checkout_body};
-use crate::process::MallUp;
+use crate::process::{MallUp, json_ok, shopper};
 
 /// `mall up` exporting every span to `receiver` (sampled always, sent every 100 ms).
 async fn traced_mall(receiver: &Receiver) -> MallUp {
@@ -31,13 +30,6 @@ fn trace_id_of(response: &reqwest::Response) -> String {
     assert_eq!(parts.len(), 4, "{header}");
     assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("00", 32, 16), "{header}");
     parts[1].to_owned()
-}
-
-async fn json_ok(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "{status} {body}");
-    body
 }
 
 /// The server span of `service` (`rpc.service` ends with it) named `method`, if any.
@@ -80,18 +72,7 @@ async fn one_checkout_is_one_trace_across_every_service() {
     let mall = traced_mall(&receiver).await;
     let client = reqwest::Client::new();
     let base = &mall.url;
-    let email = format!("{}@example.com", mall_testkit::unique_name("traced"));
-    let credentials = json!({ "email": email, "password": "traced-password-1" });
-    let mut register = credentials.clone();
-    register["confirm_password"] = json!("traced-password-1");
-    json_ok(client.post(format!("{base}/register")).json(&register).send().await.unwrap()).await;
-    let login = json_ok(client.post(format!("{base}/login")).json(&credentials).send().await.unwrap()).await;
-    let token = login["data"]["token"].as_str().unwrap().to_owned();
-    let list = json_ok(client.get(format!("{base}/products/list")).send().await.unwrap()).await;
-    let product_id = list["data"]["items"][0]["id"].as_i64().expect("a demo product");
-    let add = json!({ "product_id": product_id, "quantity": 1 });
-    json_ok(client.post(format!("{base}/cart/additem")).bearer_auth(&token).json(&add).send().await.unwrap())
-        .await;
+    let (email, token, _) = shopper(&client, &mall).await;
 
     let response = client
         .post(format!("{base}/checkout"))
