@@ -31,6 +31,10 @@
 //! - `MALL_E2E_INSTALL_LIMIT` — seconds a first install may take to be Ready (default 120).
 //! - `MALL_E2E_PHASE_TIMEOUT` — seconds a disruption may take to settle (default 300).
 //! - `MALL_E2E_LOAD_PAUSE_MS` — each load client's pause between requests (default 100).
+//!
+//! The tracing test (`tests/tracing.rs`) also reads:
+//! - `MALL_E2E_OTLP_IMAGE` — an image with `mall-testkit`'s `otlp-receiver` program on its `PATH`, run
+//!   as the stack's OTLP endpoint; unset: that test is skipped with a note.
 
 use std::process::Command;
 use std::time::Duration;

@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-/// One reply: HTTP status and JSON body.
+/// One reply: HTTP status, JSON body, and the trace it was served in.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: Value,
+    /// The gateway's `traceparent` response header.
+    pub traceparent: Option<String>,
 }
 
 impl Reply {
@@ -42,9 +44,11 @@ impl Gateway {
 
     async fn reply(response: reqwest::Response) -> Result<Reply> {
         let status = response.status().as_u16();
+        let traceparent =
+            response.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = response.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Reply { status, body })
+        Ok(Reply { status, body, traceparent })
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Result<Reply> {
@@ -94,6 +98,14 @@ impl Gateway {
     /// Checks the caller's cart out with the approved test card (4111 1111 1111 1111), expecting 200;
     /// the order's id and total in cents.
     pub async fn checkout(&self, token: &str, email: &str) -> Result<(String, i64)> {
+        let reply = self.checkout_reply(token, email).await?;
+        let order_id = reply.data()["order_id"].as_str().context("checkout: no order id")?.to_owned();
+        let total = reply.data()["total_cents"].as_i64().context("checkout: no total")?;
+        Ok((order_id, total))
+    }
+
+    /// [`Gateway::checkout`]'s reply as it came.
+    pub async fn checkout_reply(&self, token: &str, email: &str) -> Result<Reply> {
         let body = json!({
             "firstname": "Ada", "lastname": "Lovelace", "email": email,
             "address": {"street_address": "1 Main St", "city": "Springfield", "state": "OR",
@@ -101,10 +113,7 @@ impl Gateway {
             "credit_card": {"credit_card_number": "4111 1111 1111 1111", "credit_card_cvv": "123",
                             "credit_card_expiration_year": 2099, "credit_card_expiration_month": 12}
         });
-        let reply = self.post("/checkout", &body, Some(token)).await?.expect(200, "checkout")?;
-        let order_id = reply.data()["order_id"].as_str().context("checkout: no order id")?.to_owned();
-        let total = reply.data()["total_cents"].as_i64().context("checkout: no total")?;
-        Ok((order_id, total))
+        self.post("/checkout", &body, Some(token)).await?.expect(200, "checkout")
     }
 
     /// Waits until `/readyz` answers 200 (at most `timeout`).

@@ -94,6 +94,20 @@ fn outcome_label(row: &CheckoutRow) -> &'static str {
     }
 }
 
+/// What the saga does from `step` (with or without the shopper's card at hand), as `Checkouts::step` does it.
+fn action(step: Step, with_card: bool) -> &'static str {
+    match (step, with_card) {
+        (Step::Started, true) => "read cart",
+        (Step::Started, false) => "abandon",
+        (Step::CartRead, _) => "place order",
+        (Step::OrderPlaced, true) => "charge",
+        (Step::OrderPlaced, false) => "settle without card",
+        (Step::Charged, _) => "mark paid",
+        (Step::OrderPaid, _) => "empty cart",
+        (Step::CartEmptied | Step::OrderCancelled, _) => "finish",
+    }
+}
+
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovered {
@@ -195,8 +209,11 @@ impl Checkouts {
     ) -> Result<(), CheckoutError> {
         let was_open = !row.finished();
         while !row.finished() {
+            // Named after what the step does (its calls are under it), with the step it starts from.
+            let action = action(row.step, card.is_some());
             let span = tracing::trace_span!(target: mall_runtime::TRACE_ONLY, "saga step",
-                otel.name = format!("checkout step {}", row.step.as_str()), checkout.step = row.step.as_str());
+                otel.name = format!("checkout {action}"), checkout.step = row.step.as_str(),
+                checkout.action = action);
             self.step(row, lease, card).instrument(span).await?;
         }
         if was_open {

@@ -148,7 +148,10 @@ async fn one_checkout_is_one_trace_across_every_service() {
             && descends_from(&by_id, s, charge)),
         "the card processor's span:\n{tree}"
     );
-    assert!(spans.iter().any(|s| s.name.starts_with("checkout step ")), "the saga's steps:\n{tree}");
+    for step in ["checkout place order", "checkout charge", "checkout empty cart"] {
+        let span = spans.iter().find(|s| s.name == step).unwrap_or_else(|| panic!("no span {step}:\n{tree}"));
+        assert_eq!(span.attribute("checkout.action"), step.strip_prefix("checkout "), "{tree}");
+    }
 
     // Database statements under the services that ran them, with no bound values.
     let db_spans: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.attribute("db.system").is_some()).collect();
