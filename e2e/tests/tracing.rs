@@ -25,7 +25,10 @@ const TRACED: [&str; 6] =
 async fn one_checkout_is_one_trace_on_a_real_cluster() {
     let Some(cluster) = Cluster::for_test("tracing end-to-end test").await else { return };
     let Ok(image) = std::env::var("MALL_E2E_OTLP_IMAGE") else {
-        mall_e2e::skip("tracing end-to-end test", "MALL_E2E_OTLP_IMAGE (an image with otlp-receiver) is unset");
+        mall_e2e::skip(
+            "tracing end-to-end test",
+            "MALL_E2E_OTLP_IMAGE (an image with otlp-receiver) is unset",
+        );
         return;
     };
     let mut run = Run::new(&cluster, "mall-otel");
@@ -141,7 +144,8 @@ async fn received(run: &Run<'_>, trace_id: &str) -> Result<(Vec<Value>, String)>
 /// One root, the gateway's `POST /checkout`; every other span's parent in the trace; every server span
 /// under a client span; the checkout service calling each of the saga's services.
 fn check_shape(spans: &[Value]) -> Result<()> {
-    let by_id: HashMap<&str, &Value> = spans.iter().filter_map(|s| Some((s["span_id"].as_str()?, s))).collect();
+    let by_id: HashMap<&str, &Value> =
+        spans.iter().filter_map(|s| Some((s["span_id"].as_str()?, s))).collect();
     let roots: Vec<&Value> = spans.iter().filter(|s| s["parent_span_id"].is_null()).collect();
     ensure!(roots.len() == 1, "{} roots: {roots:?}", roots.len());
     ensure!(
@@ -153,16 +157,25 @@ fn check_shape(spans: &[Value]) -> Result<()> {
     let mut called_by_checkout = BTreeSet::new();
     for span in spans {
         let Some(parent) = span["parent_span_id"].as_str() else { continue };
-        let parent = by_id.get(parent).with_context(|| format!("the parent of {} is missing", span["name"]))?;
+        let parent =
+            by_id.get(parent).with_context(|| format!("the parent of {} is missing", span["name"]))?;
         if span["kind"] == "server" {
-            ensure!(parent["kind"] == "client", "server span {} is under a {} span", span["name"], parent["kind"]);
+            ensure!(
+                parent["kind"] == "client",
+                "server span {} is under a {} span",
+                span["name"],
+                parent["kind"]
+            );
             if parent["service"] == "mall-checkout" {
                 called_by_checkout.insert(span["service"].as_str().unwrap_or_default().to_owned());
             }
         }
     }
     for callee in ["mall-cart", "mall-order", "mall-payment"] {
-        ensure!(called_by_checkout.contains(callee), "checkout did not call {callee}: {called_by_checkout:?}");
+        ensure!(
+            called_by_checkout.contains(callee),
+            "checkout did not call {callee}: {called_by_checkout:?}"
+        );
     }
     Ok(())
 }

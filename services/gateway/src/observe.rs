@@ -45,7 +45,7 @@ pub(crate) async fn observe(req: Request, next: Next) -> Response {
 
     let in_flight = InFlight::enter();
     let started = Instant::now();
-    let served = next.run(req).instrument(span.clone());
+    let served = trace::in_trace_of(&span, next.run(req).instrument(span.clone()));
     let mut response = match request_id {
         Some(id) => trace::with_request_id(id, served).await,
         None => served.await,

@@ -14,8 +14,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing::Level;
-use tracing_subscriber::filter::Targets;
+use tracing::subscriber::Interest;
+use tracing::{Level, Metadata};
+use tracing_subscriber::layer::{Context as FilterContext, Filter};
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
 /// The target of spans that only OpenTelemetry sees (a database statement, a cache call, a call to a
@@ -51,16 +52,6 @@ pub fn init_tracing() {
         tracer
     });
     let spans = tracer.is_some();
-    // Our own spans and events (crates named `mall…`), and the trace-only ones. Without OpenTelemetry
-    // the layer is absent but its filter stays, enabling nothing: a bare `None` layer would make every
-    // callsite of every crate "sometimes" enabled, so that each of hyper's and h2's disabled trace
-    // events went through the whole filter chain (measured: a product read a third slower than with
-    // OpenTelemetry on).
-    let ours = if spans {
-        Targets::new().with_target("mall", Level::INFO).with_target(TRACE_ONLY, Level::TRACE)
-    } else {
-        Targets::new()
-    };
     let otel = tracer
         .map(|tracer| {
             tracing_opentelemetry::layer()
@@ -68,11 +59,62 @@ pub fn init_tracing() {
                 .with_location(false)
                 .with_threads(false)
                 .with_target(false)
+                // Neither is needed, and each costs on every poll of every instrumented future: the
+                // busy/idle timings take the clock at each enter and exit, and activation attaches the
+                // span's context to the thread at each enter. Parents are found through `tracing`'s
+                // own current span.
+                .with_tracked_inactivity(false)
+                .with_context_activation(false)
         })
-        .with_filter(ours);
-    let statements = mall_storage::telemetry::layer(spans);
+        .with_filter(Exported { spans, statements: false });
+    let statements = mall_storage::telemetry::layer().with_filter(Exported { spans, statements: true });
     // Already installed (tests start many services in one process): keep the first.
     let _ = tracing_subscriber::registry().with(lines).with(otel).with(statements).try_init();
+}
+
+/// What the layers that feed OpenTelemetry see (the spans layer, and the statements' layer with
+/// `statements`): our own spans (crates named `mall…`, INFO and above) always, and the trace-only spans
+/// and sqlx's statement events only while the request being served is recorded
+/// ([`crate::trace::recording`]), so that a trace that is not sampled costs no span beyond the request's
+/// own; the statements' layer also sees every pool acquisition (a metric). Without OpenTelemetry
+/// (`spans` false) the layer is absent but this filter stays, enabling nothing: a bare `None` layer would
+/// make every callsite of every crate "sometimes" enabled, so that each of hyper's and h2's disabled
+/// trace events went through the whole filter chain (measured: a product read a third slower than
+/// with OpenTelemetry on).
+struct Exported {
+    spans: bool,
+    statements: bool,
+}
+
+impl Exported {
+    /// The answer when the callsite alone decides; `None` when it depends on the request.
+    fn by_callsite(&self, meta: &Metadata<'_>) -> Option<bool> {
+        let target = meta.target();
+        if self.statements && target == mall_storage::telemetry::ACQUIRE_TARGET {
+            return Some(true);
+        }
+        if !self.spans {
+            return Some(false);
+        }
+        if target == TRACE_ONLY || (self.statements && target == mall_storage::telemetry::STATEMENT_TARGET) {
+            return None;
+        }
+        Some(target.starts_with("mall") && *meta.level() <= Level::INFO)
+    }
+}
+
+impl<S> Filter<S> for Exported {
+    fn enabled(&self, meta: &Metadata<'_>, _: &FilterContext<'_, S>) -> bool {
+        self.by_callsite(meta).unwrap_or_else(crate::trace::recording)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        match self.by_callsite(meta) {
+            Some(true) => Interest::always(),
+            Some(false) => Interest::never(),
+            None => Interest::sometimes(),
+        }
+    }
 }
 
 /// Sends the spans not exported yet (call it before the process exits). Without an exporter, a no-op.

@@ -29,6 +29,21 @@ const MAX_REQUEST_ID: usize = 128;
 
 tokio::task_local! {
     static REQUEST_ID: HeaderValue;
+    /// Whether the trace of the request this task serves is recorded.
+    static SAMPLED: bool;
+}
+
+/// Whether the spans made now would be recorded: false while serving a request whose trace was not
+/// sampled, so that the spans only OpenTelemetry sees ([`crate::TRACE_ONLY`]) and the statements' spans
+/// are not made at all. Outside a request, true (a span made there is sampled on its own).
+pub fn recording() -> bool {
+    SAMPLED.try_with(|sampled| *sampled).unwrap_or(true)
+}
+
+/// Runs `work` as part of the trace of `span` (see [`recording`]).
+pub async fn in_trace_of<F: Future>(span: &tracing::Span, work: F) -> F::Output {
+    let sampled = span.context().span().span_context().is_sampled();
+    SAMPLED.scope(sampled, work).await
 }
 
 /// The id of the request this task serves, if it has one.
@@ -203,7 +218,7 @@ pub(crate) async fn observe_incoming(
     }
     let _in_flight = InFlight::enter(service);
     let started = Instant::now();
-    let served = next.run(request).instrument(span.clone());
+    let served = in_trace_of(&span, next.run(request).instrument(span.clone()));
     let response = match request_id {
         Some(id) => REQUEST_ID.scope(id, served).await,
         None => served.await,

@@ -19,14 +19,14 @@ use sqlx::AnyPool;
 use tokio::task::JoinHandle;
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Dispatch, Event, Level, Subscriber};
-use tracing_subscriber::filter::{Filtered, Targets};
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The spans a statement's span may hang under: ours (`mall…`), at the levels the runtime's
-/// OpenTelemetry layer records. Must match it, or statements lose their parents.
-const PARENT_TARGETS: [(&str, Level); 2] = [("mall", Level::INFO), ("mall::trace", Level::TRACE)];
+/// The target of sqlx's event at the end of each statement.
+pub const STATEMENT_TARGET: &str = "sqlx::query";
+/// The target of sqlx's event when a pooled connection is handed out.
+pub const ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
 
 /// Histogram of the time spent waiting for a pooled connection.
 pub const ACQUIRE_DURATION: &str = "mall_db_pool_acquire_duration_seconds";
@@ -38,19 +38,10 @@ pub(crate) fn set_db_system(system: &'static str) {
     let _ = SYSTEM.set(system);
 }
 
-/// The layer to add to the subscriber; with `spans`, statements of sampled traces become spans.
-pub fn layer<S>(spans: bool) -> Filtered<Statements, Targets, S>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    let mut targets = Targets::new().with_target("sqlx::pool::acquire", Level::TRACE);
-    if spans {
-        targets = targets.with_target("sqlx::query", Level::TRACE);
-        for (target, level) in PARENT_TARGETS {
-            targets = targets.with_target(target, level);
-        }
-    }
-    Statements { dispatch: RwLock::new(None) }.with_filter(targets)
+/// The layer to add to the subscriber, filtered to see [`ACQUIRE_TARGET`] events, and, to make spans,
+/// [`STATEMENT_TARGET`] events and the spans a statement may hang under.
+pub fn layer() -> Statements {
+    Statements { dispatch: RwLock::new(None) }
 }
 
 /// See the module's documentation.
@@ -68,7 +59,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let target = event.metadata().target();
-        if target == "sqlx::pool::acquire" {
+        if target == ACQUIRE_TARGET {
             let mut fields = Fields::default();
             event.record(&mut fields);
             if let Some(waited) = fields.acquired_after_secs {
@@ -76,7 +67,7 @@ where
             }
             return;
         }
-        if target != "sqlx::query" {
+        if target != STATEMENT_TARGET {
             return;
         }
         let Some(parent) = ctx.event_span(event) else { return };

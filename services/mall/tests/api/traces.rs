@@ -17,7 +17,7 @@ async fn traced_mall(receiver: &Receiver) -> MallUp {
     MallUp::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_SERVICE_NAME", "mall-up"),
-        ("OTEL_TRACES_SAMPLER", "always_on"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ])
     .await
@@ -222,6 +222,37 @@ async fn a_client_traceparent_is_continued_and_a_malformed_one_ignored() {
         let gateway = spans.iter().find(|s| s.name == "GET /products/list").expect("the new trace");
         assert_eq!(gateway.parent_span_id, None, "{bad}: a new root");
     }
+
+    // Not sampled by the client: continued all the way (the same trace id comes back, flagged not
+    // sampled), and nothing of it recorded. No service may start a trace of its own for it: every
+    // root the receiver has is the gateway's.
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let response = client
+        .get(&url)
+        .header("traceparent", format!("00-{unsampled}-b7ad6b7169203331-00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(trace_id_of(&response), unsampled);
+    assert!(response.headers()["traceparent"].to_str().unwrap().ends_with("-00"));
+    // A sampled request after it, to know that what came before has been exported too.
+    let response = client.get(&url).send().await.unwrap();
+    let last = trace_id_of(&response);
+    receiver
+        .wait_for_trace(&last, Duration::from_secs(20), |s| {
+            s.iter().any(|s| s.name.ends_with("ListProducts") && s.kind == "server")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.trace(unsampled).is_empty(), "{}", render_tree(&receiver.trace(unsampled)));
+    let services_roots: Vec<String> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.parent_span_id.is_none() && s.kind == "server" && s.name.starts_with("mall."))
+        .map(|s| s.name)
+        .collect();
+    assert!(services_roots.is_empty(), "services started traces of their own: {services_roots:?}");
 
     let (status, _) = mall.stop();
     assert!(status.success());

@@ -98,8 +98,14 @@ impl Service<http::Request<Body>> for PeerChannel {
         if let Some(id) = trace::request_id() {
             request.headers_mut().insert(trace::REQUEST_ID_HEADER, id);
         }
-        let span = client_span(request.uri().path(), &self.pool.name);
-        trace::inject_context(&span, request.headers_mut());
+        // In a trace that is not recorded no client span is made; the callee continues the caller's.
+        let span = if trace::recording() {
+            client_span(request.uri().path(), &self.pool.name)
+        } else {
+            tracing::Span::none()
+        };
+        let carrier = if span.is_none() { tracing::Span::current() } else { span.clone() };
+        trace::inject_context(&carrier, request.headers_mut());
         let sent = send(self.pool.clone(), request, deadline).instrument(span.clone());
         Box::pin(async move {
             let result = sent.await;

@@ -8,7 +8,9 @@ use clap::Parser;
 use mall_testkit::otlp::{Receiver, render_tree};
 
 #[derive(Parser)]
-#[command(about = "Receives OTLP/gRPC traces and prints each one, as JSON and as a tree, once it is complete")]
+#[command(
+    about = "Receives OTLP/gRPC traces and prints each one, as JSON and as a tree, once it is complete"
+)]
 struct Args {
     /// Address to serve OTLP/gRPC on.
     #[arg(long, default_value = "0.0.0.0:4317")]
