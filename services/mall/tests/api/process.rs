@@ -69,6 +69,16 @@ impl MallUp {
     }
 }
 
+/// A test that fails (panics) before [`MallUp::stop`] leaves no `mall up` behind.
+impl Drop for MallUp {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The JSON body of a response that must have succeeded.
 pub(crate) async fn json_ok(response: reqwest::Response) -> serde_json::Value {
     let status = response.status();
