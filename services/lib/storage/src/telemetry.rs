@@ -106,7 +106,9 @@ where
 /// The statement's operation, from its first word: one of a fixed set (span names stay few).
 fn operation(summary: &str) -> &'static str {
     let first = summary.split_whitespace().next().unwrap_or("");
-    const KNOWN: [&str; 12] = [
+    // SET: what sqlx-mysql sends on each new connection (sql_mode, time_zone, names).
+    const KNOWN: [&str; 13] = [
+        "SET",
         "SELECT",
         "INSERT",
         "UPDATE",
@@ -243,6 +245,7 @@ mod tests {
     fn operations_are_a_closed_set() {
         assert_eq!(operation("select id, name"), "SELECT");
         assert_eq!(operation("INSERT INTO x"), "INSERT");
+        assert_eq!(operation("SET sql_mode=(SELECT"), "SET");
         assert_eq!(operation("WITH t AS"), "SQL");
         assert_eq!(operation(""), "SQL");
     }
