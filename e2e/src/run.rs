@@ -333,6 +333,29 @@ impl<'a> Run<'a> {
         Ok((Gateway::new(forward.url())?, Some(forward)))
     }
 
+    /// A new customer with `quantity` of a new product (made by the admin, `stock` in stock, at
+    /// `price`) in the cart: (email, token, product id).
+    pub async fn shopper_with_cart(
+        &self,
+        gw: &Gateway,
+        product: &str,
+        price: &str,
+        stock: i64,
+        quantity: i64,
+    ) -> Result<(String, String, i64)> {
+        let email = format!("e2e-{}@example.com", crate::cluster::suffix());
+        let password = "correct horse battery";
+        gw.register(&email, password).await?;
+        let token = gw.login(&email, password).await?;
+        let admin_email = self.stacks().get(STACK).await?.spec.admin.email;
+        let admin_token = gw.login(&admin_email, &self.admin_password().await?).await?;
+        let product = gw.create_product(&admin_token, product, price, stock).await?;
+        gw.post("/cart/additem", &json!({"product_id": product, "quantity": quantity}), Some(&token))
+            .await?
+            .expect(200, "add to cart")?;
+        Ok((email, token, product))
+    }
+
     /// The admin's password, from the Secret the operator generated.
     pub async fn admin_password(&self) -> Result<String> {
         let secret = self.api::<Secret>().get(&format!("{STACK}-admin")).await.context("the admin Secret")?;

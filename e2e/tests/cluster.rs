@@ -23,7 +23,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
-use mall_e2e::cluster::{Cluster, suffix, wait_for};
+use mall_e2e::cluster::{Cluster, wait_for};
 use mall_e2e::run::{RELEASE, Run, STACK, components};
 use mall_operator::MallStack;
 use serde::de::DeserializeOwned;
@@ -103,18 +103,7 @@ async fn seed_flow(run: &Run<'_>) -> Result<()> {
     eprintln!("e2e: gateway at {}", gw.url);
     gw.wait_ready(Duration::from_secs(60)).await?;
 
-    let email = format!("e2e-{}@example.com", suffix());
-    let password = "correct horse battery";
-    gw.register(&email, password).await?;
-    let token = gw.login(&email, password).await?;
-
-    let admin_email = run.stacks().get(STACK).await?.spec.admin.email;
-    let admin_token = gw.login(&admin_email, &run.admin_password().await?).await?;
-    let product = gw.create_product(&admin_token, "E2E mug", "12.50", 10).await?;
-
-    gw.post("/cart/additem", &json!({"product_id": product, "quantity": 2}), Some(&token))
-        .await?
-        .expect(200, "add to cart")?;
+    let (email, token, product) = run.shopper_with_cart(&gw, "E2E mug", "12.50", 10, 2).await?;
     let (order_id, total) = gw.checkout(&token, &email).await?;
     ensure!(total == 2500, "total: {total}");
 

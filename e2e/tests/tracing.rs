@@ -13,7 +13,7 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{LogParams, PostParams};
 use mall_e2e::cluster::{Cluster, wait_for};
-use mall_e2e::run::{Run, STACK, pod_ready};
+use mall_e2e::run::{Run, pod_ready};
 use serde_json::{Value, json};
 
 const RECEIVER: &str = "otlp";
@@ -54,16 +54,7 @@ async fn steps(run: &mut Run<'_>, receiver_image: &str) -> Result<()> {
     run.step("one checkout through the gateway");
     let (gw, _forward) = run.gateway().await?;
     gw.wait_ready(Duration::from_secs(60)).await?;
-    let email = format!("e2e-trace-{}@example.com", std::process::id());
-    let password = "correct horse battery";
-    gw.register(&email, password).await?;
-    let token = gw.login(&email, password).await?;
-    let admin_email = run.stacks().get(STACK).await?.spec.admin.email;
-    let admin_token = gw.login(&admin_email, &run.admin_password().await?).await?;
-    let product = gw.create_product(&admin_token, "Traced mug", "9.99", 5).await?;
-    gw.post("/cart/additem", &json!({"product_id": product, "quantity": 1}), Some(&token))
-        .await?
-        .expect(200, "add to cart")?;
+    let (email, token, _) = run.shopper_with_cart(&gw, "Traced mug", "9.99", 5, 1).await?;
     let reply = gw.checkout_reply(&token, &email).await?;
     let traceparent = reply.traceparent.as_deref().context("the checkout reply has no traceparent")?;
     let trace_id = traceparent.split('-').nth(1).context("a malformed traceparent")?.to_owned();
