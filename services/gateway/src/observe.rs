@@ -38,14 +38,14 @@ pub(crate) async fn observe(req: Request, next: Next) -> Response {
         request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
         trace_id = tracing::field::Empty,
     );
-    trace::set_parent(&span, trace::extract_context(req.headers()));
-    if let Some(id) = trace::trace_id(&span) {
+    let cx = trace::begin(&span, trace::extract_context(req.headers()));
+    if let Some(id) = trace::trace_id(&cx) {
         span.record("trace_id", id);
     }
 
     let in_flight = InFlight::enter();
     let started = Instant::now();
-    let served = trace::in_trace_of(&span, next.run(req).instrument(span.clone()));
+    let served = trace::in_trace(cx.clone(), next.run(req).instrument(span.clone()));
     let mut response = match request_id {
         Some(id) => trace::with_request_id(id, served).await,
         None => served.await,
@@ -58,7 +58,7 @@ pub(crate) async fn observe(req: Request, next: Next) -> Response {
         span.record("otel.status_code", "ERROR");
         tracing::error!(parent: &span, status = status.as_u16(), "request failed");
     }
-    trace::inject_context(&span, response.headers_mut());
+    trace::inject(&cx, response.headers_mut());
     let route = route.unwrap_or_else(|| "unmatched".to_owned());
     let method = method.to_string();
     metrics::counter!("mall_http_requests_total",

@@ -29,21 +29,33 @@ const MAX_REQUEST_ID: usize = 128;
 
 tokio::task_local! {
     static REQUEST_ID: HeaderValue;
-    /// Whether the trace of the request this task serves is recorded.
-    static SAMPLED: bool;
+    /// The trace context of the request this task serves: its request span's.
+    static TRACE: Context;
 }
 
 /// Whether the spans made now would be recorded: false while serving a request whose trace was not
 /// sampled, so that the spans only OpenTelemetry sees ([`crate::TRACE_ONLY`]) and the statements' spans
 /// are not made at all. Outside a request, true (a span made there is sampled on its own).
 pub fn recording() -> bool {
-    SAMPLED.try_with(|sampled| *sampled).unwrap_or(true)
+    TRACE.try_with(|cx| cx.span().span_context().is_sampled()).unwrap_or(true)
 }
 
-/// Runs `work` as part of the trace of `span` (see [`recording`]).
-pub async fn in_trace_of<F: Future>(span: &tracing::Span, work: F) -> F::Output {
-    let sampled = span.context().span().span_context().is_sampled();
-    SAMPLED.scope(sampled, work).await
+/// The trace context of the request this task serves (see [`in_trace`]).
+pub fn request_context() -> Option<Context> {
+    TRACE.try_with(Clone::clone).ok()
+}
+
+/// Runs `work` as part of the trace `cx` (the context of the request's span, from [`begin`]).
+pub async fn in_trace<F: Future>(cx: Context, work: F) -> F::Output {
+    TRACE.scope(cx, work).await
+}
+
+/// Makes `span` continue the trace of `parent` (a context from [`extract_context`]; an empty one leaves
+/// it the root of a new trace), and returns the span's own context, made once for the request.
+pub fn begin(span: &tracing::Span, parent: Context) -> Context {
+    // Fails only for a span OpenTelemetry does not see (disabled): nothing to continue then.
+    let _ = span.set_parent(parent);
+    span.context()
 }
 
 /// The id of the request this task serves, if it has one.
@@ -81,28 +93,24 @@ pub fn extract_context(headers: &HeaderMap) -> Context {
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }
 
-/// Writes the context of `span` into `headers` as `traceparent` (and `tracestate`), for the next hop
-/// or for the client.
+/// Writes the context of `span` into `headers` (see [`inject`]).
 pub fn inject_context(span: &tracing::Span, headers: &mut HeaderMap) {
-    let cx = span.context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+    inject(&span.context(), headers);
+}
+
+/// Writes `cx` into `headers` as `traceparent` (and `tracestate`), for the next hop or for the client.
+pub fn inject(cx: &Context, headers: &mut HeaderMap) {
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(cx, &mut HeaderInjector(headers)));
     // The propagator writes an empty `tracestate` when there is none: leave it out.
     if headers.get("tracestate").is_some_and(|v| v.is_empty()) {
         headers.remove("tracestate");
     }
 }
 
-/// Makes `span` continue the trace of `cx` (a context from [`extract_context`]); an empty context
-/// leaves it the root of a new trace.
-pub fn set_parent(span: &tracing::Span, cx: Context) {
-    // Fails only for a span OpenTelemetry does not see (disabled): nothing to continue then.
-    let _ = span.set_parent(cx);
-}
-
-/// The trace id of `span` in hex, if it has a valid one.
-pub fn trace_id(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
-    let span_context = cx.span().span_context().clone();
+/// The trace id of `cx` in hex, if it has a valid one.
+pub fn trace_id(cx: &Context) -> Option<String> {
+    let span = cx.span();
+    let span_context = span.span_context();
     span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
 
@@ -212,13 +220,13 @@ pub(crate) async fn observe_incoming(
         request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
         trace_id = tracing::field::Empty,
     );
-    set_parent(&span, extract_context(request.headers()));
-    if let Some(id) = trace_id(&span) {
+    let cx = begin(&span, extract_context(request.headers()));
+    if let Some(id) = trace_id(&cx) {
         span.record("trace_id", id);
     }
     let _in_flight = InFlight::enter(service);
     let started = Instant::now();
-    let served = in_trace_of(&span, next.run(request).instrument(span.clone()));
+    let served = in_trace(cx, next.run(request).instrument(span.clone()));
     let response = match request_id {
         Some(id) => REQUEST_ID.scope(id, served).await,
         None => served.await,

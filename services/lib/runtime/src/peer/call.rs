@@ -104,8 +104,11 @@ impl Service<http::Request<Body>> for PeerChannel {
         } else {
             tracing::Span::none()
         };
-        let carrier = if span.is_none() { tracing::Span::current() } else { span.clone() };
-        trace::inject_context(&carrier, request.headers_mut());
+        match trace::request_context() {
+            Some(cx) if span.is_none() => trace::inject(&cx, request.headers_mut()),
+            _ if span.is_none() => trace::inject_context(&tracing::Span::current(), request.headers_mut()),
+            _ => trace::inject_context(&span, request.headers_mut()),
+        }
         let sent = send(self.pool.clone(), request, deadline).instrument(span.clone());
         Box::pin(async move {
             let result = sent.await;
