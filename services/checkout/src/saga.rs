@@ -356,7 +356,7 @@ impl Checkouts {
         Ok(())
     }
 
-    /// ORDER_PLACED → CHARGED, or → ORDER_CANCELLED on a decline.
+    /// ORDER_PLACED → ORDER_PAID, or → ORDER_CANCELLED on a decline.
     async fn charge(
         &self,
         row: &mut CheckoutRow,
@@ -385,9 +385,15 @@ impl Checkouts {
         };
         row.transaction_id = payment.transaction_id.clone();
         match payment.status() {
+            // The payment service answers SUCCEEDED only once the order is PAID (it voids a charge whose
+            // order cannot be paid), so there is no MarkPaid left to ask for.
             payment_pb::PaymentStatus::Succeeded => {
-                row.step = Step::Charged;
-                self.commit(row, lease).await
+                row.step = Step::OrderPaid;
+                row.outcome = Outcome::Succeeded;
+                self.commit(row, lease).await?;
+                tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id,
+                    transaction_id = %row.transaction_id, "checkout paid");
+                Ok(())
             }
             payment_pb::PaymentStatus::Declined => {
                 row.decline_reason = match payment.decline_reason() {
@@ -490,7 +496,8 @@ impl Checkouts {
         }
     }
 
-    /// CHARGED → ORDER_PAID (outcome SUCCEEDED). Payment has normally done it already.
+    /// CHARGED → ORDER_PAID (outcome SUCCEEDED): for a payment found rather than made here (a recovered
+    /// checkout, or an order paid meanwhile), whose order may not be PAID yet.
     async fn mark_paid(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
         let request = order_pb::MarkPaidRequest {
             order_id: row.order_id.clone(),

@@ -148,6 +148,9 @@ async fn one_checkout_is_one_trace_across_every_service() {
             && descends_from(&by_id, s, charge)),
         "the card processor's span:\n{tree}"
     );
+    // Payment marks the order paid; the saga does not ask again.
+    let mark_paid = spans.iter().filter(|s| s.name.ends_with("OrderService/MarkPaid") && s.kind == "server");
+    assert_eq!(mark_paid.count(), 1, "MarkPaid once:\n{tree}");
     for step in ["checkout place order", "checkout charge", "checkout empty cart"] {
         let span = spans.iter().find(|s| s.name == step).unwrap_or_else(|| panic!("no span {step}:\n{tree}"));
         assert_eq!(span.attribute("checkout.action"), step.strip_prefix("checkout "), "{tree}");
