@@ -387,14 +387,7 @@ impl Checkouts {
         match payment.status() {
             // The payment service answers SUCCEEDED only once the order is PAID (it voids a charge whose
             // order cannot be paid), so there is no MarkPaid left to ask for.
-            payment_pb::PaymentStatus::Succeeded => {
-                row.step = Step::OrderPaid;
-                row.outcome = Outcome::Succeeded;
-                self.commit(row, lease).await?;
-                tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id,
-                    transaction_id = %row.transaction_id, "checkout paid");
-                Ok(())
-            }
+            payment_pb::PaymentStatus::Succeeded => self.paid(row, lease).await,
             payment_pb::PaymentStatus::Declined => {
                 row.decline_reason = match payment.decline_reason() {
                     payment_pb::DeclineReason::Unspecified => payment_pb::DeclineReason::ProcessorDeclined,
@@ -496,6 +489,16 @@ impl Checkouts {
         }
     }
 
+    /// The order is PAID: ORDER_PAID, outcome SUCCEEDED.
+    async fn paid(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
+        row.step = Step::OrderPaid;
+        row.outcome = Outcome::Succeeded;
+        self.commit(row, lease).await?;
+        tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id,
+            transaction_id = %row.transaction_id, "checkout paid");
+        Ok(())
+    }
+
     /// CHARGED → ORDER_PAID (outcome SUCCEEDED): for a payment found rather than made here (a recovered
     /// checkout, or an order paid meanwhile), whose order may not be PAID yet.
     async fn mark_paid(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
@@ -504,14 +507,7 @@ impl Checkouts {
             transaction_id: row.transaction_id.clone(),
         };
         match self.inner.order.clone().mark_paid(request).await {
-            Ok(_) => {
-                row.step = Step::OrderPaid;
-                row.outcome = Outcome::Succeeded;
-                self.commit(row, lease).await?;
-                tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id,
-                    transaction_id = %row.transaction_id, "checkout paid");
-                Ok(())
-            }
+            Ok(_) => self.paid(row, lease).await,
             Err(s) if is_transient(s.code()) => Err(CheckoutError::peer_unavailable("the order service", &s)),
             Err(s) => {
                 // The payment service voids a charge whose order cannot be paid.
