@@ -38,8 +38,8 @@ pub(crate) fn set_db_system(system: &'static str) {
     let _ = SYSTEM.set(system);
 }
 
-/// The layer to add to the subscriber, filtered to see [`ACQUIRE_TARGET`] events, and, to make spans,
-/// [`STATEMENT_TARGET`] events and the spans a statement may hang under.
+/// The layer to add to the subscriber. The caller filters what it sees: [`ACQUIRE_TARGET`] events, and,
+/// to make spans, [`STATEMENT_TARGET`] events and the spans a statement may hang under.
 pub fn layer() -> Statements {
     Statements { dispatch: RwLock::new(None) }
 }

@@ -104,10 +104,12 @@ impl Service<http::Request<Body>> for PeerChannel {
         } else {
             tracing::Span::none()
         };
-        match trace::request_context() {
-            Some(cx) if span.is_none() => trace::inject(&cx, request.headers_mut()),
-            _ if span.is_none() => trace::inject_context(&tracing::Span::current(), request.headers_mut()),
-            _ => trace::inject_context(&span, request.headers_mut()),
+        if !span.is_none() {
+            trace::inject_context(&span, request.headers_mut());
+        } else if let Some(cx) = trace::request_context() {
+            trace::inject(&cx, request.headers_mut());
+        } else {
+            trace::inject_context(&tracing::Span::current(), request.headers_mut());
         }
         let sent = send(self.pool.clone(), request, deadline).instrument(span.clone());
         Box::pin(async move {
