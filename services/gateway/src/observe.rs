@@ -26,22 +26,21 @@ pub(crate) async fn observe(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let method = req.method().clone();
     let request_id = req.headers().get(REQUEST_ID_HEADER).cloned();
-    let span = tracing::info_span!(
-        "request",
-        otel.name = format!("{method} {}", route.as_deref().unwrap_or("unmatched")),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = route.as_deref().unwrap_or("unmatched"),
-        http.response.status_code = tracing::field::Empty,
-        path = %req.uri().path(),
-        request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-        trace_id = tracing::field::Empty,
-    );
-    let cx = trace::begin(&span, trace::extract_context(req.headers()));
-    if let Some(id) = trace::trace_id(&cx) {
-        span.record("trace_id", id);
-    }
+    let name = format!("{method} {}", route.as_deref().unwrap_or("unmatched"));
+    let (span, cx) = trace::start(trace::extract_context(req.headers()), &name, |trace_id| {
+        tracing::info_span!(
+            "request",
+            otel.name = name,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            http.route = route.as_deref().unwrap_or("unmatched"),
+            http.response.status_code = tracing::field::Empty,
+            path = %req.uri().path(),
+            request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            trace_id = trace_id.map(tracing::field::display),
+        )
+    });
 
     let in_flight = InFlight::enter();
     let started = Instant::now();

@@ -13,11 +13,13 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::subscriber::Interest;
 use tracing::{Level, Metadata};
 use tracing_subscriber::layer::{Context as FilterContext, Filter};
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
+
+use crate::trace::{ChosenIds, Sampler};
 
 /// The target of spans that only OpenTelemetry sees (a database statement, a cache call, a call to a
 /// peer): log lines carry the fields of the request's span, not of these.
@@ -73,10 +75,11 @@ pub fn init_tracing() {
 }
 
 /// What the layers that feed OpenTelemetry see (the spans layer, and the statements' layer with
-/// `statements`): our own spans (crates named `mall…`, INFO and above) always, and the trace-only spans
-/// and sqlx's statement events only while the request being served is recorded
-/// ([`crate::trace::recording`]), so that a trace that is not sampled costs no span beyond the request's
-/// own; the statements' layer also sees every pool acquisition (a metric). Without OpenTelemetry
+/// `statements`): our own spans and events (crates named `mall…`, INFO and above), the trace-only spans
+/// and sqlx's statement events, all only while the request being served is recorded
+/// ([`crate::trace::recording`]; [`crate::trace::start`] decides that before it makes the request's
+/// span), so that a trace that is not sampled costs OpenTelemetry nothing; the statements' layer also
+/// sees every pool acquisition (a metric). Without OpenTelemetry
 /// (`spans` false) the layer is absent but this filter stays, enabling nothing: a bare `None` layer would
 /// make every callsite of every crate "sometimes" enabled, so that each of hyper's and h2's disabled
 /// trace events went through the whole filter chain (measured: a product read a third slower than
@@ -96,10 +99,10 @@ impl Exported {
         if !self.spans {
             return Some(false);
         }
-        if target == TRACE_ONLY || (self.statements && target == mall_storage::telemetry::STATEMENT_TARGET) {
-            return None;
-        }
-        Some(target.starts_with("mall") && *meta.level() <= Level::INFO)
+        let ours = target == TRACE_ONLY
+            || (self.statements && target == mall_storage::telemetry::STATEMENT_TARGET)
+            || (target.starts_with("mall") && *meta.level() <= Level::INFO);
+        if ours { None } else { Some(false) }
     }
 }
 
@@ -139,23 +142,27 @@ fn endpoint_configured() -> bool {
 }
 
 /// A provider that exports over OTLP/gRPC with the sampler the environment names, when an endpoint is
-/// configured; otherwise one that makes trace contexts and records nothing.
+/// configured; otherwise one that makes trace contexts and records nothing. Its sampler is the one
+/// [`crate::trace::start`] asks before a request's span is made.
 fn provider() -> SdkTracerProvider {
     let name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.trim().is_empty());
     let resource =
         opentelemetry_sdk::Resource::builder().with_service_name(name.unwrap_or_else(|| "mall".into()));
-    let builder = SdkTracerProvider::builder().with_resource(resource.build());
-    if !endpoint_configured() {
-        return builder.with_sampler(Sampler::AlwaysOff).build();
-    }
-    match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+    let builder =
+        SdkTracerProvider::builder().with_resource(resource.build()).with_id_generator(ChosenIds::default());
+    let exporter =
+        endpoint_configured().then(|| opentelemetry_otlp::SpanExporter::builder().with_tonic().build());
+    let (builder, sampler) = match exporter {
+        None => (builder, Sampler::always_off()),
         // The sampler is the SDK's default: OTEL_TRACES_SAMPLER(_ARG), else parent-based always-on.
-        Ok(exporter) => builder.with_batch_exporter(exporter).build(),
-        Err(e) => {
+        Some(Ok(exporter)) => (builder.with_batch_exporter(exporter), Sampler::from_env()),
+        Some(Err(e)) => {
             eprintln!("OpenTelemetry: cannot export spans ({e}); tracing continues without exporting");
-            builder.with_sampler(Sampler::AlwaysOff).build()
+            (builder, Sampler::always_off())
         }
-    }
+    };
+    sampler.install();
+    builder.with_sampler(sampler).build()
 }
 
 /// Bucket bounds (seconds) of every histogram named `*_duration_seconds`.

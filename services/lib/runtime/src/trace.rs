@@ -7,16 +7,21 @@
 //! [`crate::serve`] puts in front of each service) continues that trace in its own span, whose fields
 //! (`request_id`, `trace_id`) appear on every log line written while the call is served.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::Context;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, ShouldSample,
+};
 use tonic::Code;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -50,12 +55,105 @@ pub async fn in_trace<F: Future>(cx: Context, work: F) -> F::Output {
     TRACE.scope(cx, work).await
 }
 
-/// Makes `span` continue the trace of `parent` (a context from [`extract_context`]; an empty one leaves
-/// it the root of a new trace), and returns the span's own context, made once for the request.
-pub fn begin(span: &tracing::Span, parent: Context) -> Context {
-    // Fails only for a span OpenTelemetry does not see (disabled): nothing to continue then.
+/// The sampler of this process (the SDK's, as the `OTEL_TRACES_SAMPLER*` variables configure it), set
+/// by [`crate::init_tracing`] when OpenTelemetry is on.
+static SAMPLER: OnceLock<Sampler> = OnceLock::new();
+
+thread_local! {
+    /// The trace id [`start`] chose for a sampled request that begins a trace, for the SDK to take when
+    /// it makes that request's span (see [`ChosenIds`]).
+    static CHOSEN_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// The process's sampler, shared by the tracer provider and [`start`] so that both decide alike.
+#[derive(Clone, Debug)]
+pub(crate) struct Sampler(Arc<dyn ShouldSample>);
+
+impl Sampler {
+    /// The sampler the SDK would build from the environment (parent-based always-on by default).
+    pub(crate) fn from_env() -> Sampler {
+        Sampler(Arc::from(opentelemetry_sdk::trace::Config::default().sampler))
+    }
+
+    /// A sampler that records nothing (no endpoint to export to).
+    pub(crate) fn always_off() -> Sampler {
+        Sampler(Arc::new(opentelemetry_sdk::trace::Sampler::AlwaysOff))
+    }
+
+    /// Makes it the one [`start`] asks (the first call wins).
+    pub(crate) fn install(&self) {
+        let _ = SAMPLER.set(self.clone());
+    }
+}
+
+impl ShouldSample for Sampler {
+    fn should_sample(
+        &self,
+        parent: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        self.0.should_sample(parent, trace_id, name, kind, attributes, links)
+    }
+}
+
+/// Random ids, except the trace id [`start`] chose for the span being made on this thread.
+#[derive(Debug, Default)]
+pub(crate) struct ChosenIds(RandomIdGenerator);
+
+impl IdGenerator for ChosenIds {
+    fn new_trace_id(&self) -> TraceId {
+        CHOSEN_TRACE_ID.take().unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
+/// Starts serving a request named `name` (the span's `otel.name`) in the span `make_span` makes from
+/// the trace id, continuing the trace of `parent` (a context from [`extract_context`]; an empty one
+/// begins a new trace). Returns the span and its context, to run the request [`in_trace`].
+///
+/// Whether the trace is sampled is decided first: a request that is not is served in a span
+/// OpenTelemetry never sees (its context, with a trace id and a span id of its own, is made here and
+/// still passed on), so that sampling 0 costs next to nothing. `make_span` must make an INFO span of a
+/// `mall` crate, and gets no trace id when OpenTelemetry is off.
+pub fn start(
+    parent: Context,
+    name: &str,
+    make_span: impl FnOnce(Option<TraceId>) -> tracing::Span,
+) -> (tracing::Span, Context) {
+    let Some(sampler) = SAMPLER.get() else {
+        return (make_span(None), Context::new());
+    };
+    let parent_span = parent.span();
+    let parent_context = parent_span.span_context();
+    let has_parent = parent_context.is_valid();
+    let ids = RandomIdGenerator::default();
+    let trace_id = if has_parent { parent_context.trace_id() } else { ids.new_trace_id() };
+    let decided = sampler.should_sample(Some(&parent), trace_id, name, &SpanKind::Server, &[], &[]);
+    if decided.decision == SamplingDecision::Drop {
+        let own =
+            SpanContext::new(trace_id, ids.new_span_id(), TraceFlags::default(), false, decided.trace_state);
+        let cx = parent.with_remote_span_context(own);
+        let span = TRACE.sync_scope(cx.clone(), || make_span(Some(trace_id)));
+        return (span, cx);
+    }
+    // Outside a request's scope every span is recorded: this one goes to OpenTelemetry, whose SDK
+    // decides again, alike (same sampler, parent and trace id).
+    let span = make_span(Some(trace_id));
+    // Fails only for a span OpenTelemetry does not see: nothing to continue then.
     let _ = span.set_parent(parent);
-    span.context()
+    if !has_parent {
+        CHOSEN_TRACE_ID.set(Some(trace_id));
+    }
+    let cx = span.context();
+    CHOSEN_TRACE_ID.take();
+    (span, cx)
 }
 
 /// The id of the request this task serves, if it has one.
@@ -105,13 +203,6 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     if headers.get("tracestate").is_some_and(|v| v.is_empty()) {
         headers.remove("tracestate");
     }
-}
-
-/// The trace id of `cx` in hex, if it has a valid one.
-pub fn trace_id(cx: &Context) -> Option<String> {
-    let span = cx.span();
-    let span_context = span.span_context();
-    span_context.is_valid().then(|| span_context.trace_id().to_string())
 }
 
 /// `/package.Service/Method` split into the service and the method, when `path` is one of Mall's
@@ -208,22 +299,20 @@ pub(crate) async fn observe_incoming(
     };
     let request_id =
         request.headers().get(REQUEST_ID_HEADER).filter(|v| usable_request_id(v).is_some()).cloned();
-    let span = tracing::info_span!(
-        "rpc",
-        otel.name = &path[1..],
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        rpc.system = "grpc",
-        rpc.service = rpc_service,
-        rpc.method = method,
-        rpc.grpc.status_code = tracing::field::Empty,
-        request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-        trace_id = tracing::field::Empty,
-    );
-    let cx = begin(&span, extract_context(request.headers()));
-    if let Some(id) = trace_id(&cx) {
-        span.record("trace_id", id);
-    }
+    let (span, cx) = start(extract_context(request.headers()), &path[1..], |trace_id| {
+        tracing::info_span!(
+            "rpc",
+            otel.name = &path[1..],
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = rpc_service,
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            trace_id = trace_id.map(tracing::field::display),
+        )
+    });
     let _in_flight = InFlight::enter(service);
     let started = Instant::now();
     let served = in_trace(cx, next.run(request).instrument(span.clone()));
