@@ -17,6 +17,7 @@
 //! After each scenario it prints the process's resident memory, now and at its peak: the mall runs in
 //! this process (with the `mall` binary's allocator), so that is what `mall up` would use.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +63,14 @@ struct Args {
     /// Measurements of each side in the tracing scenario.
     #[arg(long, default_value_t = 4)]
     rounds: usize,
+    /// Run the mall on this MySQL-compatible server instead of SQLite (`mysql://root@127.0.0.1:3306`):
+    /// each service in a database `mallbench_<service>`, dropped first so that every run starts empty.
+    #[arg(long, env = "MALL_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Share the cache through this Redis (`redis://127.0.0.1:6379`) instead of in process; keys under
+    /// a namespace of this run's own.
+    #[arg(long, env = "MALL_BENCH_REDIS_URL")]
+    redis_url: Option<String>,
     /// Product scenario only: measure the gateway alone and print it as one `RESULT` line (what the
     /// tracing scenario runs in each of its processes).
     #[arg(long, hide = true)]
@@ -172,7 +181,11 @@ async fn get_ok(client: &reqwest::Client, url: &str) -> bool {
     }
 }
 
-async fn product_scenario(mall: &mall::Mall, args: &Args) -> anyhow::Result<()> {
+async fn product_scenario(
+    mall: &mall::Mall,
+    shared: &mall::config::Shared,
+    args: &Args,
+) -> anyhow::Result<()> {
     let product = mall.service_addr("product").context("no product service")?;
     let grpc = ProductServiceClient::new(mall_runtime::channel(&product.to_string())?);
     let bare = axum::Router::new().route("/products/{id}", axum::routing::get(bare_handler)).with_state(grpc);
@@ -216,6 +229,28 @@ async fn product_scenario(mall: &mall::Mall, args: &Args) -> anyhow::Result<()> 
     .await?;
     report("gateway", "req", &gateway);
     ratio("gateway/baseline", &gateway, &baseline);
+
+    // The same read with a bearer token: the gateway verifies it (and asks whether it was revoked).
+    let token = login(
+        &client,
+        &mall.gateway_url(),
+        &shared.admin_email,
+        shared.admin_password.as_deref().unwrap_or_default(),
+    )
+    .await?;
+    let (c, u) = (client.clone(), gateway_url.clone());
+    let authenticated = load(args.requests, args.concurrency, move |_, _| {
+        let (c, u, token) = (c.clone(), u.clone(), token.clone());
+        async move {
+            match c.get(&u).bearer_auth(&token).send().await {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+    .await?;
+    report("gateway, authenticated", "req", &authenticated);
+    ratio("authenticated/anonymous", &authenticated, &gateway);
     Ok(())
 }
 
@@ -264,6 +299,18 @@ async fn signup_scenario(mall: &mall::Mall, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Logs in through the gateway and returns the bearer token.
+async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> anyhow::Result<String> {
+    let r: Value = client
+        .post(format!("{base}/login"))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    r["data"]["token"].as_str().map(str::to_owned).context("login failed")
+}
+
 async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
     let r = client.post(url).bearer_auth(token).json(body).send().await?;
     let status = r.status();
@@ -279,20 +326,9 @@ async fn checkout_scenario(
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let base = mall.gateway_url();
-    let login = |email: String, password: String| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let r: Value = client
-                .post(format!("{base}/login"))
-                .json(&json!({ "email": email, "password": password }))
-                .send()
-                .await?
-                .json()
-                .await?;
-            r["data"]["token"].as_str().map(str::to_owned).context("login failed")
-        }
-    };
-    let admin = login(shared.admin_email.clone(), shared.admin_password.clone().unwrap_or_default()).await?;
+    let admin =
+        login(&client, &base, &shared.admin_email, shared.admin_password.as_deref().unwrap_or_default())
+            .await?;
     let product = post(
         &client,
         &format!("{base}/product/create"),
@@ -310,7 +346,7 @@ async fn checkout_scenario(
             .send()
             .await?;
         anyhow::ensure!(r.status().is_success(), "register failed: {}", r.status());
-        tokens.push(login(email, "bench-password".into()).await?);
+        tokens.push(login(&client, &base, &email, "bench-password").await?);
     }
     let tokens = Arc::new(tokens);
     let body = json!({
@@ -322,10 +358,22 @@ async fn checkout_scenario(
 
     // Baseline: one database write round trip (an upsert on a table of the bench's own) at the same
     // concurrency, on the same kind of database the mall uses.
-    let db = mall_storage::Db::connect(&mall_storage::sqlite_url_in(&shared.data_dir, "baseline")).await?;
-    sqlx::query("CREATE TABLE IF NOT EXISTS counters (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    let url = match &shared.database_url {
+        Some(base) => mall_storage::database_url_with_name(base, "mallbench_baseline")?,
+        None => mall_storage::sqlite_url_in(&shared.data_dir, "baseline"),
+    };
+    let db = mall_storage::Db::connect(&url).await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
         .execute(db.pool())
         .await?;
+    let upsert = match db.backend() {
+        mall_storage::Backend::MySql => {
+            "INSERT INTO counters (id, n) VALUES (?, 1) ON DUPLICATE KEY UPDATE n = n + 1"
+        }
+        mall_storage::Backend::Sqlite => {
+            "INSERT INTO counters (id, n) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1"
+        }
+    };
     println!(
         "checkout (add to cart + checkout) — {} checkouts at concurrency {}",
         args.checkouts, args.concurrency
@@ -333,17 +381,12 @@ async fn checkout_scenario(
     let pool = db.clone();
     let baseline = load(args.checkouts, args.concurrency, move |worker, _| {
         let pool = pool.clone();
-        async move {
-            sqlx::query("INSERT INTO counters (id, n) VALUES (?, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1")
-                .bind(worker as i64)
-                .execute(pool.pool())
-                .await
-                .is_ok()
-        }
+        async move { sqlx::query(upsert).bind(worker as i64).execute(pool.pool()).await.is_ok() }
     })
     .await?;
     report("baseline: one database write", "op", &baseline);
 
+    let before = durations();
     let (c, b) = (client.clone(), base.clone());
     let stats = load(args.checkouts, args.concurrency, move |worker, _| {
         let (client, base, tokens, body) = (c.clone(), b.clone(), tokens.clone(), body.clone());
@@ -357,7 +400,50 @@ async fn checkout_scenario(
     .await?;
     report("add to cart + checkout", "checkout", &stats);
     ratio("checkout/database write", &stats, &baseline);
+    breakdown(&before, &durations(), args.checkouts);
     Ok(())
+}
+
+/// The sum and count of every `*_duration_seconds` histogram of this process's metrics (the mall runs
+/// in it), by series: `name{labels}` without the suffix.
+fn durations() -> BTreeMap<String, (f64, f64)> {
+    let mut series = BTreeMap::new();
+    for line in mall_runtime::metrics_handle().render().lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let (name, labels) = name.split_once('{').unwrap_or((name, "}"));
+        let (base, sum) = match (
+            name.strip_suffix("_duration_seconds_sum"),
+            name.strip_suffix("_duration_seconds_count"),
+        ) {
+            (Some(base), _) => (base, true),
+            (_, Some(base)) => (base, false),
+            _ => continue,
+        };
+        let entry: &mut (f64, f64) = series.entry(format!("{base}{{{labels}")).or_default();
+        if sum { entry.0 = value } else { entry.1 = value }
+    }
+    series
+}
+
+/// Where `checkouts` checkouts spent their time, from the difference of the services' own duration
+/// histograms: for each series, calls and milliseconds per checkout, most time first. Times nest (the
+/// gateway's request holds the checkout service's call, which holds the calls it makes).
+fn breakdown(before: &BTreeMap<String, (f64, f64)>, after: &BTreeMap<String, (f64, f64)>, checkouts: usize) {
+    let n = checkouts as f64;
+    let mut rows: Vec<(&String, f64, f64, f64)> = after
+        .iter()
+        .filter_map(|(series, &(sum, count))| {
+            let (sum0, count0) = before.get(series).copied().unwrap_or_default();
+            let (sum, count) = (sum - sum0, count - count0);
+            (count > 0.0).then(|| (series, count / n, sum * 1e3 / count, sum * 1e3 / n))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.3.total_cmp(&a.3));
+    println!("  where a checkout's time goes (per checkout; times nest):");
+    for (series, calls, mean, total) in rows {
+        println!("    {series:<100} {calls:>5.2} calls  mean {mean:>7.2} ms  {total:>7.2} ms");
+    }
 }
 
 /// One `bench --scenario product --gateway-only` process with `env` added (and no other OTEL_*
@@ -421,6 +507,25 @@ fn tracing_scenario(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The databases an earlier run on `base`'s server left (`mallbench_<service>`, `mallbench_baseline`).
+async fn drop_bench_databases(base: &str) -> anyhow::Result<()> {
+    let db =
+        mall_storage::Db::connect(&mall_storage::database_url_with_name(base, "mallbench_baseline")?).await?;
+    for statement in [
+        "DROP DATABASE IF EXISTS mallbench_auth",
+        "DROP DATABASE IF EXISTS mallbench_user",
+        "DROP DATABASE IF EXISTS mallbench_product",
+        "DROP DATABASE IF EXISTS mallbench_cart",
+        "DROP DATABASE IF EXISTS mallbench_order",
+        "DROP DATABASE IF EXISTS mallbench_payment",
+        "DROP DATABASE IF EXISTS mallbench_checkout",
+        "DROP DATABASE IF EXISTS mallbench_baseline",
+    ] {
+        sqlx::query(statement).execute(db.pool()).await?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -436,9 +541,13 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let shared = mall::config::Shared {
         data_dir: dir.path().to_owned(),
-        database_url: None,
-        redis_url: None,
-        cache_namespace: "bench".into(),
+        database_url: args
+            .database_url
+            .as_deref()
+            .map(|u| mall_storage::database_url_with_name(u, "mallbench"))
+            .transpose()?,
+        redis_url: args.redis_url.clone(),
+        cache_namespace: format!("bench{}", std::process::id()),
         token_ttl: Duration::from_secs(3600),
         order_ttl: Duration::from_secs(1800),
         trusted_proxies: 0,
@@ -460,14 +569,19 @@ async fn main() -> anyhow::Result<()> {
         gateway_listen: "127.0.0.1:0".into(),
         demo: true,
     };
+    if let Some(base) = &args.database_url {
+        drop_bench_databases(base).await?;
+    }
     let mall = mall::start(&shared, options).await.context("starting the mall")?;
     println!(
-        "Mall bench on {} cores (embedded storage: SQLite + in-process cache)",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        "Mall bench on {} cores ({}, {})",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        if args.database_url.is_some() { "MySQL-compatible server" } else { "embedded SQLite" },
+        if args.redis_url.is_some() { "Redis cache" } else { "in-process cache" },
     );
     report_memory();
     if matches!(args.scenario, Scenario::Product | Scenario::All) {
-        product_scenario(&mall, &args).await?;
+        product_scenario(&mall, &shared, &args).await?;
         if args.gateway_only {
             return mall.stop().await;
         }
