@@ -3,18 +3,21 @@
 //! numbers do not.
 //!
 //! - `product`: `GET /products/:id` through the gateway (routing, envelope, request id, tracing, one
-//!   gRPC call, the product cache) against a bare axum handler making the same gRPC call.
+//!   gRPC call, the product cache) against a bare axum handler making the same gRPC call; then the same
+//!   read with a bearer token against the anonymous one.
 //! - `signup`: each virtual user registers and logs in (gateway → user, two argon2 passes in the user
 //!   service's bounded hashing threads; gateway → auth for the token), against the same two argon2
 //!   passes run directly on one thread per CPU.
 //! - `checkout`: each virtual user adds to its cart and checks out (gateway → checkout → cart, order,
-//!   product, payment: every write of the saga), against one database write round trip.
+//!   product, payment: every write of the saga), against one database write round trip; then where a
+//!   checkout's time went, from the services' own duration histograms.
 //! - `tracing`: the gateway's product read with OpenTelemetry configured (an OTLP endpoint, sampling
 //!   ratio 0: trace contexts made and propagated, nothing recorded) against OpenTelemetry off
 //!   (`OTEL_SDK_DISABLED=true`). The tracer is process-wide, so each measurement is a fresh `bench`
 //!   process; the two alternate `--rounds` times and the median of each is compared.
 //!
-//! After each scenario it prints the process's resident memory, now and at its peak: the mall runs in
+//! The mall runs on SQLite and an in-process cache, or on a MySQL-compatible server and Redis
+//! (`--database-url`, `--redis-url`). After each scenario it prints the process's resident memory, now and at its peak: the mall runs in
 //! this process (with the `mall` binary's allocator), so that is what `mall up` would use.
 
 use std::collections::BTreeMap;
@@ -174,8 +177,14 @@ async fn bare_handler(
     }
 }
 
-async fn get_ok(client: &reqwest::Client, url: &str) -> bool {
-    match client.get(url).send().await {
+/// `GET url` (with `token` as the bearer when given) answered with a success and a whole body.
+async fn get_ok(client: &reqwest::Client, url: &str, token: Option<&str>) -> bool {
+    let request = client.get(url);
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    match request.send().await {
         Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
         _ => false,
     }
@@ -198,12 +207,12 @@ async fn product_scenario(
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     if args.gateway_only {
         for _ in 0..args.concurrency {
-            anyhow::ensure!(get_ok(&client, &gateway_url).await, "warm-up of {gateway_url} failed");
+            anyhow::ensure!(get_ok(&client, &gateway_url, None).await, "warm-up of {gateway_url} failed");
         }
         let (c, u) = (client.clone(), gateway_url.clone());
         let s = load(args.requests, args.concurrency, move |_, _| {
             let (c, u) = (c.clone(), u.clone());
-            async move { get_ok(&c, &u).await }
+            async move { get_ok(&c, &u, None).await }
         })
         .await?;
         println!("RESULT {} {} {} {}", s.per_sec, s.p50.as_nanos(), s.p99.as_nanos(), s.errors);
@@ -211,20 +220,20 @@ async fn product_scenario(
     }
     for url in [&bare_url, &gateway_url] {
         for _ in 0..args.concurrency {
-            anyhow::ensure!(get_ok(&client, url).await, "warm-up of {url} failed");
+            anyhow::ensure!(get_ok(&client, url, None).await, "warm-up of {url} failed");
         }
     }
     let (c, u) = (client.clone(), bare_url.clone());
     let baseline = load(args.requests, args.concurrency, move |_, _| {
         let (c, u) = (c.clone(), u.clone());
-        async move { get_ok(&c, &u).await }
+        async move { get_ok(&c, &u, None).await }
     })
     .await?;
     report("baseline: bare axum + one tonic call", "req", &baseline);
     let (c, u) = (client.clone(), gateway_url.clone());
     let gateway = load(args.requests, args.concurrency, move |_, _| {
         let (c, u) = (c.clone(), u.clone());
-        async move { get_ok(&c, &u).await }
+        async move { get_ok(&c, &u, None).await }
     })
     .await?;
     report("gateway", "req", &gateway);
@@ -241,12 +250,7 @@ async fn product_scenario(
     let (c, u) = (client.clone(), gateway_url.clone());
     let authenticated = load(args.requests, args.concurrency, move |_, _| {
         let (c, u, token) = (c.clone(), u.clone(), token.clone());
-        async move {
-            match c.get(&u).bearer_auth(&token).send().await {
-                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-                _ => false,
-            }
-        }
+        async move { get_ok(&c, &u, Some(&token)).await }
     })
     .await?;
     report("gateway, authenticated", "req", &authenticated);

@@ -79,11 +79,10 @@ pub fn init_tracing() {
 /// and sqlx's statement events, all only while the request being served is recorded
 /// ([`crate::trace::recording`]; [`crate::trace::start`] decides that before it makes the request's
 /// span), so that a trace that is not sampled costs OpenTelemetry nothing; the statements' layer also
-/// sees every pool acquisition (a metric). Without OpenTelemetry
-/// (`spans` false) the layer is absent but this filter stays, enabling nothing: a bare `None` layer would
-/// make every callsite of every crate "sometimes" enabled, so that each of hyper's and h2's disabled
-/// trace events went through the whole filter chain (measured: a product read a third slower than
-/// with OpenTelemetry on).
+/// sees every pool acquisition (a metric). Without OpenTelemetry (`spans` false) the layer is absent
+/// but this filter stays, enabling nothing: a bare `None` layer would make every callsite of every
+/// crate "sometimes" enabled, so that each of hyper's and h2's disabled trace events went through the
+/// whole filter chain (measured: a product read a third slower than with OpenTelemetry on).
 struct Exported {
     spans: bool,
     statements: bool,
