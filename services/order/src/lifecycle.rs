@@ -35,17 +35,19 @@ pub enum OnRefusal {
 pub async fn reserve_stock(
     db: &Db,
     stock: &Stock,
-    order: Order,
+    mut order: Order,
     on_refusal: OnRefusal,
 ) -> Result<Order, OrderError> {
     let id = order.order_id.as_str();
     let lines: Vec<(i64, i64)> = order.items.iter().map(|i| (i.product_id, i.quantity)).collect();
     match stock.reserve(id, &lines).await? {
         Reservation::Held => {
-            if store::mark_reserved(db, id).await? {
-                return store::find(db, id)
-                    .await?
-                    .ok_or_else(|| OrderError::Internal(format!("order {id} vanished after reserving")));
+            let now = mall_storage::now_unix();
+            if store::mark_reserved(db, id, now).await? {
+                // The write just made is all that changed (the order is not read back).
+                order.stock_reserved = true;
+                order.updated_at = now;
+                return Ok(order);
             }
             // Cancelled while we reserved: what we took goes back (the cancellation also owes it).
             if let Err(e) = release_stock(db, stock, id).await {

@@ -202,13 +202,20 @@ impl Orders {
                 }
                 OrderStatus::Pending => {
                     // Never a paid order without its stock: finish a reservation left unconfirmed.
-                    if !order.stock_reserved {
+                    let mut order = if order.stock_reserved {
+                        order
+                    } else {
                         lifecycle::reserve_stock(&self.db, &self.stock, order, OnRefusal::KeepCancelled)
-                            .await?;
-                    }
-                    if store::mark_paid(&self.db, order_id, transaction_id).await? {
+                            .await?
+                    };
+                    let now = mall_storage::now_unix();
+                    if store::mark_paid(&self.db, order_id, transaction_id, now).await? {
                         tracing::info!(order_id, transaction_id, "order paid");
-                        return store::find(&self.db, order_id).await?.ok_or(OrderError::NotFound);
+                        // The write just made is all that changed (the order is not read back).
+                        order.status = OrderStatus::Paid;
+                        order.transaction_id = transaction_id.to_owned();
+                        order.updated_at = now;
+                        return Ok(order);
                     }
                     // Cancelled or paid meanwhile: look again.
                 }

@@ -202,12 +202,13 @@ pub async fn count(db: &Db, user_id: i64) -> Result<i64, OrderError> {
         .await?)
 }
 
-/// Records that the reservation is confirmed. False when the order was cancelled (or removed) meanwhile.
-pub async fn mark_reserved(db: &Db, order_id: &str) -> Result<bool, OrderError> {
+/// Records, as of `now`, that the reservation is confirmed. False when the order was cancelled (or
+/// removed) meanwhile.
+pub async fn mark_reserved(db: &Db, order_id: &str, now: i64) -> Result<bool, OrderError> {
     let done = sqlx::query(
         "UPDATE orders SET stock_reserved = 1, updated_at = ? WHERE order_id = ? AND status IN (?, ?)",
     )
-    .bind(mall_storage::now_unix())
+    .bind(now)
     .bind(order_id)
     .bind(Pending.as_str())
     .bind(Paid.as_str())
@@ -271,14 +272,14 @@ pub async fn delete_released(db: &Db, order_id: &str) -> Result<(), OrderError> 
     Ok(())
 }
 
-/// Pending → paid with `transaction_id`. False when the order was not pending.
-pub async fn mark_paid(db: &Db, order_id: &str, transaction_id: &str) -> Result<bool, OrderError> {
+/// Pending → paid with `transaction_id`, as of `now`. False when the order was not pending.
+pub async fn mark_paid(db: &Db, order_id: &str, transaction_id: &str, now: i64) -> Result<bool, OrderError> {
     let done = sqlx::query(
         "UPDATE orders SET status = ?, transaction_id = ?, updated_at = ? WHERE order_id = ? AND status = ?",
     )
     .bind(Paid.as_str())
     .bind(transaction_id)
-    .bind(mall_storage::now_unix())
+    .bind(now)
     .bind(order_id)
     .bind(Pending.as_str())
     .execute(db.pool())
