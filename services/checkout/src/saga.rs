@@ -1,10 +1,12 @@
 //! The checkout saga (api.md "Checkout, precisely"; mall/checkout/v1/checkout.proto), step by step.
 //!
-//! Each step calls one peer and then writes its result (and the next step) before the next step
-//! starts, so a checkout can always be resumed from its last completed step. Every peer call is
-//! idempotent for a retry: PlaceOrder and Charge carry the idempotency key `checkout:<checkout_id>`
-//! (so one checkout places at most one order and charges it at most once), MarkPaid is idempotent for
-//! the same transaction id, CancelOrder of a cancelled order and EmptyCart succeed again.
+//! Every peer call is idempotent for a retry: PlaceOrder and Charge carry the idempotency key
+//! `checkout:<checkout_id>` (so one checkout places at most one order and charges it at most once),
+//! MarkPaid is idempotent for the same transaction id, CancelOrder of a cancelled order and EmptyCart
+//! succeed again. So a step that was done but not written is simply done again by a resume, and the
+//! saga writes its state only where it stops: when it ends (the write that also gives up the lease),
+//! when a step cannot go on (see [`Checkouts::drive`]), and when a card is declined, before its order
+//! is cancelled. A checkout that goes through is two writes: its insert and its end.
 //!
 //! A step that meets an unreachable peer stops the saga where it is (the caller answers UNAVAILABLE);
 //! a step that meets a definite refusal ends it, compensating first (an order placed is cancelled,
@@ -174,9 +176,7 @@ impl Checkouts {
             }
             let Some(mut row) = store::find_by_id(self.db(), &checkout_id).await? else { continue };
             let result = self.drive(&mut row, &lease, None).await;
-            if let Err(e) = store::release(self.db(), &checkout_id, &lease).await {
-                tracing::warn!(checkout_id, error = %e, "cannot release a checkout lease; it will expire");
-            }
+            self.release(&row, &lease, result.is_ok()).await;
             match result {
                 Ok(()) => {
                     done.finished += 1;
@@ -214,7 +214,15 @@ impl Checkouts {
             let span = tracing::trace_span!(target: mall_runtime::TRACE_ONLY, "saga step",
                 otel.name = format!("checkout {action}"), checkout.step = row.step.as_str(),
                 checkout.action = action);
-            self.step(row, lease, card).instrument(span).await?;
+            if let Err(e) = self.step(row, lease, card).instrument(span).await {
+                // Stopped: what got done so far is written, so that the status (GetCheckout) and a
+                // resume start from there. A lost lease makes this write nothing, as it should.
+                if let Err(write) = store::save(self.db(), row, lease).await {
+                    tracing::warn!(checkout_id = %row.checkout_id, error = %write,
+                        "cannot write a stopped checkout's progress; a resume redoes its steps");
+                }
+                return Err(e);
+            }
         }
         if was_open {
             metrics::counter!("mall_checkout_outcomes_total", "outcome" => outcome_label(row)).increment(1);
@@ -249,6 +257,18 @@ impl Checkouts {
 
     fn key(row: &CheckoutRow) -> String {
         format!("checkout:{}", row.checkout_id)
+    }
+
+    /// Gives up the lease of a checkout that stopped (`drove_to_end`: the saga ended, and its last write
+    /// gave it up already).
+    pub(crate) async fn release(&self, row: &CheckoutRow, lease: &str, drove_to_end: bool) {
+        if drove_to_end && row.finished() {
+            return;
+        }
+        if let Err(e) = store::release(self.db(), &row.checkout_id, lease).await {
+            tracing::warn!(checkout_id = %row.checkout_id, error = %e,
+                "cannot release a checkout lease; it will expire");
+        }
     }
 
     /// Writes the row; fails if another call took the checkout over meanwhile.
@@ -349,8 +369,8 @@ impl Checkouts {
         };
         row.order_id = order.order_id;
         row.total_cents = order.total_cents;
+        // Not written yet: PlaceOrder gives the same order again to a resume.
         row.step = Step::OrderPlaced;
-        self.commit(row, lease).await?;
         tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id, total_cents = row.total_cents,
             "checkout placed its order");
         Ok(())
@@ -387,7 +407,10 @@ impl Checkouts {
         match payment.status() {
             // The payment service answers SUCCEEDED only once the order is PAID (it voids a charge whose
             // order cannot be paid), so there is no MarkPaid left to ask for.
-            payment_pb::PaymentStatus::Succeeded => self.paid(row, lease).await,
+            payment_pb::PaymentStatus::Succeeded => {
+                paid(row);
+                Ok(())
+            }
             payment_pb::PaymentStatus::Declined => {
                 row.decline_reason = match payment.decline_reason() {
                     payment_pb::DeclineReason::Unspecified => payment_pb::DeclineReason::ProcessorDeclined,
@@ -489,16 +512,6 @@ impl Checkouts {
         }
     }
 
-    /// The order is PAID: ORDER_PAID, outcome SUCCEEDED.
-    async fn paid(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
-        row.step = Step::OrderPaid;
-        row.outcome = Outcome::Succeeded;
-        self.commit(row, lease).await?;
-        tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id,
-            transaction_id = %row.transaction_id, "checkout paid");
-        Ok(())
-    }
-
     /// CHARGED → ORDER_PAID (outcome SUCCEEDED): for a payment found rather than made here (a recovered
     /// checkout, or an order paid meanwhile), whose order may not be PAID yet.
     async fn mark_paid(&self, row: &mut CheckoutRow, lease: &str) -> Result<(), CheckoutError> {
@@ -507,7 +520,10 @@ impl Checkouts {
             transaction_id: row.transaction_id.clone(),
         };
         match self.inner.order.clone().mark_paid(request).await {
-            Ok(_) => self.paid(row, lease).await,
+            Ok(_) => {
+                paid(row);
+                Ok(())
+            }
             Err(s) if is_transient(s.code()) => Err(CheckoutError::peer_unavailable("the order service", &s)),
             Err(s) => {
                 // The payment service voids a charge whose order cannot be paid.
@@ -528,4 +544,13 @@ impl Checkouts {
             Err(s) => Err(CheckoutError::peer_unavailable("the cart service", &s)),
         }
     }
+}
+
+/// The order is PAID: ORDER_PAID, outcome SUCCEEDED. Written with the cart emptied, or where the
+/// emptying stops.
+fn paid(row: &mut CheckoutRow) {
+    row.step = Step::OrderPaid;
+    row.outcome = Outcome::Succeeded;
+    tracing::info!(checkout_id = %row.checkout_id, order_id = %row.order_id,
+        transaction_id = %row.transaction_id, "checkout paid");
 }

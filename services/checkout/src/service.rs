@@ -144,9 +144,7 @@ impl Checkouts {
         card: &CreditCard,
     ) -> Result<pb::CheckoutResponse, CheckoutError> {
         let result = self.drive(&mut row, lease, Some(card)).await;
-        if let Err(e) = store::release(self.db(), &row.checkout_id, lease).await {
-            tracing::warn!(checkout_id = %row.checkout_id, error = %e, "cannot release a checkout lease; it will expire");
-        }
+        self.release(&row, lease, result.is_ok()).await;
         match result {
             Ok(()) => answer(&row, false),
             // The order is paid; only emptying the cart is left, and recovery will do it.

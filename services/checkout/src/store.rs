@@ -202,13 +202,15 @@ pub async fn retire_key(db: &Db, row: &CheckoutRow) -> Result<(), CheckoutError>
     Ok(())
 }
 
-/// Writes the saga's progress (and renews the lease). False when `lease` is no longer held.
+/// Writes the saga's progress and renews the lease, or gives it up when the checkout is finished.
+/// False when `lease` is no longer held.
 pub async fn save(db: &Db, row: &mut CheckoutRow, lease: &str) -> Result<bool, CheckoutError> {
     let now = now_unix();
+    let (owner, until) = if row.finished() { (None, 0) } else { (Some(lease), now + LEASE_SECS) };
     let done = sqlx::query(
         "UPDATE checkouts SET step = ?, outcome = ?, order_id = ?, transaction_id = ?, total_cents = ?, \
-         decline_reason = ?, failure_code = ?, failure_message = ?, cart_lines = ?, lease_until = ?, \
-         updated_at = ? WHERE checkout_id = ? AND lease_owner = ?",
+         decline_reason = ?, failure_code = ?, failure_message = ?, cart_lines = ?, lease_owner = ?, \
+         lease_until = ?, updated_at = ? WHERE checkout_id = ? AND lease_owner = ?",
     )
     .bind(row.step.as_str())
     .bind(row.outcome.as_str())
@@ -219,7 +221,8 @@ pub async fn save(db: &Db, row: &mut CheckoutRow, lease: &str) -> Result<bool, C
     .bind(row.failure_code as i64)
     .bind(&row.failure_message)
     .bind(lines_to_json(&row.lines))
-    .bind(now + LEASE_SECS)
+    .bind(owner)
+    .bind(until)
     .bind(now)
     .bind(&row.checkout_id)
     .bind(lease)

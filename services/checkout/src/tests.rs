@@ -220,6 +220,17 @@ impl Stack {
         self.checkout.clone().get_checkout(request).await.unwrap().into_inner().checkout.unwrap()
     }
 
+    /// Whether a call holds the checkout's lease.
+    async fn leased(&self, checkout_id: &str) -> bool {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT lease_owner FROM checkouts WHERE checkout_id = ?")
+                .bind(checkout_id)
+                .fetch_one(self.checkout_db.pool())
+                .await
+                .unwrap();
+        owner.is_some()
+    }
+
     /// Recovery, run directly (as the background task does, without waiting for checkouts to idle).
     async fn recover(&self) -> crate::saga::Recovered {
         Checkouts::new(self.checkout_db.clone(), self.peers.clone()).recover(0).await.unwrap()
@@ -303,6 +314,7 @@ async fn happy_path(s: &Stack) {
     );
     assert_eq!((state.total_cents, state.firstname.as_str()), (2750, "Grace"));
     assert_eq!(state.address.unwrap().zip_code, "02201");
+    assert!(!s.leased(&done.checkout_id).await, "the checkout's last write gave its lease up");
 
     // The same request again: the first result, nothing done again.
     let again = run(&s.checkout, request(user, "k-happy", GOOD_CARD)).await.unwrap();
@@ -451,6 +463,7 @@ async fn payment_unavailable_then_resumed(s: &Stack) {
     );
     assert_eq!(s.order(user, &state.order_id).await.status(), order_pb::OrderStatus::Pending, "not paid");
     assert_eq!(s.stock(lamp).await, 4);
+    assert!(!s.leased(&state.checkout_id).await, "a stopped checkout is free to resume");
 
     // Retrying on the broken one again stays put.
     let e = run(&broken, request(user, "k-resume", GOOD_CARD)).await.unwrap_err();
