@@ -37,11 +37,12 @@ impl Carts {
             )));
         }
         let product_id = ProductId::new(req.product_id)?.get();
-        if self.live_products(&[product_id]).await?.is_empty() {
+        let known = self.live_products(&[product_id]).await?;
+        if known.is_empty() {
             return Err(CartError::ProductNotFound(product_id));
         }
         store::add(&self.db, user_id, product_id, req.quantity).await?;
-        self.cart(user_id).await
+        self.cart_knowing(user_id, known).await
     }
 
     async fn set_item(&self, req: pb::SetItemRequest) -> Result<pb::Cart, CartError> {
@@ -58,11 +59,12 @@ impl Carts {
             store::remove(&self.db, user_id, product_id).await?;
             return self.cart(user_id).await;
         }
-        if self.live_products(&[product_id]).await?.is_empty() {
+        let known = self.live_products(&[product_id]).await?;
+        if known.is_empty() {
             return Err(CartError::ProductNotFound(product_id));
         }
         store::set(&self.db, user_id, product_id, req.quantity).await?;
-        self.cart(user_id).await
+        self.cart_knowing(user_id, known).await
     }
 
     async fn remove_item(&self, req: pb::RemoveItemRequest) -> Result<pb::Cart, CartError> {
@@ -74,10 +76,19 @@ impl Carts {
 
     /// The user's cart, priced now.
     async fn cart(&self, user_id: i64) -> Result<pb::Cart, CartError> {
+        self.cart_knowing(user_id, HashMap::new()).await
+    }
+
+    /// The user's cart, priced now, with `known` products just read (not asked for again).
+    async fn cart_knowing(
+        &self,
+        user_id: i64,
+        mut known: HashMap<i64, Product>,
+    ) -> Result<pb::Cart, CartError> {
         let lines = store::lines(&self.db, user_id).await?;
-        let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
-        let products = self.live_products(&ids).await?;
-        Ok(priced(user_id, &lines, &products))
+        let ids: Vec<i64> = lines.iter().map(|l| l.product_id).filter(|id| !known.contains_key(id)).collect();
+        known.extend(self.live_products(&ids).await?);
+        Ok(priced(user_id, &lines, &known))
     }
 
     /// The live products among `ids`, by id. One BatchGetProducts call per 100 ids (none for none).
