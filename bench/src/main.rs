@@ -74,6 +74,9 @@ struct Args {
     /// a namespace of this run's own.
     #[arg(long, env = "MALL_BENCH_REDIS_URL")]
     redis_url: Option<String>,
+    /// Most connections of each service's database pool (as `MALL_DATABASE_POOL_SIZE`).
+    #[arg(long, default_value_t = mall_storage::DEFAULT_POOL_SIZE)]
+    pool_size: u32,
     /// Product scenario only: measure the gateway alone and print it as one `RESULT` line (what the
     /// tracing scenario runs in each of its processes).
     #[arg(long, hide = true)]
@@ -550,6 +553,7 @@ async fn main() -> anyhow::Result<()> {
             .as_deref()
             .map(|u| mall_storage::database_url_with_name(u, "mallbench"))
             .transpose()?,
+        database_pool_size: args.pool_size,
         redis_url: args.redis_url.clone(),
         cache_namespace: format!("bench{}", std::process::id()),
         token_ttl: Duration::from_secs(3600),

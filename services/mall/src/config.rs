@@ -90,6 +90,11 @@ pub struct Shared {
     /// named `<database>_<service>`. Unset: SQLite files in the data directory.
     #[arg(long, env = "MALL_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Most database connections each service's pool opens. On a MySQL server, replicas × services ×
+    /// this must stay under the server's `max_connections` (docs/capacity.md).
+    #[arg(long, env = "MALL_DATABASE_POOL_SIZE", default_value_t = mall_storage::DEFAULT_POOL_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
     /// Redis for the shared cache, token denylist and rate limits. Unset: an in-process cache.
     #[arg(long, env = "MALL_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,

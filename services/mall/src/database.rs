@@ -97,7 +97,7 @@ fn url(service: Service, shared: &Shared) -> anyhow::Result<String> {
 /// Connects to `service`'s database (no waiting, no migrations).
 pub async fn connect(service: Service, shared: &Shared) -> anyhow::Result<Db> {
     let url = url(service, shared)?;
-    Db::connect(&url).await.with_context(|| cannot_open(service, &url))
+    Db::connect_sized(&url, shared.database_pool_size).await.with_context(|| cannot_open(service, &url))
 }
 
 /// The address goes into the error (password redacted): the operator quotes it from the log of a
@@ -113,7 +113,7 @@ pub async fn connect_when_reachable(
     patience: Duration,
 ) -> anyhow::Result<Db> {
     let url = url(service, shared)?;
-    retry_while_unreachable(service.name(), patience, || Db::connect(&url))
+    retry_while_unreachable(service.name(), patience, || Db::connect_sized(&url, shared.database_pool_size))
         .await
         .with_context(|| cannot_open(service, &url))
 }
@@ -191,6 +191,21 @@ mod tests {
     /// A port nothing listens on.
     fn closed_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn the_pool_size_is_each_services_to_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_str().unwrap();
+        let default = connect(Service::Cart, &shared(&["--data-dir", data_dir])).await.unwrap();
+        assert_eq!(default.pool().options().get_max_connections(), mall_storage::DEFAULT_POOL_SIZE);
+        let sized = shared(&["--data-dir", data_dir, "--database-pool-size", "24"]);
+        let db = connect(Service::Cart, &sized).await.unwrap();
+        assert_eq!(db.pool().options().get_max_connections(), 24);
+        for bad in ["0", "-1", "many"] {
+            let cli = Cli::try_parse_from(["mall", "migrate", "cart", "--database-pool-size", bad]);
+            assert!(cli.is_err(), "{bad} is refused");
+        }
     }
 
     #[test]

@@ -22,8 +22,12 @@ use crate::StorageError;
 use crate::telemetry::PoolGauges;
 use url::redact_url;
 
-/// Most connections a pool opens.
-const MAX_CONNECTIONS: u32 = 10;
+/// Most connections a pool opens unless told otherwise ([`Db::connect_sized`]).
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+/// A pooled connection idle for this long is pinged before it is handed out; one used more recently
+/// is handed out as it is (a ping is a round trip to the server on every acquire otherwise). A
+/// connection that died anyway fails its statement, which the caller sees like any other error.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(2);
 /// Longest wait for a pooled connection (and for opening one).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the MySQL server while creating the database.
@@ -113,7 +117,7 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens a pool (at most 10 connections, 5 s acquire timeout) to `url`.
+    /// Opens a pool (at most [`DEFAULT_POOL_SIZE`] connections, 5 s acquire timeout) to `url`.
     ///
     /// * MySQL/MariaDB: the database named in the URL is created first if it
     ///   does not exist (the URL must name one; see
@@ -123,18 +127,27 @@ impl Db {
     ///   WAL, and every connection gets `busy_timeout = 5000` and
     ///   `foreign_keys = ON`.
     pub async fn connect(url: &str) -> Result<Db, StorageError> {
+        Db::connect_sized(url, DEFAULT_POOL_SIZE).await
+    }
+
+    /// [`Db::connect`] with a pool of at most `max_connections` (at least 1). On a MySQL server, every
+    /// replica of every service opens up to this many: their sum must stay under the server's
+    /// `max_connections`.
+    pub async fn connect_sized(url: &str, max_connections: u32) -> Result<Db, StorageError> {
         install_drivers();
         let backend = Backend::from_url(url)?;
+        let options = pool_options(max_connections.max(1));
         let pool = match backend {
-            Backend::MySql => connect_mysql(url).await?,
-            Backend::Sqlite => connect_sqlite(url).await?,
+            Backend::MySql => connect_mysql(url, options).await?,
+            Backend::Sqlite => connect_sqlite(url, options).await?,
         };
         tracing::debug!(backend = %backend, url = %redact_url(url), "database pool open");
         crate::telemetry::set_db_system(match backend {
             Backend::MySql => "mysql",
             Backend::Sqlite => "sqlite",
         });
-        let gauges = Arc::new(PoolGauges::start(database_label(url, backend), pool.clone(), MAX_CONNECTIONS));
+        let gauges =
+            Arc::new(PoolGauges::start(database_label(url, backend), pool.clone(), max_connections.max(1)));
         Ok(Db { pool, backend, _gauges: gauges })
     }
 
@@ -243,10 +256,19 @@ fn install_drivers() {
     DRIVERS.call_once(sqlx::any::install_default_drivers);
 }
 
-fn pool_options() -> AnyPoolOptions {
+fn pool_options(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
+        .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         // Every acquisition's wait, for `mall_db_pool_acquire_duration_seconds` (see `telemetry`).
         .acquire_time_level(log::LevelFilter::Debug)
 }
@@ -263,7 +285,7 @@ fn database_label(url: &str, backend: Backend) -> String {
     name.unwrap_or_else(|| backend.as_str().to_owned())
 }
 
-async fn connect_mysql(url: &str) -> Result<AnyPool, StorageError> {
+async fn connect_mysql(url: &str, options: AnyPoolOptions) -> Result<AnyPool, StorageError> {
     url::mysql_database_name(url)?;
     let ensure = async {
         if !MySql::database_exists(url).await? {
@@ -282,10 +304,10 @@ async fn connect_mysql(url: &str) -> Result<AnyPool, StorageError> {
         what: format!("MySQL server at {}", redact_url(url)),
         after: CREATE_TIMEOUT,
     })??;
-    Ok(pool_options().connect(url).await?)
+    Ok(options.connect(url).await?)
 }
 
-async fn connect_sqlite(url: &str) -> Result<AnyPool, StorageError> {
+async fn connect_sqlite(url: &str, options: AnyPoolOptions) -> Result<AnyPool, StorageError> {
     let file = url::sqlite_file_path(url)?;
     if let Some(dir) = file.as_deref().and_then(|f| f.parent())
         && !dir.as_os_str().is_empty()
@@ -294,7 +316,7 @@ async fn connect_sqlite(url: &str) -> Result<AnyPool, StorageError> {
             .map_err(|source| StorageError::Io { path: dir.display().to_string(), source })?;
     }
     let url = url::sqlite_with_create_mode(url)?;
-    let pool = pool_options()
+    let pool = options
         .after_connect(|conn: &mut AnyConnection, _: PoolConnectionMetadata| {
             Box::pin(async move {
                 for pragma in SQLITE_CONNECTION_PRAGMAS {

@@ -123,6 +123,7 @@ pub async fn spawn_with(options: Options) -> Option<TestApp> {
     let shared = Shared {
         data_dir: dir.path().to_owned(),
         database_url,
+        database_pool_size: mall_storage::DEFAULT_POOL_SIZE,
         redis_url,
         cache_namespace: mall_testkit::unique_name("mall_t"),
         token_ttl: options.token_ttl,
