@@ -130,29 +130,46 @@ pub async fn insert(db: &Db, order: &Order, key_hash: Option<&str>) -> Result<bo
 
 /// The order with this id, whoever it belongs to.
 pub async fn find(db: &Db, order_id: &str) -> Result<Option<Order>, OrderError> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_optional(db.pool()).await?;
-    with_items(db, row.as_ref().map(order_from_row).transpose()?).await
+    let sql = with_items_sql("o.order_id = ?");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(order_id).fetch_all(db.pool()).await?;
+    one_with_items(&rows)
 }
 
 /// The user's order placed under this idempotency key.
 pub async fn find_by_key(db: &Db, user_id: i64, key_hash: &str) -> Result<Option<Order>, OrderError> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? AND idempotency_key_hash = ?");
-    let row =
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(key_hash).fetch_optional(db.pool()).await?;
-    with_items(db, row.as_ref().map(order_from_row).transpose()?).await
+    let sql = with_items_sql("o.user_id = ? AND o.idempotency_key_hash = ?");
+    let rows =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(key_hash).fetch_all(db.pool()).await?;
+    one_with_items(&rows)
 }
 
-async fn with_items(db: &Db, order: Option<Order>) -> Result<Option<Order>, OrderError> {
-    let Some(mut order) = order else { return Ok(None) };
-    let rows: Vec<ItemRow> = sqlx::query_as(
-        "SELECT order_id, product_id, name, unit_price_cents, quantity, line_total_cents \
-         FROM order_items WHERE order_id = ? ORDER BY product_id",
+/// One order (found by `condition`, a constant text with placeholders) and its lines in one statement:
+/// a row per line, the order's columns repeated.
+fn with_items_sql(condition: &str) -> String {
+    let order_columns: Vec<String> = ORDER_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect();
+    format!(
+        "SELECT {}, i.product_id AS item_product_id, i.name AS item_name, \
+         i.unit_price_cents AS item_unit_price_cents, i.quantity AS item_quantity, \
+         i.line_total_cents AS item_line_total_cents \
+         FROM orders o LEFT JOIN order_items i ON i.order_id = o.order_id \
+         WHERE {condition} ORDER BY i.product_id",
+        order_columns.join(", ")
     )
-    .bind(&order.order_id)
-    .fetch_all(db.pool())
-    .await?;
-    order.items = rows.into_iter().map(item_from_row).collect();
+}
+
+fn one_with_items(rows: &[AnyRow]) -> Result<Option<Order>, OrderError> {
+    let Some(first) = rows.first() else { return Ok(None) };
+    let mut order = order_from_row(first)?;
+    for row in rows {
+        let Some(product_id) = row.try_get::<Option<i64>, _>("item_product_id")? else { continue };
+        order.items.push(OrderItem {
+            product_id,
+            name: row.try_get("item_name")?,
+            unit_price_cents: row.try_get("item_unit_price_cents")?,
+            quantity: row.try_get("item_quantity")?,
+            line_total_cents: row.try_get("item_line_total_cents")?,
+        });
+    }
     Ok(Some(order))
 }
 
