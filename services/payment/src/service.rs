@@ -150,8 +150,9 @@ impl Payments {
         key: Option<&str>,
     ) -> Result<Attempt, PaymentError> {
         let db = &self.inner.db;
+        let (claim, first) = store::find_claim_and_key(db, order_id, user_id, key).await?;
         // 1. Idempotent per order.
-        if let Some(claim) = store::find_claim(db, order_id).await?
+        if let Some(claim) = claim
             && claim.user_id == user_id
         {
             return match claim.status {
@@ -160,9 +161,7 @@ impl Payments {
             };
         }
         // 2. The key's first attempt.
-        if let Some(key) = key
-            && let Some(first) = store::find_by_key(db, user_id, key).await?
-        {
+        if let Some(first) = first {
             if first.order_id != order_id {
                 return Err(PaymentError::AlreadyExists(
                     "this idempotency key was already used to charge another order".into(),

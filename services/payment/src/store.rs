@@ -137,16 +137,55 @@ pub async fn find_by_id(db: &Db, transaction_id: &str) -> Result<Option<PaymentR
     fetch_one_where(db, "transaction_id = ?", transaction_id).await
 }
 
+/// In one statement: the row holding the order's claim (processing or succeeded), and the user's
+/// attempt under `key`. One row may be both.
+pub async fn find_claim_and_key(
+    db: &Db,
+    order_id: &str,
+    user_id: i64,
+    key: Option<&str>,
+) -> Result<(Option<PaymentRow>, Option<PaymentRow>), PaymentError> {
+    let sql = format!(
+        "SELECT {COLUMNS}, succeeded_order_id FROM payments \
+         WHERE succeeded_order_id = ? OR (user_id = ? AND idempotency_key = ?)"
+    );
+    type RowWithClaim = (
+        String,
+        String,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        i64,
+        i64,
+        i64,
+        Option<String>,
+    );
+    let rows: Vec<RowWithClaim> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(order_id)
+        .bind(user_id)
+        .bind(key)
+        .fetch_all(db.pool())
+        .await?;
+    let (mut claim, mut by_key) = (None, None);
+    for (a, b, c, d, e, f, g, h, i, j, k, l, claimed) in rows {
+        let row = from_row((a, b, c, d, e, f, g, h, i, j, k, l))?;
+        if key.is_some() && row.user_id == user_id && row.idempotency_key.as_deref() == key {
+            by_key = Some(row.clone());
+        }
+        if claimed.as_deref() == Some(order_id) {
+            claim = Some(row);
+        }
+    }
+    Ok((claim, by_key))
+}
+
 /// The row holding the order's claim: processing or succeeded.
 pub async fn find_claim(db: &Db, order_id: &str) -> Result<Option<PaymentRow>, PaymentError> {
     fetch_one_where(db, "succeeded_order_id = ?", order_id).await
-}
-
-pub async fn find_by_key(db: &Db, user_id: i64, key: &str) -> Result<Option<PaymentRow>, PaymentError> {
-    let sql = format!("SELECT {COLUMNS} FROM payments WHERE user_id = ? AND idempotency_key = ?");
-    let row: Option<Row> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(key).fetch_optional(db.pool()).await?;
-    row.map(from_row).transpose()
 }
 
 /// The user's latest attempt for the order that callers may see (not a processing one).
