@@ -4,7 +4,8 @@
 //!
 //! - `product`: `GET /products/:id` through the gateway (routing, envelope, request id, tracing, one
 //!   gRPC call, the product cache) against a bare axum handler making the same gRPC call; then the same
-//!   read with a bearer token against the anonymous one.
+//!   read with a bearer token against the anonymous one. The three alternate `--rounds` times and
+//!   their medians are compared.
 //! - `signup`: each virtual user registers and logs in (gateway → user, two argon2 passes in the user
 //!   service's bounded hashing threads; gateway → auth for the token), against the same two argon2
 //!   passes run directly on one thread per CPU.
@@ -17,8 +18,9 @@
 //!   process; the two alternate `--rounds` times and the median of each is compared.
 //!
 //! The mall runs on SQLite and an in-process cache, or on a MySQL-compatible server and Redis
-//! (`--database-url`, `--redis-url`). After each scenario it prints the process's resident memory, now and at its peak: the mall runs in
-//! this process (with the `mall` binary's allocator), so that is what `mall up` would use.
+//! (`--database-url`, `--redis-url`). After each scenario it prints the process's resident memory, now
+//! and at its peak: the mall runs in this process (with the `mall` binary's allocator), so that is what
+//! `mall up` would use.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,7 +65,7 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Measurements of each side in the tracing scenario.
+    /// Measurements of each side in the product and tracing scenarios (their medians are compared).
     #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// Run the mall on this MySQL-compatible server instead of SQLite (`mysql://root@127.0.0.1:3306`):
@@ -156,6 +158,12 @@ fn ratio(what: &str, a: &Stats, baseline: &Stats) {
     );
 }
 
+/// The measurement of median throughput among `v` (not empty).
+fn median(mut v: Vec<Stats>) -> Stats {
+    v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    v.swap_remove(v.len() / 2)
+}
+
 /// This process's resident memory now and at its peak (`VmRSS`, `VmHWM` of /proc/self/status).
 fn report_memory() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -226,23 +234,7 @@ async fn product_scenario(
             anyhow::ensure!(get_ok(&client, url, None).await, "warm-up of {url} failed");
         }
     }
-    let (c, u) = (client.clone(), bare_url.clone());
-    let baseline = load(args.requests, args.concurrency, move |_, _| {
-        let (c, u) = (c.clone(), u.clone());
-        async move { get_ok(&c, &u, None).await }
-    })
-    .await?;
-    report("baseline: bare axum + one tonic call", "req", &baseline);
-    let (c, u) = (client.clone(), gateway_url.clone());
-    let gateway = load(args.requests, args.concurrency, move |_, _| {
-        let (c, u) = (c.clone(), u.clone());
-        async move { get_ok(&c, &u, None).await }
-    })
-    .await?;
-    report("gateway", "req", &gateway);
-    ratio("gateway/baseline", &gateway, &baseline);
-
-    // The same read with a bearer token: the gateway verifies it (and asks whether it was revoked).
+    // The read with a bearer token: the gateway verifies it (and asks whether it was revoked).
     let token = login(
         &client,
         &mall.gateway_url(),
@@ -250,13 +242,32 @@ async fn product_scenario(
         shared.admin_password.as_deref().unwrap_or_default(),
     )
     .await?;
-    let (c, u) = (client.clone(), gateway_url.clone());
-    let authenticated = load(args.requests, args.concurrency, move |_, _| {
-        let (c, u, token) = (c.clone(), u.clone(), token.clone());
-        async move { get_ok(&c, &u, Some(&token)).await }
-    })
-    .await?;
-    report("gateway, authenticated", "req", &authenticated);
+    // The three alternate, each going first in turn, so that a drift of the machine favours none.
+    let sides: [(&str, &String, Option<&String>); 3] = [
+        ("baseline: bare axum + one tonic call", &bare_url, None),
+        ("gateway", &gateway_url, None),
+        ("gateway, authenticated", &gateway_url, Some(&token)),
+    ];
+    let mut measured: [Vec<Stats>; 3] = Default::default();
+    for round in 0..args.rounds.max(1) {
+        for k in 0..sides.len() {
+            let side = (round + k) % sides.len();
+            let (name, url, token) = sides[side];
+            let (c, u, t) = (client.clone(), url.clone(), token.cloned());
+            let s = load(args.requests, args.concurrency, move |_, _| {
+                let (c, u, t) = (c.clone(), u.clone(), t.clone());
+                async move { get_ok(&c, &u, t.as_deref()).await }
+            })
+            .await?;
+            report(&format!("round {}: {name}", round + 1), "req", &s);
+            measured[side].push(s);
+        }
+    }
+    let [baseline, gateway, authenticated] = measured.map(median);
+    for ((name, _, _), s) in sides.iter().zip([&baseline, &gateway, &authenticated]) {
+        report(&format!("median: {name}"), "req", s);
+    }
+    ratio("gateway/baseline", &gateway, &baseline);
     ratio("authenticated/anonymous", &authenticated, &gateway);
     Ok(())
 }
@@ -503,10 +514,6 @@ fn tracing_scenario(args: &Args) -> anyhow::Result<()> {
             if traced { ons.push(s) } else { offs.push(s) }
         }
     }
-    let median = |mut v: Vec<Stats>| {
-        v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
-        v[v.len() / 2].clone()
-    };
     let (off, on) = (median(offs), median(ons));
     report("median: tracing off (baseline)", "req", &off);
     report("median: OTLP configured, sampling 0", "req", &on);
