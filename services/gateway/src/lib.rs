@@ -32,7 +32,7 @@ use mall_runtime::{PeerChannel, RuntimeError, Served, Shutdown};
 use mall_storage::Cache;
 use tokio::net::TcpListener;
 
-pub use auth::{KeyRefresh, LOG_IN_AGAIN};
+pub use auth::{KeyRefresh, KeySource, LOG_IN_AGAIN, TokenCheck};
 pub use error::{ApiError, CODES};
 pub use limit::Limits;
 use upstream::Upstream;
