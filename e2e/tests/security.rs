@@ -5,7 +5,9 @@
 //! 1. a gRPC call to auth's `IssueToken` (the call that once handed out admin tokens) is refused with
 //!    PERMISSION_DENIED by the service, or never connects where the cluster enforces NetworkPolicies;
 //! 2. Redis without its password answers NOAUTH;
-//! 3. the cart service's MySQL user can use its own database and is denied the user service's.
+//! 3. the cart service's MySQL user can use its own database and is denied the user service's; the
+//!    server accepts as many connections as the stack's pods may open
+//!    (`mall_operator::builders::mysql_max_connections`).
 //!
 //! The probe pods use `MALL_E2E_CURL_IMAGE` (sh, curl with HTTP/2, nc; default `curlimages/curl:8.11.1`)
 //! and `MALL_E2E_MYSQL_CLIENT_IMAGE` (a `mysql` or `mariadb` client; default: the stack's MySQL image). Skipped without a cluster, like
@@ -98,6 +100,7 @@ echo "redis=$reply"
         r#"
 client=$(command -v mysql || command -v mariadb)
 ask() {{ "$client" -h {STACK}-mysql.{ns}.svc -u mall_cart -p"$CART_PASSWORD" --connect-timeout=10 -N -e "$1" 2>&1; }}
+echo "max=$(ask 'SELECT @@max_connections')"
 echo "own=$(ask 'SELECT COUNT(*) FROM mall_cart._sqlx_migrations')"
 echo "other=$(ask 'SELECT COUNT(*) FROM mall_user.users')"
 "#
@@ -120,6 +123,10 @@ echo "other=$(ask 'SELECT COUNT(*) FROM mall_user.users')"
     } else {
         ensure!(own.trim().parse::<u32>().is_ok_and(|n| n > 0), "cart's own database: {own:?}");
         ensure!(other.contains("denied"), "cart's user read the user service's database: {other:?}");
+        let max = out.split_once("max=").and_then(|(_, rest)| rest.split_once("own=")).map(|(m, _)| m.trim());
+        let expected = mall_operator::builders::mysql_max_connections(&ready).to_string();
+        ensure!(max == Some(expected.as_str()), "the server's max_connections: {max:?}, not {expected}");
+        eprintln!("e2e: the server accepts {expected} connections, as the stack's pods may open");
     }
     run.done();
     Ok(())

@@ -77,6 +77,29 @@ pub(crate) fn mysql_service(stack: &MallStack) -> KubeService {
     headless_or_cluster(stack, "mysql", MYSQL_PORT, true)
 }
 
+/// The most database connections one service pod opens: its pool's size (`mall_storage`'s default,
+/// which the services run with).
+pub const SERVICE_POOL_SIZE: i64 = 10;
+/// Connections kept for migration Jobs, `mall provision` and an administrator.
+const SPARE_CONNECTIONS: i64 = 20;
+
+/// `max_connections` of the managed MySQL server: every service at its most pods (autoscaling's
+/// maximum, else its replicas) plus a rollout's surge (25 %, rounded up, at least one pod), each with
+/// a full pool, and a spare. MySQL's default of 151 refuses connections once seven services run three
+/// pods each, which an autoscaler reaches under exactly the load that needs them.
+pub fn mysql_max_connections(stack: &MallStack) -> i64 {
+    let pods: i64 = stack
+        .spec
+        .services
+        .iter()
+        .map(|(_, s)| {
+            let most = i64::from(s.autoscaling.as_ref().map_or(s.replicas, |a| a.max_replicas));
+            most + ((most + 3) / 4).max(1)
+        })
+        .sum();
+    pods * SERVICE_POOL_SIZE + SPARE_CONNECTIONS
+}
+
 pub(crate) fn mysql_stateful_set(stack: &MallStack, db: &ManagedDatabase) -> StatefulSet {
     let (run, run_mount) = empty_dir("run", "/run/mysqld");
     let (tmp, tmp_mount) = empty_dir("tmp", "/tmp");
@@ -84,6 +107,8 @@ pub(crate) fn mysql_stateful_set(stack: &MallStack, db: &ManagedDatabase) -> Sta
     let container = Container {
         name: "mysql".into(),
         image: Some(db.image.clone()),
+        // The image's entrypoint passes options on to mysqld.
+        args: Some(vec![format!("--max-connections={}", mysql_max_connections(stack))]),
         env: Some(vec![secret_env("MYSQL_ROOT_PASSWORD", mysql_secret_name(stack), DB_ROOT_PASSWORD_KEY)]),
         ports: Some(vec![ContainerPort {
             name: Some("mysql".into()),

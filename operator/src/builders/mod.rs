@@ -29,6 +29,7 @@ pub use auth_keys::{
     AUTH_KEYS_FILE, AUTH_KEYS_FILE_ENV, AUTH_KEYS_FILE_KEY, AUTH_KEYS_MOUNT_PATH, LAST_ROTATION_ANNOTATION,
     PUBLISHED_AT_ANNOTATION, auth_keys_secret, auth_keys_secret_name, current_key_ring,
 };
+pub use data::{SERVICE_POOL_SIZE, mysql_max_connections};
 pub use identity::{
     IDENTITY_COMPONENTS, IDENTITY_KEY_ENV, IDENTITY_PEERS_ENV, Identity, identity, identity_key_name,
     identity_secret_name,

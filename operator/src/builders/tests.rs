@@ -266,6 +266,27 @@ fn managed_mysql_and_redis() {
     assert_eq!(mysql_svc.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
     let redis = container(&d.deployments[0]);
     assert_eq!(redis.image.as_deref(), Some("redis:7.4-alpine"));
+    // Seven services, one pod each and one more in a rollout, ten connections each, and 20 spare.
+    assert_eq!(mysql.args.as_deref(), Some(&["--max-connections=160".to_owned()][..]));
+}
+
+/// The managed server accepts every pod an autoscaler may run, with a full pool each.
+#[test]
+fn managed_mysql_fits_the_most_pods_the_stack_may_run() {
+    let mut stack = minimal_stack();
+    stack.spec.services.order.replicas = 4;
+    stack.spec.services.checkout.autoscaling = Some(crate::crd::AutoscalingSpec {
+        min_replicas: 2,
+        max_replicas: 12,
+        target_cpu_utilization_percentage: 70,
+    });
+    // Five services at 1 + 1 pods, order at 4 + 1, checkout at 12 + 3.
+    let expected = (5 * 2 + 5 + 15) * SERVICE_POOL_SIZE + 20;
+    assert_eq!(mysql_max_connections(&stack), expected);
+    let d = desired(&stack, &ExistingSecrets::new());
+    let mysql = &d.stateful_sets[0].spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(mysql.args.as_deref(), Some(&[format!("--max-connections={expected}")][..]));
+    assert!(expected > 151, "more than MySQL's default would allow");
 }
 
 /// The data of Secret `name` among `secrets`, as text.
