@@ -254,16 +254,19 @@ async fn product_scenario(
         ("gateway, authenticated", &gateway_url, Some(&token)),
     ];
     let mut measured: [Vec<Stats>; 3] = Default::default();
+    let mut cpu: [Vec<Cpu>; 3] = Default::default();
     for round in 0..args.rounds.max(1) {
         for k in 0..sides.len() {
             let side = (round + k) % sides.len();
             let (name, url, token) = sides[side];
             let (c, u, t) = (client.clone(), url.clone(), token.cloned());
+            let cpu_before = Cpu::now();
             let s = load(args.requests, args.concurrency, move |_, _| {
                 let (c, u, t) = (c.clone(), u.clone(), t.clone());
                 async move { get_ok(&c, &u, t.as_deref()).await }
             })
             .await?;
+            cpu[side].push(Cpu::now().since(&cpu_before));
             report(&format!("round {}: {name}", round + 1), "req", &s);
             measured[side].push(s);
         }
@@ -271,6 +274,10 @@ async fn product_scenario(
     let [baseline, gateway, authenticated] = measured.map(median);
     for ((name, _, _), s) in sides.iter().zip([&baseline, &gateway, &authenticated]) {
         report(&format!("median: {name}"), "req", s);
+    }
+    let requests = args.requests * args.rounds.max(1);
+    for ((name, _, _), used) in sides.iter().zip(&cpu) {
+        Cpu::total(used).report(requests, &format!("request ({name})"));
     }
     ratio("gateway/baseline", &gateway, &baseline);
     ratio("authenticated/anonymous", &authenticated, &gateway);
@@ -450,6 +457,8 @@ async fn checkout_scenario(
     report("baseline: one database write", "op", &baseline);
 
     let before = durations();
+    let cpu_before = Cpu::now();
+    let status_before = server_status(&db).await;
     let (c, b) = (client.clone(), base.clone());
     let stats = load(args.checkouts, args.concurrency, move |worker, _| {
         let (client, base, tokens, body) = (c.clone(), b.clone(), tokens.clone(), body.clone());
@@ -461,10 +470,104 @@ async fn checkout_scenario(
         }
     })
     .await?;
+    let cpu = Cpu::now().since(&cpu_before);
+    let status = server_status(&db).await;
     report("add to cart + checkout", "checkout", &stats);
     ratio("checkout/database write", &stats, &baseline);
     breakdown(&before, &durations(), args.checkouts);
+    cpu.report(args.checkouts, "checkout");
+    if let (Some(before), Some(after)) = (status_before, status) {
+        let per = |name: &str| {
+            (after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0))
+                / args.checkouts as f64
+        };
+        println!(
+            "  the database server, per checkout: {:.1} statements ({:.1} SELECT, {:.1} INSERT, {:.1} UPDATE, \
+             {:.1} DELETE), {:.1} commits, {:.1} log fsyncs",
+            per("Questions"),
+            per("Com_select"),
+            per("Com_insert"),
+            per("Com_update"),
+            per("Com_delete"),
+            per("Handler_commit"),
+            per("Innodb_os_log_fsyncs"),
+        );
+    }
     Ok(())
+}
+
+/// A MySQL-compatible server's `SHOW GLOBAL STATUS` counters (None on SQLite).
+async fn server_status(db: &mall_storage::Db) -> Option<BTreeMap<String, f64>> {
+    if db.backend() != mall_storage::Backend::MySql {
+        return None;
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as("SHOW GLOBAL STATUS").fetch_all(db.pool()).await.ok()?;
+    Some(rows.into_iter().filter_map(|(name, value)| Some((name, value.parse().ok()?))).collect())
+}
+
+/// CPU time (user + system) used so far by this process and by the database and cache servers running
+/// on this machine, if any (found by their process names in /proc).
+struct Cpu(Vec<(&'static str, f64)>);
+
+impl Cpu {
+    const SERVERS: [(&'static str, &'static str); 3] =
+        [("MariaDB", "mariadbd"), ("MySQL", "mysqld"), ("Redis", "redis-server")];
+
+    fn now() -> Cpu {
+        let mut all = vec![("this process (mall and load)", process_cpu("self").unwrap_or(0.0))];
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Cpu(all) };
+        let pids: Vec<String> = dir
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        for (label, comm) in Self::SERVERS {
+            let used: f64 = pids
+                .iter()
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+                })
+                .filter_map(|pid| process_cpu(pid))
+                .sum();
+            if used > 0.0 {
+                all.push((label, used));
+            }
+        }
+        Cpu(all)
+    }
+
+    fn since(&self, earlier: &Cpu) -> Cpu {
+        let before = |label: &str| earlier.0.iter().find(|(l, _)| *l == label).map_or(0.0, |(_, s)| *s);
+        Cpu(self.0.iter().map(|(label, s)| (*label, s - before(label))).collect())
+    }
+
+    fn total(all: &[Cpu]) -> Cpu {
+        let mut sum: Vec<(&'static str, f64)> = Vec::new();
+        for (label, s) in all.iter().flat_map(|c| &c.0) {
+            match sum.iter_mut().find(|(l, _)| l == label) {
+                Some((_, total)) => *total += s,
+                None => sum.push((label, *s)),
+            }
+        }
+        Cpu(sum)
+    }
+
+    fn report(&self, operations: usize, unit: &str) {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(label, s)| format!("{label} {:.1} µs", s * 1e6 / operations as f64))
+            .collect();
+        println!("  CPU per {unit}: {}", parts.join(", "));
+    }
+}
+
+/// Seconds of CPU (user + system) a process has used: /proc/<pid>/stat, in clock ticks of 1/100 s.
+fn process_cpu(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the fields after it are counted from there.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// The sum and count of every `*_duration_seconds` histogram of this process's metrics (the mall runs
