@@ -483,14 +483,14 @@ async fn checkout_scenario(
         };
         println!(
             "  the database server, per checkout: {:.1} statements ({:.1} SELECT, {:.1} INSERT, {:.1} UPDATE, \
-             {:.1} DELETE), {:.1} commits, {:.1} log fsyncs",
+             {:.1} DELETE), {:.1} commits, {:.1} InnoDB fsyncs",
             per("Questions"),
             per("Com_select"),
             per("Com_insert"),
             per("Com_update"),
             per("Com_delete"),
             per("Handler_commit"),
-            per("Innodb_os_log_fsyncs"),
+            per("Innodb_data_fsyncs"),
         );
     }
     Ok(())
