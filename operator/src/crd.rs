@@ -224,7 +224,7 @@ pub struct AutoscalingSpec {
 }
 
 fn default_cpu_target() -> i32 {
-    80
+    70
 }
 
 /// The seven gRPC services, each optional in the manifest (defaults: one replica, no limits).
@@ -867,6 +867,12 @@ mod tests {
         let mut latest = minimal_stack();
         latest.spec.image.tag = "latest".into();
         assert!(validate_cel(&latest).is_err());
+    }
+
+    #[test]
+    fn autoscaling_targets_70_percent_cpu_unless_told() {
+        let a: AutoscalingSpec = serde_json::from_value(serde_json::json!({"maxReplicas": 4})).unwrap();
+        assert_eq!((a.min_replicas, a.max_replicas, a.target_cpu_utilization_percentage), (1, 4, 70));
     }
 
     #[test]
