@@ -615,6 +615,43 @@ async fn recovery_completes(s: &Stack) {
     assert_eq!(replay.transaction_id, paid.transaction_id);
 }
 
+/// The saga writes only where it stops, so a process that dies mid-checkout leaves the row at its last
+/// write while the order was placed, charged and paid. Recovery redoes the steps from there (every call
+/// is idempotent): it finds the same order and the same payment, charges nothing again and ends
+/// SUCCEEDED.
+async fn recovery_redoes_steps_that_were_not_written(s: &Stack) {
+    let user = 111;
+    let lamp = s.product(480, 5).await;
+    s.add(user, lamp, 2).await;
+    let done = run(&s.checkout, request(user, "k-crash", GOOD_CARD)).await.unwrap();
+    assert_eq!(done.outcome(), pb::CheckoutOutcome::Succeeded);
+    // As if the process had died right after its insert: everything after it unwritten.
+    sqlx::query(
+        "UPDATE checkouts SET step = 'cart_read', outcome = 'in_progress', order_id = '', transaction_id = '', \
+         total_cents = 0, lease_owner = NULL, lease_until = 0 WHERE checkout_id = ?",
+    )
+    .bind(&done.checkout_id)
+    .execute(s.checkout_db.pool())
+    .await
+    .unwrap();
+
+    assert_eq!(s.recover().await, crate::saga::Recovered { finished: 1, deferred: 0 });
+    let state = s.state(user, "k-crash").await;
+    assert_eq!(
+        (state.step(), state.outcome()),
+        (pb::CheckoutStep::CartEmptied, pb::CheckoutOutcome::Succeeded)
+    );
+    assert_eq!(
+        (state.order_id.as_str(), state.transaction_id.as_str()),
+        (done.order_id.as_str(), done.transaction_id.as_str())
+    );
+    assert_eq!(state.total_cents, 960);
+    assert_eq!(s.orders(user).await.len(), 1, "no second order");
+    assert_eq!(s.payment_rows(&done.order_id, "1 = 1").await, 1, "no second charge");
+    assert_eq!(s.stock(lamp).await, 3, "reserved once");
+    assert!(!s.leased(&done.checkout_id).await);
+}
+
 async fn invalid_requests(s: &Stack) {
     let user = 110;
     let lamp = s.product(100, 5).await;
@@ -845,6 +882,7 @@ mall_testkit::on_both_backends!(
     no_key_resumes_retries_after_a_decline_and_follows_the_cart,
     recovery_cancels,
     recovery_completes,
+    recovery_redoes_steps_that_were_not_written,
     invalid_requests,
     one_rule_per_input,
 );
