@@ -136,7 +136,8 @@ impl Db {
     pub async fn connect_sized(url: &str, max_connections: u32) -> Result<Db, StorageError> {
         install_drivers();
         let backend = Backend::from_url(url)?;
-        let options = pool_options(max_connections.max(1));
+        let max_connections = max_connections.max(1);
+        let options = pool_options(max_connections);
         let pool = match backend {
             Backend::MySql => connect_mysql(url, options).await?,
             Backend::Sqlite => connect_sqlite(url, options).await?,
@@ -146,8 +147,7 @@ impl Db {
             Backend::MySql => "mysql",
             Backend::Sqlite => "sqlite",
         });
-        let gauges =
-            Arc::new(PoolGauges::start(database_label(url, backend), pool.clone(), max_connections.max(1)));
+        let gauges = Arc::new(PoolGauges::start(database_label(url, backend), pool.clone(), max_connections));
         Ok(Db { pool, backend, _gauges: gauges })
     }
 
