@@ -1,9 +1,10 @@
-//! PlaceOrder's input, parsed once at the edge into mall-domain's types (the user, a valid email, an
-//! address, product ids), with lines merged, and the hashes that idempotency compares.
+//! Requests parsed once at the edge: PlaceOrder's input into mall-domain's types (the user, a valid
+//! email, an address, product ids), with lines merged, and the hashes that idempotency compares; the
+//! pages and the status filter of the lists.
 
 use std::collections::BTreeMap;
 
-use mall_domain::{Address, Email, Invalid, ProductId, UserId};
+use mall_domain::{Address, Email, Invalid, OrderStatus, ProductId, UserId};
 use mall_proto::order::v1 as pb;
 use sha2::{Digest, Sha256};
 
@@ -13,6 +14,60 @@ use crate::OrderError;
 pub const MAX_QUANTITY: i64 = 999;
 /// Most distinct products in one order (also what BatchGetProducts answers in one call).
 pub const MAX_PRODUCTS: usize = 100;
+/// Page size when the caller gives 0, and the largest allowed.
+const DEFAULT_PAGE_SIZE: i32 = 20;
+const MAX_PAGE_SIZE: i32 = 100;
+
+/// A page of a list (ListOrders, ListAllOrders), validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: i32,
+    pub page_size: i32,
+}
+
+impl Page {
+    /// `page` from 1 and `page_size` 1–100; 0 in either means the default (page 1, 20 per page).
+    pub fn parse(page: i32, page_size: i32) -> Result<Page, OrderError> {
+        let page = match page {
+            0 => 1,
+            p if p > 0 => p,
+            p => return Err(OrderError::InvalidArgument(format!("page must be 1 or more, got {p}"))),
+        };
+        let page_size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            s if (1..=MAX_PAGE_SIZE).contains(&s) => s,
+            s => {
+                return Err(OrderError::InvalidArgument(format!(
+                    "page_size must be between 1 and {MAX_PAGE_SIZE}, got {s}"
+                )));
+            }
+        };
+        Ok(Page { page, page_size })
+    }
+
+    pub fn limit(self) -> i64 {
+        i64::from(self.page_size)
+    }
+
+    pub fn offset(self) -> i64 {
+        (i64::from(self.page) - 1) * i64::from(self.page_size)
+    }
+}
+
+/// A list's optional status filter: absent means every status; a given status must be a real one
+/// (not UNSPECIFIED, not a number this version does not know).
+pub fn status_filter(raw: Option<i32>) -> Result<Option<OrderStatus>, OrderError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let refused = |given: &str| {
+        OrderError::InvalidArgument(format!(
+            "status must be ORDER_STATUS_PENDING, ORDER_STATUS_PAID or ORDER_STATUS_CANCELLED when given, \
+             got {given}"
+        ))
+    };
+    let given = pb::OrderStatus::try_from(raw).map_err(|_| refused(&raw.to_string()))?;
+    let status = OrderStatus::try_from(given).map_err(|_| refused(given.as_str_name()))?;
+    Ok(Some(status))
+}
 
 /// A request to place an order, validated: lines merged by product and ordered by product id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +251,42 @@ mod tests {
         e.email = "b@example.com".into();
         assert_ne!(a.request_hash(), NewOrder::parse(e).unwrap().request_hash());
         assert_eq!(a.request_hash().len(), 64);
+    }
+
+    #[test]
+    fn pages() {
+        assert_eq!(Page::parse(0, 0).unwrap(), Page { page: 1, page_size: 20 });
+        let p = Page::parse(3, 100).unwrap();
+        assert_eq!((p.page, p.page_size, p.limit(), p.offset()), (3, 100, 100, 200));
+        assert_eq!(Page::parse(i32::MAX, 100).unwrap().offset(), (i64::from(i32::MAX) - 1) * 100);
+        let invalid = |page, page_size| match Page::parse(page, page_size) {
+            Err(OrderError::InvalidArgument(msg)) => msg,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        };
+        assert_eq!(invalid(-1, 10), "page must be 1 or more, got -1");
+        assert_eq!(invalid(1, -1), "page_size must be between 1 and 100, got -1");
+        assert_eq!(invalid(1, 101), "page_size must be between 1 and 100, got 101");
+    }
+
+    #[test]
+    fn status_filters() {
+        assert_eq!(status_filter(None).unwrap(), None);
+        for (given, wanted) in [
+            (pb::OrderStatus::Pending, OrderStatus::Pending),
+            (pb::OrderStatus::Paid, OrderStatus::Paid),
+            (pb::OrderStatus::Cancelled, OrderStatus::Cancelled),
+        ] {
+            assert_eq!(status_filter(Some(given.into())).unwrap(), Some(wanted));
+        }
+        for (raw, named) in [(0, "ORDER_STATUS_UNSPECIFIED"), (42, "42"), (-1, "-1")] {
+            match status_filter(Some(raw)) {
+                Err(OrderError::InvalidArgument(msg)) => {
+                    assert!(msg.starts_with("status must be"), "{msg}");
+                    assert!(msg.ends_with(&format!("got {named}")), "{msg}");
+                }
+                other => panic!("expected INVALID_ARGUMENT for {raw}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

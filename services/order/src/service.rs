@@ -10,14 +10,11 @@ use mall_storage::Db;
 use tonic::{Request, Response, Status};
 
 use crate::OrderError;
-use crate::input::NewOrder;
+use crate::input::{self, NewOrder, Page};
 use crate::lifecycle::{self, OnRefusal};
 use crate::stock::Stock;
-use crate::store::{self, Order, OrderItem};
+use crate::store::{self, Order, OrderFilter, OrderItem};
 
-/// Page size when the caller gives 0, and the largest allowed.
-const DEFAULT_PAGE_SIZE: i32 = 20;
-const MAX_PAGE_SIZE: i32 = 100;
 /// Longest transaction id MarkPaid accepts (the column's width).
 const MAX_TRANSACTION_ID: usize = 128;
 /// How often a write that lost a race (to a concurrent call on the same order or key) looks again.
@@ -116,24 +113,24 @@ impl Orders {
 
     async fn list(&self, req: pb::ListOrdersRequest) -> Result<pb::ListOrdersResponse, OrderError> {
         let user_id = UserId::new(req.user_id)?;
-        let page = match req.page {
-            0 => 1,
-            p if p > 0 => p,
-            p => return Err(OrderError::InvalidArgument(format!("page must be 1 or more, got {p}"))),
-        };
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            s if (1..=MAX_PAGE_SIZE).contains(&s) => s,
-            s => {
-                return Err(OrderError::InvalidArgument(format!(
-                    "page_size must be between 1 and {MAX_PAGE_SIZE}, got {s}"
-                )));
-            }
-        };
-        let offset = i64::from(page - 1) * i64::from(page_size);
-        let orders = store::list(&self.db, user_id.get(), i64::from(page_size), offset).await?;
-        let total = store::count(&self.db, user_id.get()).await?;
-        Ok(pb::ListOrdersResponse { items: orders.iter().map(to_proto).collect(), page, page_size, total })
+        let page = Page::parse(req.page, req.page_size)?;
+        let (items, total) = self.page_of(OrderFilter::user(user_id.get()), page).await?;
+        Ok(pb::ListOrdersResponse { items, page: page.page, page_size: page.page_size, total })
+    }
+
+    /// Every user's orders (an admin's list), optionally of one status.
+    async fn list_all(&self, req: pb::ListAllOrdersRequest) -> Result<pb::ListAllOrdersResponse, OrderError> {
+        let page = Page::parse(req.page, req.page_size)?;
+        let status = input::status_filter(req.status)?;
+        let (items, total) = self.page_of(OrderFilter { user_id: None, status }, page).await?;
+        Ok(pb::ListAllOrdersResponse { items, page: page.page, page_size: page.page_size, total })
+    }
+
+    /// One page of the orders `filter` selects, newest first, and how many it selects in all.
+    async fn page_of(&self, filter: OrderFilter, page: Page) -> Result<(Vec<pb::Order>, i64), OrderError> {
+        let orders = store::list(&self.db, filter, page.limit(), page.offset()).await?;
+        let total = store::count(&self.db, filter).await?;
+        Ok((orders.iter().map(to_proto).collect(), total))
     }
 
     /// The user's order; another user's is exactly as unknown as a missing one.
@@ -276,6 +273,13 @@ impl OrderService for Orders {
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn list_all_orders(
+        &self,
+        request: Request<pb::ListAllOrdersRequest>,
+    ) -> Result<Response<pb::ListAllOrdersResponse>, Status> {
+        Ok(Response::new(self.list_all(request.into_inner()).await?))
     }
 
     async fn get_order(

@@ -177,14 +177,55 @@ fn item_from_row((_, product_id, name, unit_price_cents, quantity, line_total_ce
     OrderItem { product_id, name, unit_price_cents, quantity, line_total_cents }
 }
 
-/// One page of the user's orders, newest first, each with its lines.
-pub async fn list(db: &Db, user_id: i64, limit: i64, offset: i64) -> Result<Vec<Order>, OrderError> {
+/// Which orders a list holds: one user's (ListOrders) or everyone's (ListAllOrders), and optionally
+/// only those in one status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub user_id: Option<i64>,
+    pub status: Option<OrderStatus>,
+}
+
+impl OrderFilter {
+    /// One user's orders, in every status.
+    pub fn user(user_id: i64) -> OrderFilter {
+        OrderFilter { user_id: Some(user_id), status: None }
+    }
+
+    /// ` WHERE …` (empty for no condition), made of constant fragments only: one placeholder per given
+    /// value, bound by [`OrderFilter::bind`] in the same order.
+    fn where_sql(&self) -> String {
+        let mut conditions = Vec::new();
+        if self.user_id.is_some() {
+            conditions.push("user_id = ?");
+        }
+        if self.status.is_some() {
+            conditions.push("status = ?");
+        }
+        if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) }
+    }
+
+    /// Binds the values that [`OrderFilter::where_sql`] made placeholders for.
+    fn bind<'q>(&self, mut query: AnyQuery<'q>) -> AnyQuery<'q> {
+        if let Some(user_id) = self.user_id {
+            query = query.bind(user_id);
+        }
+        if let Some(status) = self.status {
+            query = query.bind(status.as_str());
+        }
+        query
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// One page of the orders that `filter` selects, newest first, each with its lines.
+pub async fn list(db: &Db, filter: OrderFilter, limit: i64, offset: i64) -> Result<Vec<Order>, OrderError> {
     let sql = format!(
-        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ? \
-         ORDER BY created_at DESC, order_id DESC LIMIT ? OFFSET ?"
+        "SELECT {ORDER_COLUMNS} FROM orders{} ORDER BY created_at DESC, order_id DESC LIMIT ? OFFSET ?",
+        filter.where_sql()
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(user_id)
+    let rows = filter
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
         .bind(limit)
         .bind(offset)
         .fetch_all(db.pool())
@@ -211,12 +252,11 @@ pub async fn list(db: &Db, user_id: i64, limit: i64, offset: i64) -> Result<Vec<
     Ok(orders)
 }
 
-/// How many orders the user has.
-pub async fn count(db: &Db, user_id: i64) -> Result<i64, OrderError> {
-    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE user_id = ?")
-        .bind(user_id)
-        .fetch_one(db.pool())
-        .await?)
+/// How many orders `filter` selects.
+pub async fn count(db: &Db, filter: OrderFilter) -> Result<i64, OrderError> {
+    let sql = format!("SELECT COUNT(*) FROM orders{}", filter.where_sql());
+    let row = filter.bind(sqlx::query(sqlx::AssertSqlSafe(sql))).fetch_one(db.pool()).await?;
+    Ok(row.try_get(0)?)
 }
 
 /// Records, as of `now`, that the reservation is confirmed. False when the order was cancelled (or

@@ -108,6 +108,16 @@ impl Stack {
         Ok(self.orders.clone().list_orders(request).await?.into_inner())
     }
 
+    async fn list_all(
+        &self,
+        page: i32,
+        page_size: i32,
+        status: Option<pb::OrderStatus>,
+    ) -> Result<pb::ListAllOrdersResponse, tonic::Status> {
+        let request = pb::ListAllOrdersRequest { page, page_size, status: status.map(Into::into) };
+        Ok(self.orders.clone().list_all_orders(request).await?.into_inner())
+    }
+
     async fn sweep(&self) -> Swept {
         sweep(&self.db, &Stock::new(self.product_channel.clone())).await.unwrap()
     }
@@ -289,6 +299,80 @@ async fn lists_newest_first_in_pages(s: &Stack) {
         assert_eq!(e.code(), Code::InvalidArgument, "page {page}, size {page_size}");
     }
     assert_eq!(s.list(0, 1, 10).await.unwrap_err().code(), Code::InvalidArgument);
+}
+
+/// The admin's list: every user's orders, newest first, in pages, optionally of one status. Runs on
+/// databases of its own, so that it sees exactly the orders it placed.
+async fn lists_all_orders_for_admins(s: &Stack) {
+    let empty = s.list_all(0, 0, None).await.unwrap();
+    assert_eq!((empty.items.len(), empty.page, empty.page_size, empty.total), (0, 1, 20, 0));
+
+    let plate = s.product("Plate", 100, 100).await;
+    let users = [401, 402, 403, 401, 402];
+    let mut ids = Vec::new();
+    for (quantity, user) in (1..).zip(users) {
+        ids.push(s.place(request(user, &[(plate, quantity)])).await.unwrap().order.unwrap().order_id);
+    }
+    // A refused order is not kept, so not listed either.
+    assert_eq!(s.place(request(404, &[(plate, 999)])).await.unwrap_err().code(), Code::FailedPrecondition);
+    ids.reverse();
+    let newest_first: Vec<i64> = users.iter().rev().copied().collect();
+    let order_ids =
+        |p: &pb::ListAllOrdersResponse| p.items.iter().map(|o| o.order_id.clone()).collect::<Vec<_>>();
+
+    let all = s.list_all(0, 0, None).await.unwrap();
+    assert_eq!((all.page, all.page_size, all.total), (1, 20, 5));
+    assert_eq!(order_ids(&all), ids, "newest first, across users");
+    assert_eq!(all.items.iter().map(|o| o.user_id).collect::<Vec<_>>(), newest_first);
+    for (order, quantity) in all.items.iter().zip((1..=5).rev()) {
+        assert_eq!(order, &s.get(order.user_id, &order.order_id).await.unwrap(), "complete orders");
+        assert_eq!(
+            (order.items.len(), order.items[0].quantity, order.total_cents),
+            (1, quantity, 100 * quantity)
+        );
+    }
+
+    // Pages.
+    let first = s.list_all(1, 2, None).await.unwrap();
+    assert_eq!((first.page, first.page_size, first.total), (1, 2, 5));
+    assert_eq!(order_ids(&first), ids[0..2]);
+    assert_eq!(order_ids(&s.list_all(2, 2, None).await.unwrap()), ids[2..4]);
+    let last = s.list_all(3, 2, None).await.unwrap();
+    assert_eq!((order_ids(&last), last.total), (ids[4..5].to_vec(), 5));
+    let beyond = s.list_all(4, 2, None).await.unwrap();
+    assert!(beyond.items.is_empty() && beyond.total == 5);
+    assert_eq!(s.list_all(1, 100, None).await.unwrap().items.len(), 5);
+
+    // By status.
+    let paid = s.mark_paid(&ids[1], "tx-admin").await.unwrap();
+    let cancelled = s.cancel(newest_first[3], &ids[3]).await.unwrap();
+    let only = |status| async move { s.list_all(0, 0, Some(status)).await.unwrap() };
+    let listed = only(pb::OrderStatus::Paid).await;
+    assert_eq!((listed.items, listed.total), (vec![paid], 1));
+    let listed = only(pb::OrderStatus::Cancelled).await;
+    assert_eq!((listed.items, listed.total), (vec![cancelled], 1));
+    let pending = [ids[0].clone(), ids[2].clone(), ids[4].clone()];
+    let listed = only(pb::OrderStatus::Pending).await;
+    assert_eq!((order_ids(&listed), listed.total), (pending.to_vec(), 3));
+    assert!(listed.items.iter().all(|o| status(o) == pb::OrderStatus::Pending));
+    let second = s.list_all(2, 2, Some(pb::OrderStatus::Pending)).await.unwrap();
+    assert_eq!((order_ids(&second), second.total), (pending[2..].to_vec(), 3), "pages of a status");
+    assert_eq!(s.list_all(0, 0, None).await.unwrap().total, 5, "every status without a filter");
+    // The users' own lists are unchanged by all this.
+    assert_eq!(s.list(401, 0, 0).await.unwrap().total, 2);
+
+    // Refused: pages out of range (as in ListOrders), a status that is not one.
+    for (page, page_size) in [(1, 101), (1, 1000), (-1, 10), (1, -1)] {
+        let e = s.list_all(page, page_size, None).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "page {page}, size {page_size}");
+        assert!(e.message().starts_with("page"), "{}", e.message());
+    }
+    for raw in [0, 42] {
+        let request = pb::ListAllOrdersRequest { page: 1, page_size: 10, status: Some(raw) };
+        let e = s.orders.clone().list_all_orders(request).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "status {raw}");
+        assert!(e.message().contains("status"), "{}", e.message());
+    }
 }
 
 async fn cancel_pay_and_ownership(s: &Stack) {
@@ -513,36 +597,66 @@ async fn unpaid_orders_expire(s: &Stack) {
     }
 }
 
-async fn check_orders(order_db: TestDb, product_db: TestDb, cache: Cache) {
+/// Every scenario but the admin's list, in turn over the same databases.
+async fn every_scenario(s: &Stack) {
+    places_priced_by_the_catalog(s).await;
+    refuses_bad_requests(s).await;
+    short_stock_reserves_nothing(s).await;
+    lists_newest_first_in_pages(s).await;
+    cancel_pay_and_ownership(s).await;
+    idempotency(s).await;
+    last_units_under_contention(s).await;
+    recovers_from_interruptions(s).await;
+    unpaid_orders_expire(s).await;
+}
+
+/// Starts the stack over these (fresh) databases, runs `scenarios`, stops it and drops the databases.
+async fn check_orders(
+    order_db: TestDb,
+    product_db: TestDb,
+    cache: Cache,
+    scenarios: impl AsyncFnOnce(&Stack),
+) {
     let s = Stack::start(&order_db.db, &product_db.db, cache, Config::default()).await;
-    places_priced_by_the_catalog(&s).await;
-    refuses_bad_requests(&s).await;
-    short_stock_reserves_nothing(&s).await;
-    lists_newest_first_in_pages(&s).await;
-    cancel_pay_and_ownership(&s).await;
-    idempotency(&s).await;
-    last_units_under_contention(&s).await;
-    recovers_from_interruptions(&s).await;
-    unpaid_orders_expire(&s).await;
+    scenarios(&s).await;
     s.stop.cancel();
     order_db.drop_database().await;
     product_db.drop_database().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_on_sqlite() {
+async fn on_sqlite(scenarios: impl AsyncFnOnce(&Stack)) {
     let order_db = TestDb::sqlite(&crate::migrations()).await;
     let product_db = TestDb::sqlite(&mall_product::migrations()).await;
-    check_orders(order_db, product_db, Cache::memory(&mall_testkit::unique_name("t"))).await;
+    check_orders(order_db, product_db, Cache::memory(&mall_testkit::unique_name("t")), scenarios).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_on_mariadb() {
+/// Returns early when MariaDB is not configured (never in CI).
+async fn on_mariadb(scenarios: impl AsyncFnOnce(&Stack)) {
     let Some(order_db) = TestDb::mariadb(&crate::migrations()).await else { return };
     let Some(product_db) = TestDb::mariadb(&mall_product::migrations()).await else { return };
     let cache = match mall_testkit::redis_cache().await {
         Some(cache) => cache,
         None => Cache::memory(&mall_testkit::unique_name("t")),
     };
-    check_orders(order_db, product_db, cache).await;
+    check_orders(order_db, product_db, cache, scenarios).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_on_sqlite() {
+    on_sqlite(every_scenario).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_on_mariadb() {
+    on_mariadb(every_scenario).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_orders_on_sqlite() {
+    on_sqlite(lists_all_orders_for_admins).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_orders_on_mariadb() {
+    on_mariadb(lists_all_orders_for_admins).await;
 }

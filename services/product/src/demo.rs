@@ -237,13 +237,19 @@ fn products() -> Result<Vec<NewProduct>, ProductError> {
             Ok(NewProduct {
                 name: input::name(name)?,
                 description: input::description(description)?,
-                picture: input::picture(&format!("/static/images/products/{}.jpg", slug(name)))?,
+                picture: input::picture(&picture(name))?,
                 price_cents: mall_domain::Cents::new(price_cents)?,
                 stock: input::stock(stock)?,
                 categories: input::categories(&categories)?,
             })
         })
         .collect()
+}
+
+/// The demo product's picture: an SVG illustration that the storefront ships under its slug.
+/// (Migration 0002 moved rows seeded with the earlier `.jpg` names to these.)
+fn picture(name: &str) -> String {
+    format!("/static/images/products/{}.svg", slug(name))
 }
 
 /// `"Chef's Knife 20 cm"` → `"chefs-knife-20-cm"`.
@@ -286,6 +292,22 @@ mod tests {
         assert_eq!(categories.len(), 5);
         assert!(products.iter().all(|p| (20..=200).contains(&p.stock)));
         assert!(products.iter().all(|p| p.price_cents.get() > 0));
+    }
+
+    #[test]
+    fn pictures_are_svgs_named_by_slug() {
+        let products = products().expect("valid demo data");
+        for product in &products {
+            assert_eq!(
+                product.picture,
+                format!("/static/images/products/{}.svg", slug(&product.name)),
+                "{}",
+                product.name
+            );
+        }
+        assert_eq!(products[0].picture, "/static/images/products/blue-stoneware-mug.svg");
+        let pictures: HashSet<&str> = products.iter().map(|p| p.picture.as_str()).collect();
+        assert_eq!(pictures.len(), products.len(), "one picture per product");
     }
 
     #[test]

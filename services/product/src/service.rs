@@ -143,6 +143,16 @@ impl Catalog {
         })
     }
 
+    async fn categories(&self) -> Result<pb::ListCategoriesResponse, ProductError> {
+        let categories = store::categories(&self.db).await?;
+        Ok(pb::ListCategoriesResponse {
+            categories: categories
+                .into_iter()
+                .map(|(name, products)| pb::CategoryCount { name, products })
+                .collect(),
+        })
+    }
+
     async fn search(
         &self,
         req: pb::SearchProductsRequest,
@@ -239,6 +249,13 @@ impl ProductService for Catalog {
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
         Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn list_categories(
+        &self,
+        _request: Request<pb::ListCategoriesRequest>,
+    ) -> Result<Response<pb::ListCategoriesResponse>, Status> {
+        Ok(Response::new(self.categories().await?))
     }
 
     async fn search_products(

@@ -318,6 +318,22 @@ pub(crate) async fn list(
     Ok((products, total))
 }
 
+/// Every category with at least one live product, and how many live products it holds, by name.
+pub(crate) async fn categories(db: &Db) -> Result<Vec<(String, i64)>, ProductError> {
+    // An inner join, so a category without live products has no row to count; a product is in a
+    // category at most once (the primary key), so the rows counted are distinct products.
+    Ok(sqlx::query_as(
+        "SELECT c.name, COUNT(*) FROM categories c \
+         JOIN product_categories pc ON pc.category_id = c.id \
+         JOIN products p ON p.id = pc.product_id \
+         WHERE p.deleted_at IS NULL \
+         GROUP BY c.id, c.name \
+         ORDER BY c.name",
+    )
+    .fetch_all(db.pool())
+    .await?)
+}
+
 /// A page of live products whose search text matches every pattern (`LIKE`, escape `!`), and the total.
 pub(crate) async fn search(
     db: &Db,

@@ -114,6 +114,7 @@ scenarios!(
     create_get_update_delete,
     invalid_arguments,
     list_pages_and_categories,
+    categories_count_live_products,
     search_words_literally,
     concurrent_reservations_never_oversell,
     reservations_are_idempotent_and_all_or_nothing,
@@ -183,6 +184,23 @@ async fn list(svc: &Svc, page: i32, page_size: i32, category: Option<&str>) -> p
         .await
         .expect("list products")
         .into_inner()
+}
+
+/// ListCategories as (name, live products) pairs, in the order given.
+async fn categories(svc: &Svc) -> Vec<(String, i64)> {
+    svc.client()
+        .list_categories(pb::ListCategoriesRequest {})
+        .await
+        .expect("list categories")
+        .into_inner()
+        .categories
+        .into_iter()
+        .map(|c| (c.name, c.products))
+        .collect()
+}
+
+fn counts(pairs: &[(&str, i64)]) -> Vec<(String, i64)> {
+    pairs.iter().map(|&(name, products)| (name.to_owned(), products)).collect()
 }
 
 async fn search(svc: &Svc, query: &str, page: i32, page_size: i32) -> pb::SearchProductsResponse {
@@ -582,6 +600,51 @@ mod scenarios {
         assert_eq!((unknown.items.len(), unknown.total), (0, 0));
     }
 
+    pub async fn categories_count_live_products(svc: &Svc) {
+        assert!(categories(svc).await.is_empty(), "an empty catalog has no categories");
+
+        create(svc, "Mug", 1200, 5, &["Kitchen", "Gifts"]).await;
+        // The same category in another case: counted under its first spelling.
+        create(svc, "Pan", 3000, 5, &["kitchen"]).await;
+        let kettle = create(svc, "Kettle", 2500, 5, &["Kitchen"]).await.product_id;
+        let lamp = create(svc, "Lamp", 4000, 5, &["Lights", "Gifts"]).await.product_id;
+        let ghost = create(svc, "Ghost", 100, 5, &["Retired"]).await.product_id;
+        create(svc, "Zebra toy", 900, 5, &["Zoo"]).await;
+        create(svc, "Apple", 50, 5, &["apples"]).await;
+        create(svc, "Uncategorised", 10, 5, &[]).await;
+        // By name, byte-wise: upper case before lower case.
+        assert_eq!(
+            categories(svc).await,
+            counts(&[("Gifts", 2), ("Kitchen", 3), ("Lights", 1), ("Retired", 1), ("Zoo", 1), ("apples", 1)])
+        );
+
+        // A deleted product is not counted; a category left with only deleted products is omitted.
+        for product_id in [kettle, ghost] {
+            svc.client().delete_product(pb::DeleteProductRequest { product_id }).await.expect("delete");
+        }
+        assert_eq!(
+            categories(svc).await,
+            counts(&[("Gifts", 2), ("Kitchen", 2), ("Lights", 1), ("Zoo", 1), ("apples", 1)])
+        );
+
+        // A category whose last product leaves it is omitted too.
+        update(
+            svc,
+            pb::UpdateProductRequest {
+                product_id: lamp,
+                categories: Some(pb::CategoryList { names: vec![] }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("clear the lamp's categories");
+        assert_eq!(categories(svc).await, counts(&[("Gifts", 1), ("Kitchen", 2), ("Zoo", 1), ("apples", 1)]));
+        // The counts agree with the category filter of ListProducts.
+        for (name, products) in categories(svc).await {
+            assert_eq!(list(svc, 1, 100, Some(&name)).await.total, products, "{name}");
+        }
+    }
+
     pub async fn search_words_literally(svc: &Svc) {
         let make = |name: &'static str, description: &'static str| pb::CreateProductRequest {
             name: name.into(),
@@ -840,6 +903,18 @@ mod scenarios {
         assert_eq!(list(svc, 1, 100, None).await.total, 30, "never duplicated");
 
         assert!(all.items.iter().all(|p| p.price_cents > 0 && (20..=200).contains(&p.stock)));
+        assert!(
+            all.items
+                .iter()
+                .all(|p| p.picture.starts_with("/static/images/products/") && p.picture.ends_with(".svg")),
+            "the demo pictures are the storefront's SVGs"
+        );
+        let demo_categories = categories(svc).await;
+        let names: Vec<&str> = demo_categories.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["Apparel", "Books", "Electronics", "Kitchen", "Outdoors"]);
+        for (name, products) in &demo_categories {
+            assert_eq!(list(svc, 1, 100, Some(name)).await.total, *products, "{name}");
+        }
         let kitchen = list(svc, 1, 100, Some("kitchen")).await;
         assert!(kitchen.total >= 5, "{}", kitchen.total);
         assert!(kitchen.items.iter().all(|p| p.categories.iter().any(|c| c == "Kitchen")));
