@@ -10,6 +10,7 @@ mod limit;
 mod money;
 mod observe;
 mod routes;
+mod shop;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -93,6 +94,7 @@ pub struct Inner {
     tokens: Arc<auth::TokenCheck>,
     cache: Cache,
     shutdown: Shutdown,
+    shop: shop::Shop,
 }
 
 impl std::ops::Deref for AppState {
@@ -122,6 +124,7 @@ impl AppState {
             auth,
             cache,
             shutdown,
+            shop: shop::Shop::default(),
         }))
     }
 }
@@ -159,6 +162,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/docs", get(ops::docs))
+        .merge(shop::routes(state.clone()))
         .fallback(|uri: Uri| async move { ApiError::NoRoute(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(input::BODY_LIMIT))

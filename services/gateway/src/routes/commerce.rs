@@ -215,7 +215,7 @@ fn address_json(a: &Option<order::Address>) -> Value {
     }
 }
 
-fn status_name(o: &order::Order) -> &'static str {
+pub(crate) fn status_name(o: &order::Order) -> &'static str {
     OrderStatus::try_from(o.status()).map_or("unknown", OrderStatus::as_str)
 }
 
@@ -429,7 +429,7 @@ impl From<CardBody> for payment::CreditCard {
     }
 }
 
-fn decline(reason: i32) -> ApiError {
+pub(crate) fn decline(reason: i32) -> ApiError {
     let why = match payment::DeclineReason::try_from(reason) {
         Ok(payment::DeclineReason::InvalidNumber) => "the card number is not valid",
         Ok(payment::DeclineReason::InvalidCvv) => "the CVV must be 3 or 4 digits",

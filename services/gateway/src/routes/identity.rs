@@ -1,5 +1,7 @@
 //! Accounts: `/register`, `/login`, `/logout`, `/user/me`.
 
+use std::net::IpAddr;
+
 use axum::extract::State;
 use axum::response::IntoResponse;
 use mall_proto::auth::v1::{IssueTokenRequest, RevokeTokenRequest};
@@ -26,20 +28,28 @@ pub async fn register(
     ClientAddr(client): ClientAddr,
     JsonOrForm(body): JsonOrForm<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    limit::attempt(&state.cache, &state.config.limits, "register", client, &body.email).await?;
+    let user_id = create_account(&state, client, body.email, body.password, body.confirm_password).await?;
+    Ok(created(json!({ "user_id": user_id })).msg("registered"))
+}
+
+/// Registers a customer (counted against the register limits); their user id.
+pub(crate) async fn create_account(
+    state: &AppState,
+    client: IpAddr,
+    email: String,
+    password: String,
+    confirm_password: String,
+) -> Result<i64, ApiError> {
+    limit::attempt(&state.cache, &state.config.limits, "register", client, &email).await?;
     let user = state
         .users
         .clone()
-        .register(RegisterRequest {
-            email: body.email,
-            password: body.password,
-            confirm_password: body.confirm_password,
-        })
+        .register(RegisterRequest { email, password, confirm_password })
         .await?
         .into_inner()
         .user
         .ok_or(ApiError::Internal)?;
-    Ok(created(json!({ "user_id": user.user_id })).msg("registered"))
+    Ok(user.user_id)
 }
 
 #[derive(Deserialize)]
@@ -53,11 +63,27 @@ pub async fn login(
     ClientAddr(client): ClientAddr,
     JsonOrForm(body): JsonOrForm<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    limit::attempt(&state.cache, &state.config.limits, "login", client, &body.email).await?;
+    let (token, expires_at) = sign_in(&state, client, body.email, body.password).await?;
+    Ok(ok(json!({
+        "token": token,
+        "token_type": "Bearer",
+        "expires_at": rfc3339(expires_at),
+    })))
+}
+
+/// Checks the password (counted against the login limits) and issues a token: the token and when it
+/// expires (Unix seconds).
+pub(crate) async fn sign_in(
+    state: &AppState,
+    client: IpAddr,
+    email: String,
+    password: String,
+) -> Result<(String, i64), ApiError> {
+    limit::attempt(&state.cache, &state.config.limits, "login", client, &email).await?;
     let user = state
         .users
         .clone()
-        .login(LoginRequest { email: body.email, password: body.password })
+        .login(LoginRequest { email, password })
         .await
         .map_err(|s| match s.code() {
             tonic::Code::Unauthenticated => ApiError::WrongCredentials,
@@ -73,11 +99,7 @@ pub async fn login(
         .await?
         .into_inner();
     let expires_at = issued.claims.map(|c| c.expires_at).unwrap_or_default();
-    Ok(ok(json!({
-        "token": issued.token,
-        "token_type": "Bearer",
-        "expires_at": rfc3339(expires_at),
-    })))
+    Ok((issued.token, expires_at))
 }
 
 pub async fn logout(State(state): State<AppState>, user: CurrentUser) -> Result<impl IntoResponse, ApiError> {

@@ -1,6 +1,7 @@
 //! Gateway API tests: the whole mall started in-process on port 0, spoken to over HTTP as a client
 //! would. One binary, a module per area.
 
+mod browser;
 mod callers;
 mod catalog;
 mod commerce;
@@ -12,5 +13,6 @@ mod metrics;
 mod ops;
 mod owasp;
 mod process;
+mod shop;
 mod tokens;
 mod traces;
