@@ -22,6 +22,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::middleware;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use mall_proto::auth::v1::auth_service_client::AuthServiceClient;
 use mall_proto::cart::v1::cart_service_client::CartServiceClient;
 use mall_proto::checkout::v1::checkout_service_client::CheckoutServiceClient;
@@ -203,6 +204,13 @@ pub async fn startup(
             draining.drained().await;
             tracing::info!(service = "gateway", "no longer accepting connections");
         };
+        // Every response leaves at once: a page written in two segments would otherwise wait for the
+        // client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(drained);
         let result = match stop.within_grace(server.into_future()).await {
             Some(result) => result.map_err(RuntimeError::from),
