@@ -12,6 +12,10 @@
 //! - `checkout`: each virtual user adds to its cart and checks out (gateway → checkout → cart, order,
 //!   product, payment: every write of the saga), against one database write round trip; then where a
 //!   checkout's time went, from the services' own duration histograms.
+//! - `storefront`: each page of the shop in the browser (HTML rendered on the server), one request at a
+//!   time so that each latency is the page's own, against the API's JSON for the same data
+//!   (`GET /products/list`, the home page's products); then the home page under the concurrent load
+//!   against that API call under the same load.
 //! - `tracing`: the gateway's product read with OpenTelemetry configured (an OTLP endpoint, sampling
 //!   ratio 0: trace contexts made and propagated, nothing recorded) against OpenTelemetry off
 //!   (`OTEL_SDK_DISABLED=true`). The tracer is process-wide, so each measurement is a fresh `bench`
@@ -45,6 +49,7 @@ enum Scenario {
     Signup,
     Checkout,
     Tracing,
+    Storefront,
     All,
 }
 
@@ -387,6 +392,112 @@ async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value) ->
     let body: Value = r.json().await?;
     anyhow::ensure!(status.is_success(), "{url}: {status} {body}");
     Ok(body)
+}
+
+/// `GET url` with the session cookie (when given) answered 200 with a whole body: its length.
+async fn get_page(client: &reqwest::Client, url: &str, session: Option<&str>) -> Option<usize> {
+    let request = client.get(url);
+    let request = match session {
+        Some(token) => request.header(reqwest::header::COOKIE, format!("mall_session={token}")),
+        None => request,
+    };
+    match request.send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => r.bytes().await.ok().map(|b| b.len()),
+        _ => None,
+    }
+}
+
+async fn storefront_scenario(
+    mall: &mall::Mall,
+    shared: &mall::config::Shared,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let base = mall.gateway_url();
+    let admin =
+        login(&client, &base, &shared.admin_email, shared.admin_password.as_deref().unwrap_or_default())
+            .await?;
+    // A shopper with an order and two lines in the cart, for the pages that show them.
+    let email = "storefront@bench.local";
+    client
+        .post(format!("{base}/register"))
+        .json(&json!({ "email": email, "password": "bench-password", "confirm_password": "bench-password" }))
+        .send()
+        .await?;
+    let shopper = login(&client, &base, email, "bench-password").await?;
+    post(&client, &format!("{base}/cart/additem"), &shopper, &json!({ "product_id": 1, "quantity": 1 }))
+        .await?;
+    let checkout = json!({
+        "firstname": "Bench", "lastname": "User", "email": email,
+        "address": { "street_address": "1 Load St", "city": "Bench", "state": "CA", "country": "US", "zip_code": "90000" },
+        "credit_card": { "credit_card_number": "4111111111111111", "credit_card_cvv": "123",
+                         "credit_card_expiration_year": 2099, "credit_card_expiration_month": 1 }
+    });
+    let paid = post(&client, &format!("{base}/checkout"), &shopper, &checkout).await?;
+    let order_id = paid["data"]["order_id"].as_str().context("no order id")?.to_owned();
+    for product_id in [2, 21] {
+        let line = json!({ "product_id": product_id, "quantity": 2 });
+        post(&client, &format!("{base}/cart/additem"), &shopper, &line).await?;
+    }
+
+    let sequential = (args.requests / 10).max(100);
+    println!("storefront pages — {sequential} requests each, one at a time");
+    let api = format!("{base}/products/list?page_size=8");
+    let pages: Vec<(&str, String, Option<&String>)> = vec![
+        ("baseline: API GET /products/list (JSON)", api.clone(), None),
+        ("home", format!("{base}/"), None),
+        ("home, signed in", format!("{base}/"), Some(&shopper)),
+        ("category", format!("{base}/shop/category/Kitchen"), None),
+        ("search", format!("{base}/shop/search?q=wool"), None),
+        ("product", format!("{base}/shop/products/3"), None),
+        ("cart (2 lines)", format!("{base}/shop/cart"), Some(&shopper)),
+        ("checkout form", format!("{base}/shop/checkout"), Some(&shopper)),
+        ("orders", format!("{base}/shop/orders"), Some(&shopper)),
+        ("order", format!("{base}/shop/orders/{order_id}"), Some(&shopper)),
+        ("login form", format!("{base}/shop/login"), None),
+        ("admin: products", format!("{base}/shop/admin"), Some(&admin)),
+        ("admin: orders", format!("{base}/shop/admin/orders"), Some(&admin)),
+    ];
+    let mut baseline = None;
+    for (name, url, session) in &pages {
+        let size = get_page(&client, url, session.map(|s| s.as_str())).await;
+        let size = size.with_context(|| format!("{url} did not answer 200"))?;
+        for _ in 0..10 {
+            get_page(&client, url, session.map(|s| s.as_str())).await;
+        }
+        let (c, u, t) = (client.clone(), url.clone(), session.cloned());
+        let s = load(sequential, 1, move |_, _| {
+            let (c, u, t) = (c.clone(), u.clone(), t.clone());
+            async move { get_page(&c, &u, t.as_deref()).await.is_some() }
+        })
+        .await?;
+        report(&format!("{name} ({:.1} KB)", size as f64 / 1024.0), "page", &s);
+        match &baseline {
+            None => baseline = Some(s),
+            Some(b) => ratio(&format!("{name}/baseline"), &s, b),
+        }
+    }
+
+    println!("home page under load — {} requests at concurrency {}", args.requests, args.concurrency);
+    let home = format!("{base}/");
+    let sides = [("baseline: API GET /products/list", api), ("home", home)];
+    let mut measured: [Vec<Stats>; 2] = Default::default();
+    for round in 0..args.rounds.max(1) {
+        for k in 0..sides.len() {
+            let side = (round + k) % sides.len();
+            let (c, u) = (client.clone(), sides[side].1.clone());
+            let s = load(args.requests, args.concurrency, move |_, _| {
+                let (c, u) = (c.clone(), u.clone());
+                async move { get_page(&c, &u, None).await.is_some() }
+            })
+            .await?;
+            report(&format!("round {}: {}", round + 1, sides[side].0), "page", &s);
+            measured[side].push(s);
+        }
+    }
+    let [api, home] = measured.map(median);
+    ratio("home/API under load", &home, &api);
+    Ok(())
 }
 
 async fn checkout_scenario(
@@ -748,6 +859,10 @@ async fn main() -> anyhow::Result<()> {
         if args.gateway_only {
             return mall.stop().await;
         }
+        report_memory();
+    }
+    if matches!(args.scenario, Scenario::Storefront | Scenario::All) {
+        storefront_scenario(&mall, &shared, &args).await?;
         report_memory();
     }
     if matches!(args.scenario, Scenario::Signup | Scenario::All) {

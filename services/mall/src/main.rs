@@ -43,7 +43,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mall = mall::start(&args.shared, options).await?;
             println!();
-            println!("  Mall is up: {}   (API docs: {}/docs)", mall.gateway_url(), mall.gateway_url());
+            let url = mall.gateway_url();
+            println!("  Mall is up: the shop at {url}/   (admin: {url}/shop/admin, API docs: {url}/docs)");
             for s in &mall.services {
                 println!("    {:<9} gRPC on {}", s.name, s.addr);
             }
