@@ -8,7 +8,9 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use serde_json::json;
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Options, PASSWORD, TestApp, spawn_app, spawn_with};
+use crate::helpers::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, Backend, Options, PASSWORD, TestApp, spawn_app, spawn_with,
+};
 
 /// A cookie-keeping client that does not follow redirects, so that each 303 is seen.
 struct Visitor {
@@ -283,8 +285,20 @@ async fn user_text_is_escaped_everywhere_it_is_shown() {
 }
 
 #[tokio::test]
-async fn a_shopper_registers_fills_the_cart_and_checks_out_without_javascript() {
-    let app = demo_app().await;
+async fn a_shopper_buys_without_javascript_on_sqlite() {
+    buys_without_javascript(demo_app().await).await;
+}
+
+#[tokio::test]
+async fn a_shopper_buys_without_javascript_on_mariadb_and_redis() {
+    let options = Options { backend: Backend::Servers, demo: true, ..Options::default() };
+    let Some(app) = spawn_with(options).await else { return };
+    buys_without_javascript(app).await;
+}
+
+/// A shopper registers, fills the cart, changes and removes lines, checks out past a mistake and a
+/// malformed card, sees the order, and logs out.
+async fn buys_without_javascript(app: TestApp) {
     let mut v = Visitor::new(&app);
 
     // Anonymous: the cart and an add ask for a login, then come back.
