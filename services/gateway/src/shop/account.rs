@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::catalog::categories;
 use super::pages::{
-    Input, Problem, csrf, field, field_of, form_error, frame, local_path, respond, see_other,
+    Input, Problem, Refusal, csrf, error_at, field, form_error, frame, general_error, local_path, respond,
+    see_other,
 };
 use super::session::{Form, Visit, append_cookie, ended_session, session_cookie};
 use crate::AppState;
@@ -43,32 +44,16 @@ pub struct RegisterForm {
     next: Option<String>,
 }
 
-/// What a form shows again after a failure: the message, and the field it concerns (none: the form).
-struct Failure {
-    message: String,
-    field: Option<&'static str>,
-}
-
-impl Failure {
-    fn on(&self, name: &str) -> Option<&str> {
-        (self.field == Some(name)).then_some(self.message.as_str())
-    }
-
-    fn general(&self) -> Option<&str> {
-        self.field.is_none().then_some(self.message.as_str())
-    }
-}
-
 fn next_field(next: &str) -> Markup {
     html! { input type="hidden" name="next" value=(next); }
 }
 
-fn login_view(visit: &Visit, email: &str, next: &str, failure: Option<&Failure>) -> Markup {
-    let on = |name| failure.and_then(|f| f.on(name));
+fn login_view(visit: &Visit, email: &str, next: &str, failure: Option<&Refusal>) -> Markup {
+    let on = |name| error_at(failure, name);
     html! {
         div class="narrow" {
             h1 { "Log in" }
-            (form_error(failure.and_then(Failure::general)))
+            (form_error(general_error(failure)))
             form id="login-form" action="/shop/login" method="post" novalidate {
                 (csrf(visit))
                 (next_field(next))
@@ -81,12 +66,12 @@ fn login_view(visit: &Visit, email: &str, next: &str, failure: Option<&Failure>)
     }
 }
 
-fn register_view(visit: &Visit, email: &str, next: &str, failure: Option<&Failure>) -> Markup {
-    let on = |name| failure.and_then(|f| f.on(name));
+fn register_view(visit: &Visit, email: &str, next: &str, failure: Option<&Refusal>) -> Markup {
+    let on = |name| error_at(failure, name);
     html! {
         div class="narrow" {
             h1 { "Create an account" }
-            (form_error(failure.and_then(Failure::general)))
+            (form_error(general_error(failure)))
             form id="register-form" action="/shop/register" method="post" novalidate {
                 (csrf(visit))
                 (next_field(next))
@@ -124,18 +109,15 @@ pub async fn register_form(
     Ok(respond(StatusCode::OK, frame(Some(&visit), &categories, "Create an account", main)))
 }
 
-/// A failure a form can show; anything else (a service down, the rate limit) is a page of its own.
-fn shown_on_form(e: ApiError, fields: &[&'static str]) -> Result<(StatusCode, Failure), Problem> {
+/// A failure the form shows; anything else (a service down, the rate limit) is a page of its own.
+fn shown_on_form(e: ApiError, fields: &[&'static str]) -> Result<Refusal, Problem> {
     match e {
-        ApiError::InvalidInput(ref m) | ApiError::Conflict(ref m) => {
-            let failure = Failure { field: field_of(m, fields), message: m.clone() };
-            Ok((e.status(), failure))
-        }
-        ApiError::WrongCredentials => Ok((
-            StatusCode::UNAUTHORIZED,
-            Failure { field: None, message: "Wrong email or password.".into() },
-        )),
-        other => Err(Problem::Api(other)),
+        ApiError::WrongCredentials => Ok(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            field: None,
+            message: "wrong email or password".into(),
+        }),
+        other => Refusal::from_api(other, fields),
     }
 }
 
@@ -156,10 +138,10 @@ pub async fn login(
     match sign_in(&state, client, f.email.clone(), f.password).await {
         Ok((token, expires_at)) => Ok(signed_in(&visit, token, expires_at, &next)),
         Err(e) => {
-            let (status, failure) = shown_on_form(e, &["email", "password"])?;
+            let failure = shown_on_form(e, &["email", "password"])?;
             let categories = categories(&state).await;
             let main = login_view(&visit, &f.email, &next, Some(&failure));
-            Ok(respond(status, frame(Some(&visit), &categories, "Log in", main)))
+            Ok(respond(failure.status, frame(Some(&visit), &categories, "Log in", main)))
         }
     }
 }
@@ -178,19 +160,14 @@ pub async fn register(
             Ok((token, expires_at)) => return Ok(signed_in(&visit, token, expires_at, &next)),
             Err(e) => shown_on_form(e, &[])?,
         },
-        Err(ApiError::Conflict(_)) => (
-            StatusCode::CONFLICT,
-            Failure {
-                field: Some("email"),
-                message: "an account with this email exists already: log in".into(),
-            },
-        ),
+        Err(ApiError::Conflict(_)) => {
+            Refusal::on(StatusCode::CONFLICT, "email", "an account with this email exists already: log in")
+        }
         Err(e) => shown_on_form(e, &["email", "password", "confirm_password"])?,
     };
-    let (status, failure) = failure;
     let categories = categories(&state).await;
     let main = register_view(&visit, &f.email, &next, Some(&failure));
-    Ok(respond(status, frame(Some(&visit), &categories, "Create an account", main)))
+    Ok(respond(failure.status, frame(Some(&visit), &categories, "Create an account", main)))
 }
 
 #[derive(Deserialize)]

@@ -13,11 +13,11 @@ use serde::Deserialize;
 use super::buy::{day, short_id};
 use super::catalog::{PageQuery, categories};
 use super::pages::{
-    Input, Problem, csrf, field, field_of, form_error, frame, notice, pager, price, respond, see_other,
+    Input, Problem, Refusal, csrf, error_at, field, form_error, frame, general_error, notice, pager, price,
+    respond, see_other,
 };
 use super::session::{Form, Shopper, Visit};
 use crate::AppState;
-use crate::error::ApiError;
 use crate::money::format_cents;
 use crate::routes::commerce::status_name;
 
@@ -117,12 +117,6 @@ impl ProductForm {
 
 const PRODUCT_FIELDS: &[&str] = &["name", "description", "picture", "price", "stock", "categories"];
 
-/// A refusal shown on the form: the field it concerns (none: the whole form) and why.
-struct Refusal {
-    field: Option<&'static str>,
-    message: String,
-}
-
 struct Checked {
     price: Cents,
     stock: i64,
@@ -130,7 +124,7 @@ struct Checked {
 }
 
 fn check(f: &ProductForm) -> Result<Checked, Refusal> {
-    let on = |field, message: String| Refusal { field: Some(field), message };
+    let on = |field, message: String| Refusal::on(StatusCode::BAD_REQUEST, field, message);
     if f.name.trim().is_empty() {
         return Err(on("name", "name is required".into()));
     }
@@ -148,10 +142,10 @@ fn check(f: &ProductForm) -> Result<Checked, Refusal> {
 }
 
 fn product_form(visit: &Visit, action: &str, f: &ProductForm, refusal: Option<&Refusal>) -> Markup {
-    let on = |name: &str| refusal.filter(|r| r.field == Some(name)).map(|r| r.message.as_str());
+    let on = |name: &str| error_at(refusal, name);
     let description_error = on("description");
     html! {
-        (form_error(refusal.filter(|r| r.field.is_none()).map(|r| r.message.as_str())))
+        (form_error(general_error(refusal)))
         form id="product-form" action=(action) method="post" novalidate {
             (csrf(visit))
             (field("Name", "name", &f.name, Input::text().required().maxlength(200), on("name")))
@@ -175,15 +169,15 @@ async fn product_form_page(
     title: &str,
     action: &str,
     form: &ProductForm,
-    refusal: Option<(StatusCode, Refusal)>,
+    refusal: Option<Refusal>,
     extra: Markup,
 ) -> Result<Response, Problem> {
     let categories = categories(state).await;
-    let status = refusal.as_ref().map_or(StatusCode::OK, |r| r.0);
+    let status = refusal.as_ref().map_or(StatusCode::OK, |r| r.status);
     let main = html! {
         h1 { (title) }
         (admin_nav())
-        (product_form(visit, action, form, refusal.as_ref().map(|r| &r.1)))
+        (product_form(visit, action, form, refusal.as_ref()))
         (extra)
     };
     Ok(respond(status, frame(Some(visit), &categories, title, main)))
@@ -193,16 +187,6 @@ pub async fn new_product(State(state): State<AppState>, visit: Visit) -> Result<
     admin(&visit)?;
     let form = ProductForm { stock: "0".into(), ..ProductForm::default() };
     product_form_page(&state, &visit, "New product", "/shop/admin/products", &form, None, html! {}).await
-}
-
-/// A refusal from the product service, on its field when the message names one.
-fn refused(e: ApiError) -> Result<(StatusCode, Refusal), Problem> {
-    match e {
-        ApiError::InvalidInput(ref m) | ApiError::Conflict(ref m) => {
-            Ok((e.status(), Refusal { field: field_of(m, PRODUCT_FIELDS), message: m.clone() }))
-        }
-        other => Err(Problem::Api(other)),
-    }
 }
 
 pub async fn create(
@@ -226,10 +210,10 @@ pub async fn create(
                     let p = r.into_inner().product.ok_or(Problem::Internal)?;
                     return Ok(see_other(&format!("/shop/admin/products/{}?saved=1", p.product_id)));
                 }
-                Err(s) => refused(s.into())?,
+                Err(s) => Refusal::from_api(s.into(), PRODUCT_FIELDS)?,
             }
         }
-        Err(r) => (StatusCode::BAD_REQUEST, r),
+        Err(r) => r,
     };
     product_form_page(&state, &visit, "New product", "/shop/admin/products", &f, Some(refusal), html! {})
         .await
@@ -292,10 +276,10 @@ pub async fn update(
             };
             match state.products.clone().update_product(request).await {
                 Ok(_) => return Ok(see_other(&format!("/shop/admin/products/{id}?saved=1"))),
-                Err(s) => refused(s.into())?,
+                Err(s) => Refusal::from_api(s.into(), PRODUCT_FIELDS)?,
             }
         }
-        Err(r) => (StatusCode::BAD_REQUEST, r),
+        Err(r) => r,
     };
     let action = format!("/shop/admin/products/{id}");
     product_form_page(&state, &visit, "Edit product", &action, &f, Some(refusal), delete_form(&visit, id))

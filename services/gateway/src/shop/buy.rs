@@ -15,11 +15,10 @@ use serde::Deserialize;
 
 use super::catalog::{PageQuery, categories, product_page};
 use super::pages::{
-    Input, Problem, csrf, field, field_of, form_error, frame, notice, pager, price, product_href, respond,
-    see_other,
+    Input, Problem, Refusal, csrf, error_at, field, form_error, frame, general_error, notice, pager, price,
+    product_href, respond, see_other,
 };
 use super::session::{Form, Shopper, Visit};
-use crate::error::ApiError;
 use crate::routes::commerce::{decline, status_name};
 use crate::{AppState, limit, rfc3339};
 
@@ -131,17 +130,6 @@ fn parse_line(f: &LineForm, min: i64) -> Result<(i64, i64), String> {
     Ok((product_id, quantity))
 }
 
-/// A failure the page can show next to the form (invalid input, not enough stock); anything else is a
-/// page of its own.
-fn shown(e: ApiError) -> Result<(StatusCode, String), Problem> {
-    match e {
-        ApiError::InvalidInput(ref m) | ApiError::Conflict(ref m) | ApiError::NotFound(ref m) => {
-            Ok((e.status(), m.clone()))
-        }
-        other => Err(Problem::Api(other)),
-    }
-}
-
 pub async fn add(
     State(state): State<AppState>,
     visit: Visit,
@@ -154,12 +142,12 @@ pub async fn add(
             let request = cart::AddItemRequest { user_id, product_id, quantity };
             match state.carts.clone().add_item(request).await {
                 Ok(_) => return Ok(see_other("/shop/cart?added=1")),
-                Err(s) => shown(s.into())?,
+                Err(s) => Refusal::from_api(s.into(), &["quantity"])?,
             }
         }
-        Err(m) => (StatusCode::BAD_REQUEST, m),
+        Err(m) => Refusal::on(StatusCode::BAD_REQUEST, "quantity", m),
     };
-    product_page(&state, &visit, f.product_id.trim(), failed.0, Some(&failed.1)).await
+    product_page(&state, &visit, f.product_id.trim(), failed.status, Some(&failed.message)).await
 }
 
 pub async fn set(
@@ -173,12 +161,12 @@ pub async fn set(
             let request = cart::SetItemRequest { user_id, product_id, quantity };
             match state.carts.clone().set_item(request).await {
                 Ok(_) => return Ok(see_other("/shop/cart")),
-                Err(s) => shown(s.into())?,
+                Err(s) => Refusal::from_api(s.into(), &[])?,
             }
         }
-        Err(m) => (StatusCode::BAD_REQUEST, m),
+        Err(m) => Refusal::on(StatusCode::BAD_REQUEST, "quantity", m),
     };
-    cart_page(&state, &visit, user_id, failed.0, None, Some(&failed.1)).await
+    cart_page(&state, &visit, user_id, failed.status, None, Some(&failed.message)).await
 }
 
 #[derive(Deserialize)]
@@ -246,16 +234,9 @@ const CHECKOUT_FIELDS: &[&str] = &[
     "card_exp_year",
 ];
 
-/// Why the checkout form comes back: a message, on a field or on the whole form.
-struct Refusal {
-    status: StatusCode,
-    field: Option<&'static str>,
-    message: String,
-}
-
 fn checkout_view(visit: &Visit, f: &CheckoutForm, c: &cart::Cart, refusal: Option<&Refusal>) -> Markup {
-    let on = |name: &str| refusal.filter(|r| r.field == Some(name)).map(|r| r.message.as_str());
-    let general = refusal.filter(|r| r.field.is_none()).map(|r| r.message.as_str());
+    let on = |name: &str| error_at(refusal, name);
+    let general = general_error(refusal);
     // A new key for every form shown: a retry of this very form is answered once; a corrected form is
     // a new attempt.
     let key = uuid::Uuid::new_v4().to_string();
@@ -329,10 +310,6 @@ pub async fn checkout_form(State(state): State<AppState>, visit: Visit) -> Resul
     checkout_page(&state, &visit, user_id, &form, None).await
 }
 
-fn on_field(status: StatusCode, field: &'static str, message: impl Into<String>) -> Refusal {
-    Refusal { status, field: Some(field), message: message.into() }
-}
-
 /// The card's field a refusal of it concerns.
 fn card_field(e: CardError) -> &'static str {
     match e {
@@ -349,10 +326,10 @@ fn check_form(f: &CheckoutForm) -> Result<(Email, Address, payment::CreditCard),
         [("firstname", "first name", &f.firstname), ("lastname", "last name", &f.lastname)]
     {
         if value.trim().is_empty() {
-            return Err(on_field(bad, name, format!("{label} is required")));
+            return Err(Refusal::on(bad, name, format!("{label} is required")));
         }
     }
-    let email = Email::parse(&f.email).map_err(|e| on_field(bad, "email", e.to_string()))?;
+    let email = Email::parse(&f.email).map_err(|e| Refusal::on(bad, "email", e.to_string()))?;
     let address =
         Address::parse(&f.street_address, &f.city, &f.state, &f.country, &f.zip_code).map_err(|e| {
             // "address.city is required" is about the form's "city".
@@ -362,16 +339,16 @@ fn check_form(f: &CheckoutForm) -> Result<(Email, Address, payment::CreditCard),
         })?;
     let declined = StatusCode::PAYMENT_REQUIRED;
     let month = f.card_exp_month.trim().parse::<i32>().map_err(|_| {
-        on_field(declined, "card_exp_month", "the expiry month must be a number from 1 to 12")
+        Refusal::on(declined, "card_exp_month", "the expiry month must be a number from 1 to 12")
     })?;
     let year = f
         .card_exp_year
         .trim()
         .parse::<i32>()
-        .map_err(|_| on_field(declined, "card_exp_year", "the expiry year must be four digits"))?;
+        .map_err(|_| Refusal::on(declined, "card_exp_year", "the expiry year must be four digits"))?;
     let cvv = f.card_cvv.trim();
     if let Err(e) = Card::parse(&f.card_number, cvv, year, month, YearMonth::now_utc()) {
-        return Err(on_field(declined, card_field(e), format!("payment declined: {e}")));
+        return Err(Refusal::on(declined, card_field(e), format!("payment declined: {e}")));
     }
     let card = payment::CreditCard {
         number: f.card_number.clone(),
@@ -414,17 +391,12 @@ pub async fn checkout(
                     }
                     _ => "card_number",
                 };
-                on_field(StatusCode::PAYMENT_REQUIRED, field, decline(r.decline_reason).to_string())
+                Refusal::on(StatusCode::PAYMENT_REQUIRED, field, decline(r.decline_reason).to_string())
             } else {
                 return Ok(see_other(&format!("/shop/orders/{}?placed=1", r.order_id)));
             }
         }
-        Err(s) => match ApiError::from(s) {
-            ApiError::InvalidInput(m) | ApiError::Conflict(m) => {
-                Refusal { status: StatusCode::CONFLICT, field: field_of(&m, CHECKOUT_FIELDS), message: m }
-            }
-            other => return Err(Problem::Api(other)),
-        },
+        Err(s) => Refusal::from_api(s.into(), CHECKOUT_FIELDS)?,
     };
     checkout_page(&state, &visit, user_id, &f, Some(&refusal)).await
 }

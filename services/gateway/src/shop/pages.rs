@@ -241,7 +241,7 @@ pub fn field(label: &str, name: &str, value: &str, input: Input<'_>, error: Opti
 /// An error about the whole form, announced when the page loads.
 pub fn form_error(error: Option<&str>) -> Markup {
     html! {
-        @if let Some(e) = error { p id="form-error" class="alert" role="alert" { (e) } }
+        @if let Some(e) = error { p id="form-error" class="alert" role="alert" { (upper_first(e)) } }
     }
 }
 
@@ -257,6 +257,43 @@ pub fn field_of<'a>(message: &str, fields: &[&'a str]) -> Option<&'a str> {
         .iter()
         .copied()
         .find(|f| message.strip_prefix(f).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with(':')))
+}
+
+/// Why a form comes back: its status, the field the message concerns (none: the whole form) and the
+/// message.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn on(status: StatusCode, field: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal { status, field: Some(field), message: message.into() }
+    }
+
+    /// A service's refusal that the form shows, on the field among `fields` that its message names: a
+    /// mistake in what was typed, a conflict ("not enough stock"), something that is gone. Anything
+    /// else (a service down, a rate limit) is a page of its own.
+    pub fn from_api(e: ApiError, fields: &[&'static str]) -> Result<Refusal, Problem> {
+        match e {
+            ApiError::InvalidInput(ref m) | ApiError::Conflict(ref m) | ApiError::NotFound(ref m) => {
+                Ok(Refusal { status: e.status(), field: field_of(m, fields), message: m.clone() })
+            }
+            other => Err(Problem::Api(other)),
+        }
+    }
+}
+
+/// The message of `refusal` for the field `name`, if it concerns that field.
+pub fn error_at<'a>(refusal: Option<&'a Refusal>, name: &str) -> Option<&'a str> {
+    refusal.filter(|r| r.field == Some(name)).map(|r| r.message.as_str())
+}
+
+/// The message of `refusal` when it concerns the whole form.
+pub fn general_error(refusal: Option<&Refusal>) -> Option<&str> {
+    refusal.filter(|r| r.field.is_none()).map(|r| r.message.as_str())
 }
 
 /// An HTML page with the given status.

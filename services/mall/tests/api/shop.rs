@@ -496,7 +496,7 @@ async fn login_errors_and_the_session_cookie() {
     let mut v = Visitor::new(&app);
     let wrong = v.log_in(ADMIN_EMAIL, "not-the-password").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    wrong.assert_has("id=\"form-error\" class=\"alert\" role=\"alert\">Wrong email or password.");
+    wrong.assert_has("id=\"form-error\" class=\"alert\" role=\"alert\">Wrong email or password");
     wrong.assert_has(&format!("value=\"{ADMIN_EMAIL}\""));
 
     let ok = v.log_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
