@@ -134,6 +134,8 @@ fn needed() -> Vec<(&'static str, &'static str, BTreeSet<String>)> {
         ("", "configmaps", children.clone()),
         ("", "secrets", children.clone()),
         ("batch", "jobs", pruned.clone()),
+        // Backups (`spec.backup`): the CronJob, deleted when backups are turned off.
+        ("batch", "cronjobs", set(&["get", "list", "watch", "create", "patch", "update", "delete"])),
         ("policy", "poddisruptionbudgets", pruned.clone()),
         ("autoscaling", "horizontalpodautoscalers", pruned.clone()),
         ("networking.k8s.io", "networkpolicies", pruned),
@@ -142,7 +144,8 @@ fn needed() -> Vec<(&'static str, &'static str, BTreeSet<String>)> {
         // Read to explain a stack that is not Ready (operator/src/diagnosis/gather.rs).
         ("", "pods", set(&["list"])),
         ("", "pods/log", set(&["get"])),
-        ("", "persistentvolumeclaims", set(&["list"])),
+        // Listed to explain a stack; the backup claim is applied.
+        ("", "persistentvolumeclaims", set(&["list", "create", "patch"])),
         ("events.k8s.io", "events", set(&["create", "patch"])),
         ("", "events", set(&["create", "patch", "list"])),
     ]

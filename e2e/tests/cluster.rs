@@ -116,6 +116,20 @@ async fn seed_flow(run: &Run<'_>) -> Result<()> {
     let stock = gw.get(&format!("/products/{product}"), None).await?.expect(200, "the product")?;
     ensure!(stock.data()["stock"] == 8, "stock after buying 2 of 10: {}", stock.body);
     eprintln!("e2e: order {order_id} paid (2 × 12.50); stock 10 → 8");
+
+    // The storefront, from the same gateway: HTML pages and their embedded stylesheet.
+    let home = gw.get("/", None).await?.expect(200, "the shop's home page")?;
+    let html = home.body.as_str().context("the home page is not HTML")?;
+    let css_at = html.find("/static/css/shop.").context("the home page links no stylesheet")?;
+    let css = html[css_at..].split('"').next().unwrap_or_default();
+    gw.get(css, None).await?.expect(200, "the stylesheet")?;
+    let page = gw.get(&format!("/shop/products/{product}"), None).await?.expect(200, "the product page")?;
+    ensure!(
+        page.body.as_str().is_some_and(|html| html.contains("<h1>E2E mug</h1>") && html.contains("Only 8 left")),
+        "the product page: {}",
+        page.body
+    );
+    eprintln!("e2e: the storefront serves its home page, stylesheet and the product's page");
     Ok(())
 }
 

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::{NamespaceResourceScope, jiff};
 use kube::api::{
-    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
+    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -213,8 +213,53 @@ async fn apply_children(
     apply_all(client, ns, &desired.pod_disruption_budgets).await?;
     apply_all(client, ns, &desired.autoscalers).await?;
     apply_all(client, ns, &desired.network_policies).await?;
+    apply_all(client, ns, &desired.persistent_volume_claims).await?;
+    for cron_job in apply_all(client, ns, &desired.cron_jobs).await? {
+        if let Some(token) = builders::pending_backup_request(stack) {
+            let job = request_backup(stack, ctx, ns, &cron_job, &token).await?;
+            observed.backup_request = Some((token, job.name_any()));
+            // One already there was listed with its status: kept.
+            observed.jobs.entry(job.name_any()).or_insert(job);
+        }
+    }
     observed.service_monitors = keep_service_monitors(stack, client, ns, &desired, monitors).await?;
     prune(stack, client, ns, &desired, observed).await
+}
+
+/// Makes the Job of the on-demand backup `token` (`mall.example.com/backup-now`) from the CronJob's
+/// template, once: a Job of that name already there (made by an earlier reconcile whose status write
+/// was lost) is taken as it is. Tells about it in an event on the stack.
+async fn request_backup(
+    stack: &MallStack,
+    ctx: &Context,
+    ns: &str,
+    cron_job: &CronJob,
+    token: &str,
+) -> Result<Job> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let job = builders::backup_job(stack, cron_job, token);
+    let name = job.name_any();
+    let params = PostParams { field_manager: Some(MANAGER.to_owned()), ..PostParams::default() };
+    let made = match api.create(&params, &job).await {
+        Ok(made) => made,
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            tracing::info!(stack = %stack.name_any(), job = %name, "the backup Job asked for is there already");
+            return Ok(job);
+        }
+        Err(source) => return Err(Error::Apply { kind: "Job", name, source }),
+    };
+    tracing::info!(stack = %stack.name_any(), job = %name, token, "backup asked for: Job made");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "BackupRequested".to_owned(),
+        note: Some(format!("backup Job {name} made for backup-now {token:?}").chars().take(1000).collect()),
+        action: "Backup".to_owned(),
+        secondary: Some(made.object_ref(&())),
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &stack.object_ref(&())).await {
+        tracing::warn!(error = %e, reason = %event.reason, "cannot publish an event");
+    }
+    Ok(made)
 }
 
 /// The stack's ServiceMonitors as listed, or `None` when there is no such kind to list: the API server
@@ -326,6 +371,22 @@ async fn prune(
     prune_kind(stack, client, ns, &selector, &desired.autoscalers).await?;
     prune_kind(stack, client, ns, &selector, &desired.network_policies).await?;
 
+    // Backups turned off: the CronJob goes (its Jobs with it); the claim with the backups stays.
+    let had_backups = stack.status.as_ref().is_some_and(|s| s.backup.is_some());
+    if desired.cron_jobs.is_empty() && had_backups {
+        let api: Api<CronJob> = Api::namespaced(client.clone(), ns);
+        let name = builders::backup_cron_job_name(stack);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => tracing::info!(kind = "CronJob", name, why = "backups turned off", "deleted a child"),
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(source) => return Err(Error::Prune { kind: "CronJob", name, source }),
+        }
+    }
+
     let current: BTreeSet<String> = desired.migrations.iter().map(|(_, job, _)| job.name_any()).collect();
     let migrated =
         current.iter().all(|name| MigrationState::of(observed.jobs.get(name)) == MigrationState::Succeeded);
@@ -333,7 +394,11 @@ async fn prune(
         let stale: Vec<Job> = observed
             .jobs
             .values()
-            .filter(|job| !current.contains(&job.name_any()) && controlled_by(stack, *job))
+            .filter(|job| {
+                !current.contains(&job.name_any())
+                    && !status::is_backup_job(job)
+                    && controlled_by(stack, *job)
+            })
             .cloned()
             .collect();
         for job in stale {
@@ -555,6 +620,8 @@ fn event_for(condition: &Condition) -> Option<Event> {
         (status::PAUSED, false) => (EventType::Normal, "Resumed".to_owned()),
         (status::SERVICE_MONITORS, true) => (EventType::Normal, "ServiceMonitorsApplied".to_owned()),
         (status::SERVICE_MONITORS, false) => (EventType::Warning, condition.reason.clone()),
+        (status::BACKUP_FAILING, true) => (EventType::Warning, "BackupFailed".to_owned()),
+        (status::BACKUP_FAILING, false) => (EventType::Normal, "BackupSucceeded".to_owned()),
         _ => return None,
     };
     Some(Event {
@@ -615,6 +682,9 @@ pub async fn run(
         .owns(api::<PodDisruptionBudget>(&client, ns), children())
         .owns(api::<HorizontalPodAutoscaler>(&client, ns), children())
         .owns(api::<NetworkPolicy>(&client, ns), children())
+        // Backups: the CronJob's status changes as its Jobs start and finish (they are its, not the
+        // stack's).
+        .owns(api::<CronJob>(&client, ns), children())
         .shutdown_on_signal()
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

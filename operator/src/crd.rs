@@ -28,9 +28,14 @@ pub const GROUP: &str = "mall.example.com";
     printcolumn = r#"{"name":"Components","type":"string","jsonPath":".status.readyComponents"}"#,
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image.tag"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Problem","type":"string","priority":1,"jsonPath":".status.problem"}"#
+    printcolumn = r#"{"name":"Problem","type":"string","priority":1,"jsonPath":".status.problem"}"#,
+    printcolumn = r#"{"name":"Last backup","type":"string","priority":1,"jsonPath":".status.backup.lastSuccess.time"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.backup) || has(self.database.managed)",
+     "message": "backup is only for the managed database: set database.managed"}
+]))]
 pub struct MallStackSpec {
     /// The `mall` container image every component runs.
     pub image: ImageSpec,
@@ -62,6 +67,10 @@ pub struct MallStackSpec {
     /// operator makes Prometheus Operator ServiceMonitors for them. Unset: no tracing, no ServiceMonitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observability: Option<ObservabilitySpec>,
+    /// Scheduled backups of the managed MySQL (`mysqldump` of every service's database, gzipped, with a
+    /// manifest) by a CronJob `<stack>-backup`. Unset: no backups. Only with `database.managed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
     /// Stop touching the children (status is still reported).
     #[serde(default)]
     pub paused: bool,
@@ -441,6 +450,123 @@ fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
     None
 }
 
+/// Scheduled backups of the managed MySQL.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When to back up, a cron schedule of five fields (`minute hour day-of-month month day-of-week`),
+    /// e.g. `30 5 * * *`, in the time zone of the cluster's controller manager (usually UTC).
+    #[schemars(length(min = 9, max = 128))]
+    pub schedule: String,
+    /// Which complete backups are kept.
+    #[serde(default)]
+    pub retention: BackupRetention,
+    /// Where backups are written.
+    #[serde(default)]
+    pub target: BackupTarget,
+    /// The image the backup runs in; it needs `bash`, `mysqldump`, `mysql`, `gzip` and `sha256sum`.
+    /// Unset: the managed database's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// Which backups are kept: the newest `count`, and of those none older than `maxAgeDays`. The backup
+/// just written is always kept.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRetention {
+    #[serde(default = "default_backup_count")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub count: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub max_age_days: Option<i32>,
+}
+
+impl Default for BackupRetention {
+    fn default() -> Self {
+        BackupRetention { count: default_backup_count(), max_age_days: None }
+    }
+}
+
+fn default_backup_count() -> i32 {
+    7
+}
+
+/// Where backups go: a volume claim (the default), or (not implemented yet) an S3 bucket.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.s3)", "message": "backups to S3 are not implemented yet: use pvc"}
+]))]
+pub struct BackupTarget {
+    /// The claim `<stack>-backups` (ReadWriteOnce), made by the operator. Used when `s3` is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<BackupPvc>,
+    /// Not implemented yet: a stack that sets it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<BackupS3>,
+}
+
+impl Default for BackupTarget {
+    fn default() -> Self {
+        BackupTarget { pvc: Some(BackupPvc::default()), s3: None }
+    }
+}
+
+/// The backup volume claim.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPvc {
+    #[serde(default = "default_backup_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"))]
+    pub size: String,
+    /// Storage class (unset: the cluster default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for BackupPvc {
+    fn default() -> Self {
+        BackupPvc { size: default_backup_size(), storage_class_name: None }
+    }
+}
+
+fn default_backup_size() -> String {
+    "5Gi".to_owned()
+}
+
+/// An S3-compatible bucket (not implemented yet).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupS3 {
+    /// A Secret in the stack's namespace with the keys `endpoint`, `bucket`, `accessKeyId` and
+    /// `secretAccessKey`.
+    pub secret_name: String,
+}
+
+impl BackupSpec {
+    /// The claim to write to (the default one when no target is given).
+    pub fn pvc(&self) -> BackupPvc {
+        self.target.pvc.clone().unwrap_or_default()
+    }
+}
+
+/// Whether `schedule` has five cron fields, each made of the characters cron takes (a `@daily`-style
+/// macro or a `TZ=` prefix is not accepted: say the fields).
+fn schedule_problem(schedule: &str) -> Option<&'static str> {
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Some("a cron schedule of five fields, e.g. `30 5 * * *`");
+    }
+    let ok =
+        |f: &&str| f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'));
+    if !fields.iter().all(ok) {
+        return Some("each cron field is made of digits, names, `*`, `,`, `-`, `/` or `?`");
+    }
+    None
+}
+
 /// The seeded admin account.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -487,6 +613,49 @@ pub struct MallStackStatus {
     /// The auth service's signing keys (public facts only: key ids, states, times).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthKeysStatus>,
+    /// Backups (with `spec.backup`): the last that succeeded, the last that failed, the last request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// Where backups stand, from the backup Jobs the cluster still holds (the CronJob keeps the last three
+/// of each outcome) and what was kept of earlier reconciles.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<BackupSuccess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<BackupFailure>,
+    /// The last `mall.example.com/backup-now` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
+    /// The Job made for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request_job: Option<String>,
+}
+
+/// The newest backup Job that completed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSuccess {
+    /// When it completed (RFC 3339).
+    pub time: String,
+    /// The backup's directory on the volume (e.g. `20261206T053000Z`), when its pod still tells it;
+    /// else the Job's name.
+    pub name: String,
+    pub job: String,
+}
+
+/// The newest backup Job that failed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFailure {
+    /// When it failed (RFC 3339).
+    pub time: String,
+    pub job: String,
+    /// The message of the Job's Failed condition.
+    pub reason: String,
 }
 
 /// Where the signing keys stand.
@@ -633,6 +802,32 @@ impl MallStackSpec {
         };
         if !ttl_ok {
             return Err(spec_error("spec.tokenTtl", "a duration like 30m, 24h or 7d"));
+        }
+        if let Some(backup) = &self.backup {
+            if self.database.managed.is_none() {
+                return Err(spec_error(
+                    "spec.backup",
+                    "backups are of the managed MySQL: set database.managed, or back the external database up where it runs",
+                ));
+            }
+            if let Some(problem) = schedule_problem(&backup.schedule) {
+                return Err(spec_error("spec.backup.schedule", problem));
+            }
+            if !(1..=1000).contains(&backup.retention.count) {
+                return Err(spec_error("spec.backup.retention.count", "must be within 1-1000"));
+            }
+            if backup.retention.max_age_days.is_some_and(|d| !(1..=36500).contains(&d)) {
+                return Err(spec_error("spec.backup.retention.maxAgeDays", "must be within 1-36500"));
+            }
+            if backup.target.s3.is_some() {
+                return Err(spec_error(
+                    "spec.backup.target.s3",
+                    "backups to S3 are not implemented yet: use target.pvc",
+                ));
+            }
+            if backup.image.as_deref().is_some_and(str::is_empty) {
+                return Err(spec_error("spec.backup.image", "must not be empty"));
+            }
         }
         if let Some(observability) = &self.observability {
             if let Some(problem) = observability.otlp_endpoint.as_deref().and_then(endpoint_problem) {
@@ -1045,7 +1240,7 @@ mod tests {
     }
 
     #[test]
-    fn printer_columns_show_ready_reason_components_tag_age_and_the_problem() {
+    fn printer_columns_show_ready_reason_components_tag_age_the_problem_and_the_last_backup() {
         let crd = MallStack::crd();
         let columns: Vec<_> = crd.spec.versions[0]
             .additional_printer_columns
@@ -1063,11 +1258,15 @@ mod tests {
                 ("Image", ".spec.image.tag"),
                 ("Age", ".metadata.creationTimestamp"),
                 ("Problem", ".status.problem"),
+                ("Last backup", ".status.backup.lastSuccess.time"),
             ]
         );
         let columns = crd.spec.versions[0].additional_printer_columns.as_ref().unwrap();
-        // The problem is long: `-o wide` only.
-        assert_eq!(columns.iter().map(|c| c.priority.unwrap_or(0)).collect::<Vec<_>>(), [0, 0, 0, 0, 0, 1]);
+        // The problem is long, backups are not for every stack: `-o wide` only.
+        assert_eq!(
+            columns.iter().map(|c| c.priority.unwrap_or(0)).collect::<Vec<_>>(),
+            [0, 0, 0, 0, 0, 1, 1]
+        );
         assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
         assert_eq!(crd.spec.scope, "Namespaced");
     }

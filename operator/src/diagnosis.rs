@@ -262,9 +262,14 @@ pub fn logs_wanted(stack: &MallStack, observed: &Observed) -> Vec<LogRequest> {
 /// Whether Warning events are needed to explain what the objects alone do not: a claim still Pending,
 /// a migration Job or the MySQL StatefulSet without a pod.
 pub fn needs_events(stack: &MallStack, observed: &Observed) -> bool {
+    // The backup claim waits for the first backup's pod (WaitForFirstConsumer): nothing to explain.
     let pending_claim = observed
         .claims
         .iter()
+        .filter(|c| {
+            c.metadata.labels.as_ref().and_then(|l| l.get(COMPONENT_LABEL)).map(String::as_str)
+                != Some(crate::builders::BACKUP_COMPONENT)
+        })
         .any(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|p| p == "Pending"));
     let podless_job = Service::ALL.into_iter().any(|service| {
         let job = migration_job_name(stack, service);

@@ -40,6 +40,7 @@ pub fn minimal_stack() -> MallStack {
             admin: AdminSpec::default(),
             network_policies: true,
             observability: None,
+            backup: None,
             paused: false,
         },
     );

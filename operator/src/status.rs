@@ -9,8 +9,13 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim, Pod, Service as KubeService};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::builders::{GATEWAY_PORT, MigrationState, child_name, migration_job_name, namespace};
-use crate::crd::{ComponentStatus, Condition, MallStack, MallStackStatus, Service, ServiceType};
+use crate::builders::{
+    BACKUP_COMPONENT, GATEWAY_PORT, MigrationState, child_name, migration_job_name, namespace,
+};
+use crate::crd::{
+    BackupFailure, BackupStatus, BackupSuccess, ComponentStatus, Condition, MallStack, MallStackStatus,
+    Service, ServiceType,
+};
 use crate::diagnosis::{self, Diagnosis, LogTail};
 
 /// What the operator saw of the stack's children (by object name), and when.
@@ -34,6 +39,8 @@ pub struct Observed {
     pub time: Option<Timestamp>,
     /// What became of the ServiceMonitors asked for (unset: none asked for, or not reached this time).
     pub service_monitors: Option<ServiceMonitors>,
+    /// The `backup-now` token acted on this time, and the Job made for it.
+    pub backup_request: Option<(String, String)>,
 }
 
 /// What became of the ServiceMonitors `spec.observability.serviceMonitor` asks for.
@@ -58,6 +65,8 @@ pub const DEGRADED: &str = "Degraded";
 pub const DATABASE_READY: &str = "DatabaseReady";
 pub const MIGRATIONS_COMPLETE: &str = "MigrationsComplete";
 pub const PAUSED: &str = "Paused";
+/// Only with `spec.backup`: whether the newest finished backup Job failed.
+pub const BACKUP_FAILING: &str = "BackupFailing";
 /// Only while `spec.observability.serviceMonitor` is on: whether the ServiceMonitors were made.
 pub const SERVICE_MONITORS: &str = "ServiceMonitors";
 /// Its message when the Prometheus Operator's CRD is missing (reason `CRDNotInstalled`).
@@ -289,6 +298,11 @@ pub fn compute(
             None => conditions.extend(previous.and_then(|p| p.condition(SERVICE_MONITORS)).cloned()),
         }
     }
+    let backup = stack.spec.backup.as_ref().map(|_| backup_status(observed, previous));
+    if let Some(backup) = &backup {
+        let (failing, reason, message) = backup_failing(backup);
+        conditions.push(condition(BACKUP_FAILING, failing, reason, message));
+    }
     MallStackStatus {
         observed_generation: generation,
         conditions,
@@ -298,6 +312,107 @@ pub fn compute(
         problem,
         // Kept as it was unless the reconciler kept the signing keys this time (see `rotation`).
         auth: previous.and_then(|p| p.auth.clone()),
+        backup,
+    }
+}
+
+/// Whether `job` is a backup Job (the CronJob's or an on-demand one).
+pub fn is_backup_job(job: &Job) -> bool {
+    job.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/component")).map(String::as_str)
+        == Some(BACKUP_COMPONENT)
+}
+
+/// The time and message of `job`'s condition `type_` when it is True.
+fn finished(job: &Job, type_: &str) -> Option<(Option<Timestamp>, String)> {
+    let status = job.status.as_ref()?;
+    let condition = status.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")?;
+    let time = match type_ {
+        "Complete" => status.completion_time.as_ref().or(condition.last_transition_time.as_ref()),
+        _ => condition.last_transition_time.as_ref(),
+    };
+    let message = condition.message.clone().or_else(|| condition.reason.clone()).unwrap_or_default();
+    Some((time.map(|t| t.0), message))
+}
+
+/// The backup's name its pod told in its termination message (the script's last line,
+/// `{"backup":"<name>",...}`), if a pod of `job` is still there to tell it.
+fn backup_name(observed: &Observed, job: &str) -> Option<String> {
+    observed
+        .pods
+        .iter()
+        .filter(|p| {
+            let labels = p.metadata.labels.as_ref();
+            labels
+                .and_then(|l| l.get("batch.kubernetes.io/job-name").or_else(|| l.get("job-name")))
+                .map(String::as_str)
+                == Some(job)
+        })
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .filter(|t| t.exit_code == 0)
+        .filter_map(|t| {
+            t.message.as_deref()?.lines().rev().find_map(|l| {
+                let line: serde_json::Value = serde_json::from_str(l.trim()).ok()?;
+                line.get("backup")?.as_str().map(str::to_owned)
+            })
+        })
+        .next()
+}
+
+/// `status.backup` from the backup Jobs observed (the CronJob keeps only its last few) and what
+/// `previous` remembered: each of the last success and failure is the newer of the two.
+fn backup_status(observed: &Observed, previous: Option<&MallStackStatus>) -> BackupStatus {
+    let before = previous.and_then(|p| p.backup.clone()).unwrap_or_default();
+    let newer = |seen: Option<&str>, kept: Option<&str>| match (seen, kept) {
+        (Some(seen), Some(kept)) => {
+            seen.parse::<Timestamp>().ok() > kept.parse::<Timestamp>().ok() || seen == kept
+        }
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let mut last_success = before.last_success;
+    let mut last_failure = before.last_failure;
+    let mut jobs: Vec<&Job> = observed.jobs.values().filter(|j| is_backup_job(j)).collect();
+    jobs.sort_by_key(|j| j.metadata.name.clone());
+    for job in jobs {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        if let Some((Some(time), _)) = finished(job, "Complete") {
+            let time = time.to_string();
+            if newer(Some(&time), last_success.as_ref().map(|s| s.time.as_str())) {
+                let backup = backup_name(observed, &name)
+                    .or_else(|| last_success.as_ref().filter(|s| s.job == name).map(|s| s.name.clone()))
+                    .unwrap_or_else(|| name.clone());
+                last_success = Some(BackupSuccess { time, name: backup, job: name });
+            }
+        } else if let Some((Some(time), message)) = finished(job, "Failed") {
+            let time = time.to_string();
+            if newer(Some(&time), last_failure.as_ref().map(|f| f.time.as_str())) {
+                last_failure = Some(BackupFailure { time, job: name, reason: message });
+            }
+        }
+    }
+    let (last_request, last_request_job) = match &observed.backup_request {
+        Some((token, job)) => (Some(token.clone()), Some(job.clone())),
+        None => (before.last_request, before.last_request_job),
+    };
+    BackupStatus { last_success, last_failure, last_request, last_request_job }
+}
+
+/// `BackupFailing`: True when the newest finished backup failed.
+fn backup_failing(backup: &BackupStatus) -> (bool, &'static str, String) {
+    let time = |t: &str| t.parse::<Timestamp>().ok();
+    match (&backup.last_success, &backup.last_failure) {
+        (success, Some(f)) if success.as_ref().is_none_or(|s| time(&f.time) > time(&s.time)) => (
+            true,
+            "BackupFailed",
+            format!("backup Job {} failed at {}: {}", f.job, f.time, f.reason)
+                .trim_end_matches(": ")
+                .to_owned(),
+        ),
+        (Some(s), _) => {
+            (false, "Succeeded", format!("backup {} written by Job {} at {}", s.name, s.job, s.time))
+        }
+        (None, _) => (false, "NoBackupYet", "no backup has finished yet".to_owned()),
     }
 }
 
@@ -308,7 +423,11 @@ pub fn transitions<'a>(previous: Option<&MallStackStatus>, next: &'a MallStackSt
     next.conditions
         .iter()
         .filter(|c| match previous.and_then(|p| p.condition(&c.type_)) {
-            Some(before) if c.type_ == DEGRADED && c.status == "True" && before.status == "True" => {
+            Some(before)
+                if (c.type_ == DEGRADED || c.type_ == BACKUP_FAILING)
+                    && c.status == "True"
+                    && before.status == "True" =>
+            {
                 before.reason != c.reason || before.message != c.message
             }
             Some(before) => before.status != c.status,

@@ -2,6 +2,7 @@
 //! the stack needs. Nothing here talks to the API server, so all of it is unit-tested.
 
 mod auth_keys;
+mod backup;
 mod data;
 mod identity;
 mod jobs;
@@ -14,8 +15,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service as KubeService};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -28,6 +29,12 @@ use crate::crd::{MallStack, Service};
 pub use auth_keys::{
     AUTH_KEYS_FILE, AUTH_KEYS_FILE_ENV, AUTH_KEYS_FILE_KEY, AUTH_KEYS_MOUNT_PATH, LAST_ROTATION_ANNOTATION,
     PUBLISHED_AT_ANNOTATION, auth_keys_secret, auth_keys_secret_name, current_key_ring,
+};
+pub use backup::{
+    ACTIVE_DEADLINE_SECONDS, BACKUP_BACKOFF_LIMIT, BACKUP_COMPONENT, BACKUP_MOUNT_PATH,
+    BACKUP_NOW_ANNOTATION, BACKUP_REQUEST_ANNOTATION, BACKUP_SCRIPT, STARTING_DEADLINE_SECONDS,
+    backup_claim_name, backup_cron_job_name, backup_databases, backup_job, backup_job_name,
+    pending_backup_request,
 };
 pub use data::{SERVICE_POOL_SIZE, mysql_max_connections};
 pub use identity::{
@@ -69,6 +76,10 @@ pub struct Desired {
     pub network_policies: Vec<NetworkPolicy>,
     /// Prometheus Operator ServiceMonitors (applied only where that CRD is installed).
     pub service_monitors: Vec<DynamicObject>,
+    /// With `spec.backup`: the claim backups are written to.
+    pub persistent_volume_claims: Vec<PersistentVolumeClaim>,
+    /// With `spec.backup`: the backup CronJob.
+    pub cron_jobs: Vec<CronJob>,
 }
 
 /// Builds every desired object of `stack`. `existing` holds the data of the generated Secrets already in
@@ -112,6 +123,10 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
         d.network_policies = policy::network_policies(stack);
     }
     d.service_monitors = observability::service_monitors(stack);
+    if let Some((claim, cron_job)) = backup::backups(stack) {
+        d.persistent_volume_claims.push(claim);
+        d.cron_jobs.push(cron_job);
+    }
     d
 }
 
@@ -184,6 +199,8 @@ pub(crate) fn short_hash(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_backup;
 #[cfg(test)]
 mod tests_keys;
 #[cfg(test)]

@@ -78,10 +78,10 @@ fn tcp(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), end_port: None }
 }
 
-/// The components that talk to MySQL: the services and their migration Jobs (the gateway has no
-/// database).
-const MYSQL_CLIENTS: [&str; 8] =
-    ["auth", "user", "product", "cart", "order", "payment", "checkout", "migrate"];
+/// The components that talk to MySQL: the services, their migration Jobs and the backup Jobs (the
+/// gateway has no database).
+const MYSQL_CLIENTS: [&str; 9] =
+    ["auth", "user", "product", "cart", "order", "payment", "checkout", "migrate", "backup"];
 /// The components that talk to Redis: the gateway and the services (migrations do not).
 const REDIS_CLIENTS: [&str; 8] =
     ["gateway", "auth", "user", "product", "cart", "order", "payment", "checkout"];
@@ -126,9 +126,9 @@ fn policy(
 
 /// Only the gateway is reachable from anywhere; each service only from its callers
 /// ([`Service::callers`]); MySQL and Redis only from this stack's pods that use them (MySQL: the
-/// services and the migration Jobs; Redis: the gateway and the services). With ServiceMonitors on, a
-/// service also takes connections on its port (where it serves `/metrics`) from the namespaces with
-/// the metrics label (the gateway takes them from anywhere already). Ingress only: egress stays open
+/// services, the migration Jobs and the backup Jobs; Redis: the gateway and the services). With
+/// ServiceMonitors on, a service also takes connections on its port (where it serves `/metrics`) from
+/// the namespaces with the metrics label (the gateway takes them from anywhere already). Ingress only: egress stays open
 /// (DNS, the API server, an external database, an OpenTelemetry collector).
 pub(crate) fn network_policies(stack: &MallStack) -> Vec<NetworkPolicy> {
     let mut policies = vec![policy(stack, "gateway", None, GATEWAY_PORT)];

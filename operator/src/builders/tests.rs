@@ -15,7 +15,7 @@ fn names<K: Resource>(objects: &[K]) -> Vec<String> {
     objects.iter().map(|o| o.meta().name.clone().unwrap()).collect()
 }
 
-fn all_metadata(d: &Desired) -> Vec<&ObjectMeta> {
+pub(super) fn all_metadata(d: &Desired) -> Vec<&ObjectMeta> {
     let mut all: Vec<&ObjectMeta> = Vec::new();
     all.extend(d.secrets.iter().map(|o| &o.metadata));
     all.extend(d.config_maps.iter().map(|o| &o.metadata));
@@ -27,6 +27,8 @@ fn all_metadata(d: &Desired) -> Vec<&ObjectMeta> {
     all.extend(d.autoscalers.iter().map(|o| &o.metadata));
     all.extend(d.network_policies.iter().map(|o| &o.metadata));
     all.extend(d.service_monitors.iter().map(|o| &o.metadata));
+    all.extend(d.persistent_volume_claims.iter().map(|o| &o.metadata));
+    all.extend(d.cron_jobs.iter().map(|o| &o.metadata));
     all
 }
 
@@ -619,6 +621,7 @@ fn network_policies_are_on_by_default_and_admit_exactly_the_callers() {
     // The data stores: only this stack's pods that use them.
     let mut mysql_clients = services.to_vec();
     mysql_clients.push("migrate");
+    mysql_clients.push("backup");
     assert_eq!(admitted(&d, "shop-mysql"), (Some(set_of(&mysql_clients)), 3306));
     let mut redis_clients = services.to_vec();
     redis_clients.push("gateway");

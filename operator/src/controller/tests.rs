@@ -717,6 +717,7 @@ async fn a_failed_migration_job_is_deleted_so_that_it_runs_again() {
     drop(rx);
 }
 
+mod backup;
 mod diagnosis;
 mod keys;
 mod observability;

@@ -1,0 +1,115 @@
+//! Backups of the managed MySQL on a real cluster (settings in `mall_e2e::cluster`): the minimal example
+//! with `spec.backup` (a schedule that does not come during the test), Ready; then a backup asked for
+//! with the `mall.example.com/backup-now` annotation must be acknowledged in `status.backup`, its Job
+//! must succeed and `status.backup.lastSuccess` name it, and the Job's log must end with the script's
+//! JSON line: a backup of the seven databases with more than zero bytes. `BackupFailing` is False.
+//!
+//! Without `KUBECONFIG` and `MALL_E2E_IMAGE` it says why and passes (unless `MALL_E2E_REQUIRE=1`).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
+use kube::api::{Api, ListParams, LogParams, Patch, PostParams};
+use mall_e2e::cluster::{Cluster, wait_for};
+use mall_e2e::run::{Run, STACK, manager};
+use mall_operator::builders::{BACKUP_NOW_ANNOTATION, backup_databases, backup_job_name};
+use mall_operator::status::BACKUP_FAILING;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_asked_for_is_made_and_reported() {
+    let Some(cluster) = Cluster::for_test("backup end-to-end test").await else { return };
+    let mut run = Run::new(&cluster, "mall-backup");
+    let result = steps(&mut run).await;
+    run.finish(result).await;
+}
+
+async fn steps(run: &mut Run<'_>) -> Result<()> {
+    run.step("create the namespace, the CRD (upgrade path), helm install the operator chart");
+    run.create_namespace().await?;
+    run.crd_upgrade_path().await?;
+    run.helm_install().await?;
+
+    run.step("the minimal example with the managed MySQL and backups, to Ready");
+    let mut stack = run.example_stack(false).await?;
+    ensure!(!stack["spec"]["database"]["managed"].is_null(), "backups need the managed MySQL");
+    // Once a year at 03:17 on 1 January: no scheduled run during the test.
+    stack["spec"]["backup"] =
+        json!({"schedule": "17 3 1 1 *", "retention": {"count": 2}, "target": {"pvc": {"size": "1Gi"}}});
+    run.prepare_volume(&stack).await?;
+    backup_volume(run).await?;
+    run.apply_stack(&stack).await?;
+    run.wait_ready(run.c.ready_timeout, None).await?;
+
+    run.step("backup-now: one Job, acknowledged, succeeds");
+    let token = format!("e2e-{}", mall_e2e::cluster::suffix());
+    let patch = json!({"metadata": {"annotations": {BACKUP_NOW_ANNOTATION: token}}});
+    run.stacks().patch(STACK, &manager(), &Patch::Merge(&patch)).await.context("annotating backup-now")?;
+    let stacks = run.stacks();
+    let job = backup_job_name(&stacks.get(STACK).await?, &token);
+    wait_for(Duration::from_secs(300), Duration::from_secs(3), || {
+        let (stacks, token, job) = (stacks.clone(), token.clone(), job.clone());
+        async move {
+            let stack = stacks.get(STACK).await?;
+            let Some(backup) = stack.status.as_ref().and_then(|s| s.backup.clone()) else { return Ok(false) };
+            if let Some(failure) = backup.last_failure.as_ref().filter(|f| f.job == job) {
+                anyhow::bail!("the backup Job {job} failed: {}", failure.reason);
+            }
+            Ok(backup.last_request.as_deref() == Some(token.as_str())
+                && backup.last_request_job.as_deref() == Some(job.as_str())
+                && backup.last_success.as_ref().is_some_and(|s| s.job == job))
+        }
+    })
+    .await
+    .context("waiting for status.backup.lastSuccess of the requested backup")?;
+    let stack = stacks.get(STACK).await?;
+    let status = stack.status.as_ref().context("a status")?;
+    let success = status.backup.as_ref().and_then(|b| b.last_success.as_ref()).context("lastSuccess")?;
+    eprintln!("e2e: backup {} by Job {} at {}", success.name, success.job, success.time);
+    let failing = status.condition(BACKUP_FAILING).context("the BackupFailing condition")?;
+    ensure!(failing.status == "False", "BackupFailing: {failing:?}");
+
+    run.step("the Job's log ends with the backup's JSON line");
+    let pods: Api<Pod> = run.api();
+    let listed =
+        pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}"))).await?;
+    let pod =
+        listed.items.iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
+    let pod = pod.with_context(|| format!("a succeeded pod of {job}"))?;
+    let name = pod.metadata.name.clone().context("a pod name")?;
+    let log = pods.logs(&name, &LogParams::default()).await?;
+    let last = log.lines().rev().find(|l| !l.trim().is_empty()).context("an empty log")?;
+    let line: Value = serde_json::from_str(last).with_context(|| format!("the last line is JSON: {last}"))?;
+    eprintln!("e2e: {last}");
+    ensure!(line["bytes"].as_u64().unwrap_or(0) > 0, "a backup of no bytes: {last}");
+    ensure!(line["databases"].as_u64() == Some(backup_databases().len() as u64), "every database: {last}");
+    ensure!(line["backup"].as_str() == Some(success.name.as_str()), "the name in the status: {last}");
+    Ok(())
+}
+
+/// Single-node clusters without a volume provisioner (`MALL_E2E_HOSTPATH_PV_DIR`): a hostPath volume
+/// for the backup claim, beside the MySQL one. Nothing to do otherwise.
+async fn backup_volume(run: &Run<'_>) -> Result<()> {
+    let Some(base) = &run.c.hostpath_pv_dir else { return Ok(()) };
+    let dir = std::path::Path::new(base).join(format!("{}-backups", run.ns));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The backup pods run as MySQL's uid; a hostPath volume is not chowned to fsGroup.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": format!("{}-backups", run.ns), "labels": {"app.kubernetes.io/part-of": "mall-e2e"}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": dir.to_string_lossy(), "type": "Directory"},
+            "claimRef": {"namespace": run.ns, "name": format!("{STACK}-backups")}
+        }
+    }))?;
+    let pvs: Api<PersistentVolume> = Api::all(run.c.client.clone());
+    pvs.create(&PostParams::default(), &pv).await.context("creating the backup hostPath PersistentVolume")?;
+    Ok(())
+}
