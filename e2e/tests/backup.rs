@@ -2,18 +2,22 @@
 //! with `spec.backup` (a schedule that does not come during the test), Ready; then a backup asked for
 //! with the `mall.example.com/backup-now` annotation must be acknowledged in `status.backup`, its Job
 //! must succeed and `status.backup.lastSuccess` name it, and the Job's log must end with the script's
-//! JSON line: a backup of the seven databases with more than zero bytes. `BackupFailing` is False.
+//! JSON line: a backup of the seven databases with more than zero bytes. `BackupFailing` is False. Then
+//! `mall.example.com/restart-gateway` rolls the gateway alone, and its status acknowledges the token.
 //!
 //! Without `KUBECONFIG` and `MALL_E2E_IMAGE` it says why and passes (unless `MALL_E2E_REQUIRE=1`).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use kube::api::{Api, ListParams, LogParams, Patch, PostParams};
 use mall_e2e::cluster::{Cluster, wait_for};
 use mall_e2e::run::{Run, STACK, manager};
-use mall_operator::builders::{BACKUP_NOW_ANNOTATION, backup_databases, backup_job_name};
+use mall_operator::builders::{
+    BACKUP_NOW_ANNOTATION, RESTART_ANNOTATION, backup_databases, backup_job_name, restarted,
+};
 use mall_operator::status::BACKUP_FAILING;
 use serde_json::{Value, json};
 
@@ -85,7 +89,63 @@ async fn steps(run: &mut Run<'_>) -> Result<()> {
     ensure!(line["bytes"].as_u64().unwrap_or(0) > 0, "a backup of no bytes: {last}");
     ensure!(line["databases"].as_u64() == Some(backup_databases().len() as u64), "every database: {last}");
     ensure!(line["backup"].as_str() == Some(success.name.as_str()), "the name in the status: {last}");
+
+    run.step("restart-gateway: only the gateway rolls, and the status acknowledges it");
+    let cart_pods = pod_names(run, "cart").await?;
+    let gateway_pods = pod_names(run, "gateway").await?;
+    let restart = format!("r-{}", mall_e2e::cluster::suffix());
+    let key = format!("{RESTART_ANNOTATION}-gateway");
+    let patch = json!({"metadata": {"annotations": {key: restart}}});
+    run.stacks().patch(STACK, &manager(), &Patch::Merge(&patch)).await.context("annotating restart")?;
+    let started = std::time::Instant::now();
+    wait_for(Duration::from_secs(180), Duration::from_secs(2), || {
+        let (stacks, restart) = (stacks.clone(), restart.clone());
+        async move {
+            let stack = stacks.get(STACK).await?;
+            let Some(status) = stack.status.as_ref() else { return Ok(false) };
+            let gateway = status.components.get("gateway");
+            Ok(gateway
+                .is_some_and(|g| g.restarted.as_deref() == Some(restart.as_str()) && g.ready == g.desired)
+                && status.condition("Ready").is_some_and(|c| c.status == "True"))
+        }
+    })
+    .await
+    .context("waiting for the gateway's restart to be acknowledged")?;
+    let deployments: Api<Deployment> = run.api();
+    let gateway = deployments.get(&format!("{STACK}-gateway")).await?;
+    ensure!(
+        restarted(gateway.spec.as_ref().map(|s| &s.template)).as_deref() == Some(restart.as_str()),
+        "the gateway's pod template carries the token"
+    );
+    let stack = stacks.get(STACK).await?;
+    let cart = stack.status.as_ref().and_then(|s| s.components.get("cart")).context("cart's status")?;
+    ensure!(cart.restarted.is_none(), "cart was not asked to restart: {cart:?}");
+    ensure!(pod_names(run, "cart").await? == cart_pods, "cart's pods are the same ones");
+    let now = pod_names(run, "gateway").await?;
+    ensure!(
+        now.iter().all(|p| !gateway_pods.contains(p)),
+        "the gateway's pods are new: {gateway_pods:?} → {now:?}"
+    );
+    eprintln!(
+        "e2e: the gateway restarted and Ready again in {:.1} s; cart untouched",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
+}
+
+/// The names of one component's running pods, sorted.
+async fn pod_names(run: &Run<'_>, component: &str) -> Result<Vec<String>> {
+    let pods: Api<Pod> = run.api();
+    let selector = format!("app.kubernetes.io/instance={STACK},app.kubernetes.io/component={component}");
+    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+    let mut names: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Single-node clusters without a volume provisioner (`MALL_E2E_HOSTPATH_PV_DIR`): a hostPath volume

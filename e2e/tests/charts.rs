@@ -136,6 +136,7 @@ fn needed() -> Vec<(&'static str, &'static str, BTreeSet<String>)> {
         ("batch", "jobs", pruned.clone()),
         // Backups (`spec.backup`): the CronJob, deleted when backups are turned off.
         ("batch", "cronjobs", set(&["get", "list", "watch", "create", "patch", "update", "delete"])),
+        ("batch", "cronjobs/finalizers", set(&["update"])),
         ("policy", "poddisruptionbudgets", pruned.clone()),
         ("autoscaling", "horizontalpodautoscalers", pruned.clone()),
         ("networking.k8s.io", "networkpolicies", pruned),

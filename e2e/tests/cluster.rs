@@ -125,7 +125,9 @@ async fn seed_flow(run: &Run<'_>) -> Result<()> {
     gw.get(css, None).await?.expect(200, "the stylesheet")?;
     let page = gw.get(&format!("/shop/products/{product}"), None).await?.expect(200, "the product page")?;
     ensure!(
-        page.body.as_str().is_some_and(|html| html.contains("<h1>E2E mug</h1>") && html.contains("Only 8 left")),
+        page.body
+            .as_str()
+            .is_some_and(|html| html.contains("<h1>E2E mug</h1>") && html.contains("Only 8 left")),
         "the product page: {}",
         page.body
     );

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim, Pod,
 use k8s_openapi::jiff::Timestamp;
 
 use crate::builders::{
-    BACKUP_COMPONENT, GATEWAY_PORT, MigrationState, child_name, migration_job_name, namespace,
+    BACKUP_COMPONENT, GATEWAY_PORT, MigrationState, child_name, migration_job_name, namespace, restarted,
 };
 use crate::crd::{
     BackupFailure, BackupStatus, BackupSuccess, ComponentStatus, Condition, MallStack, MallStackStatus,
@@ -87,11 +87,17 @@ fn components(
 ) -> BTreeMap<String, ComponentStatus> {
     let status = |component: &str, ready: i32, desired: i32| {
         let finding = diagnosis.of(component);
+        let name = child_name(stack, component);
+        let template = match observed.deployments.get(&name) {
+            Some(d) => d.spec.as_ref().map(|s| &s.template),
+            None => observed.stateful_sets.get(&name).and_then(|s| s.spec.as_ref()).map(|s| &s.template),
+        };
         ComponentStatus {
             ready,
             desired,
             reason: finding.map(|f| f.reason.clone()),
             message: finding.map(|f| f.text.clone()),
+            restarted: restarted(template),
         }
     };
     let mut out = BTreeMap::new();

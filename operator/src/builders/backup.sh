@@ -14,7 +14,8 @@
 #   BACKUP_RETENTION_COUNT   complete backups kept, newest first (default 7, at least 1)
 #   BACKUP_MAX_AGE_DAYS      also drop backups older than this (optional)
 #   BACKUP_IMAGE_TAG         the Mall version whose schema this is, recorded in the manifest
-#   BACKUP_MYSQLDUMP, BACKUP_MYSQL  the client programs (default mysqldump, else mariadb-dump; mysql)
+#   BACKUP_MYSQLDUMP, BACKUP_MYSQL  the client programs (default mysqldump, else mariadb-dump; mysql, else
+#                            mariadb)
 # Prints one JSON line last: {"backup":"<name>","bytes":N,"databases":M}.
 set -euo pipefail
 umask 077
@@ -32,7 +33,13 @@ root="${BACKUP_DIR:-/backups}"
 count="${BACKUP_RETENTION_COUNT:-7}"
 max_age="${BACKUP_MAX_AGE_DAYS:-}"
 image_tag="${BACKUP_IMAGE_TAG:-}"
-mysql="${BACKUP_MYSQL:-mysql}"
+if [ -n "${BACKUP_MYSQL:-}" ]; then
+  mysql="$BACKUP_MYSQL"
+elif command -v mysql >/dev/null 2>&1; then
+  mysql=mysql
+else
+  mysql=mariadb
+fi
 if [ -n "${BACKUP_MYSQLDUMP:-}" ]; then
   mysqldump="$BACKUP_MYSQLDUMP"
 elif command -v mysqldump >/dev/null 2>&1; then
@@ -143,6 +150,12 @@ cutoff=""
 if [ -n "$max_age" ]; then
   cutoff="$(date -u -d "@$(($(date -u +%s) - max_age * 86400))" +%Y%m%dT%H%M%SZ)"
 fi
+# The directories named like a backup, newest first (a glob, not GNU find: images differ in their tools).
+list_backups() {
+  for d in "$root"/[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z; do
+    if [ -d "$d" ]; then printf '%s\n' "${d##*/}"; fi
+  done | sort -r
+}
 kept=0
 while read -r old; do
   [ -n "$old" ] || continue
@@ -155,10 +168,10 @@ while read -r old; do
   else
     kept=$((kept + 1))
   fi
-done < <(find "$root" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended \
-  -regex '.*/[0-9]{8}T[0-9]{6}Z' -printf '%f\n' | sort -r)
-# A `.partial` of a run that died (never this one's, nor a running one's: runs do not overlap).
-find "$root" -mindepth 1 -maxdepth 1 -type d -name '*.partial' -mmin +1440 -exec rm -rf {} + || true
+done < <(list_backups)
+# A `.partial` of a run that died (never this one's, nor a running one's: runs do not overlap). Without
+# a `find` in the image, they stay.
+find "$root" -mindepth 1 -maxdepth 1 -type d -name '*.partial' -mmin +1440 -exec rm -rf {} \; || true
 
 line="{\"backup\":$(json_string "$name"),\"bytes\":$total,\"databases\":$n}"
 # Kubernetes keeps the termination message in the pod's status (where the operator reads the name).

@@ -8,6 +8,7 @@ mod identity;
 mod jobs;
 mod observability;
 mod policy;
+mod restart;
 mod secrets;
 mod workloads;
 
@@ -47,6 +48,7 @@ pub use observability::{
     OTEL_SERVICE_NAME_ENV, SCRAPE_INTERVAL, SERVICE_MONITOR_KIND, metrics_namespace_label, metrics_ports,
     otel_env, otel_service_name, service_monitor_resource,
 };
+pub use restart::{RESTART_ANNOTATION, RESTARTED_ANNOTATION, restart_token, restarted};
 pub use secrets::{
     ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, PASSWORD_KEY,
     SIGNING_KEY_KEY, URL_KEY, admin_secret_name, database_secret_name, database_user, generated_secrets,
@@ -92,11 +94,17 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     d.config_maps.push(config_map(stack));
     if let Some(db) = &stack.spec.database.managed {
         d.services.push(data::mysql_service(stack));
-        d.stateful_sets.push(data::mysql_stateful_set(stack, db));
+        let mut mysql = data::mysql_stateful_set(stack, db);
+        if let Some(spec) = mysql.spec.as_mut() {
+            restart::stamp(stack, "mysql", &mut spec.template);
+        }
+        d.stateful_sets.push(mysql);
     }
     if let Some(redis) = &stack.spec.redis.managed {
         d.services.push(data::redis_service(stack));
-        d.deployments.push(data::redis_deployment(stack, redis));
+        let mut deployment = data::redis_deployment(stack, redis);
+        stamp_deployment(stack, "redis", &mut deployment);
+        d.deployments.push(deployment);
     }
     for service in Service::ALL {
         d.services.push(workloads::service_service(stack, service));
@@ -108,6 +116,7 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
         }
         observability::wire(stack, &mut deployment, service.name());
         workloads::rehash(stack, &mut deployment);
+        stamp_deployment(stack, service.name(), &mut deployment);
         let deployment = jobs::gated_by(&job, deployment);
         d.migrations.push((service, job, deployment));
     }
@@ -116,6 +125,7 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     identity::wire(stack, &mut gateway, "gateway", &identity.peers);
     observability::wire(stack, &mut gateway, "gateway");
     workloads::rehash(stack, &mut gateway);
+    stamp_deployment(stack, "gateway", &mut gateway);
     d.deployments.push(gateway);
     d.pod_disruption_budgets = policy::pod_disruption_budgets(stack);
     d.autoscalers = policy::autoscalers(stack);
@@ -128,6 +138,12 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
         d.cron_jobs.push(cron_job);
     }
     d
+}
+
+fn stamp_deployment(stack: &MallStack, component: &str, deployment: &mut Deployment) {
+    if let Some(spec) = deployment.spec.as_mut() {
+        restart::stamp(stack, component, &mut spec.template);
+    }
 }
 
 /// `<stack>-<component>`.

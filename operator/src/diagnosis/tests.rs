@@ -403,6 +403,7 @@ fn a_pull_back_off_keeps_the_reason_seen_before() {
             desired: 1,
             reason: Some("ImagePullFailed".into()),
             message: Some(known.clone()),
+            restarted: None,
         },
     );
     assert_eq!(
@@ -597,6 +598,7 @@ fn a_migration_failure_is_kept_while_its_job_runs_again() {
             desired: 1,
             reason: Some("MigrationFailed".into()),
             message: Some(known.into()),
+            restarted: None,
         },
     );
     assert_eq!(
