@@ -191,6 +191,19 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// `helm upgrade` of the operator to the image tag `tag`, every other value as installed.
+    pub async fn helm_upgrade_operator(&self, tag: &str) -> Result<()> {
+        let chart = repo_root().join("charts/mall-operator");
+        let mut upgrade = self.c.helm()?;
+        upgrade
+            .args(["upgrade", RELEASE])
+            .arg(&chart)
+            .args(["--namespace", &self.ns, "--reuse-values", "--wait", "--timeout", "5m"])
+            .args(["--set-string", &format!("image.tag={tag}")]);
+        run(upgrade, "helm upgrade")?;
+        Ok(())
+    }
+
     /// Single-node clusters without a volume provisioner (`MALL_E2E_HOSTPATH_PV_DIR`): a hostPath volume
     /// for the MySQL claim of `stack`. Nothing to do otherwise, or when its database is external.
     pub async fn prepare_volume(&mut self, stack: &Value) -> Result<()> {

@@ -3,7 +3,8 @@
 //! with the `mall.example.com/backup-now` annotation must be acknowledged in `status.backup`, its Job
 //! must succeed and `status.backup.lastSuccess` name it, and the Job's log must end with the script's
 //! JSON line: a backup of the seven databases with more than zero bytes. `BackupFailing` is False. Then
-//! `mall.example.com/restart-gateway` rolls the gateway alone, and its status acknowledges the token.
+//! `mall.example.com/restart-gateway` rolls the gateway alone, and its status acknowledges the token;
+//! and an operator upgrade (a new operator image tag, the same spec) rolls no pod of the stack.
 //!
 //! Without `KUBECONFIG` and `MALL_E2E_IMAGE` it says why and passes (unless `MALL_E2E_REQUIRE=1`).
 
@@ -130,7 +131,58 @@ async fn steps(run: &mut Run<'_>) -> Result<()> {
         "e2e: the gateway restarted and Ready again in {:.1} s; cart untouched",
         started.elapsed().as_secs_f64()
     );
+
+    run.step("an operator upgrade (a new operator image, the same spec) rolls no pod");
+    let Some(next) = run.c.image_tag_next.clone() else {
+        eprintln!("e2e: no MALL_E2E_IMAGE_TAG_NEXT: the operator upgrade is not tried");
+        return Ok(());
+    };
+    let stack_pods = || async {
+        let pods = every_pod(run).await?;
+        Ok::<_, anyhow::Error>(
+            pods.into_iter().filter(|p| !p.starts_with("mall-operator")).collect::<Vec<_>>(),
+        )
+    };
+    let generations = || async {
+        let listed = deployments.list(&ListParams::default()).await?.items;
+        let mut g: Vec<(String, Option<i64>)> = listed
+            .into_iter()
+            .filter_map(|d| Some((d.metadata.name?, d.metadata.generation)))
+            .filter(|(n, _)| !n.starts_with("mall-operator"))
+            .collect();
+        g.sort();
+        Ok::<_, anyhow::Error>(g)
+    };
+    let (pods_before, generations_before) = (stack_pods().await?, generations().await?);
+    run.helm_upgrade_operator(&next).await?;
+    // Time for the new operator to start, take the lease and reconcile the stack.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (pods_after, generations_after) = (stack_pods().await?, generations().await?);
+    ensure!(pods_before == pods_after, "pods changed: {pods_before:?} → {pods_after:?}");
+    ensure!(generations_before == generations_after, "a Deployment changed: {generations_after:?}");
+    let stack = stacks.get(STACK).await?;
+    ensure!(
+        stack.status.as_ref().and_then(|s| s.condition("Ready")).is_some_and(|c| c.status == "True"),
+        "the stack is Ready under the new operator"
+    );
+    eprintln!("e2e: operator upgraded to {next}: no pod of the stack rolled, no Deployment changed (30 s)");
     Ok(())
+}
+
+/// Every running pod of the namespace, sorted.
+async fn every_pod(run: &Run<'_>) -> Result<Vec<String>> {
+    let pods: Api<Pod> = run.api();
+    let mut names: Vec<String> = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// The names of one component's running pods, sorted.
