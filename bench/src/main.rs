@@ -245,13 +245,7 @@ async fn product_scenario(
         }
     }
     // The read with a bearer token: the gateway verifies it (and asks whether it was revoked).
-    let token = login(
-        &client,
-        &mall.gateway_url(),
-        &shared.admin_email,
-        shared.admin_password.as_deref().unwrap_or_default(),
-    )
-    .await?;
+    let token = admin_login(&client, &mall.gateway_url(), shared).await?;
     // The three alternate, each going first in turn, so that a drift of the machine favours none.
     let sides: [(&str, &String, Option<&String>); 3] = [
         ("baseline: bare axum + one tonic call", &bare_url, None),
@@ -386,6 +380,15 @@ async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str
     r["data"]["token"].as_str().map(str::to_owned).context("login failed")
 }
 
+/// The seeded admin's token.
+async fn admin_login(
+    client: &reqwest::Client,
+    base: &str,
+    shared: &mall::config::Shared,
+) -> anyhow::Result<String> {
+    login(client, base, &shared.admin_email, shared.admin_password.as_deref().unwrap_or_default()).await
+}
+
 async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
     let r = client.post(url).bearer_auth(token).json(body).send().await?;
     let status = r.status();
@@ -414,9 +417,7 @@ async fn storefront_scenario(
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let base = mall.gateway_url();
-    let admin =
-        login(&client, &base, &shared.admin_email, shared.admin_password.as_deref().unwrap_or_default())
-            .await?;
+    let admin = admin_login(&client, &base, shared).await?;
     // A shopper with an order and two lines in the cart, for the pages that show them.
     let email = "storefront@bench.local";
     client
@@ -507,9 +508,7 @@ async fn checkout_scenario(
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let base = mall.gateway_url();
-    let admin =
-        login(&client, &base, &shared.admin_email, shared.admin_password.as_deref().unwrap_or_default())
-            .await?;
+    let admin = admin_login(&client, &base, shared).await?;
     let product = post(
         &client,
         &format!("{base}/product/create"),

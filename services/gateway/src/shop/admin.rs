@@ -10,7 +10,7 @@ use mall_proto::product::v1 as pb;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::buy::{day, short_id};
+use super::buy::{Reader, orders_table};
 use super::catalog::{PageQuery, categories};
 use super::pages::{
     Input, Problem, Refusal, csrf, error_at, field, form_error, frame, general_error, notice, pager, price,
@@ -19,7 +19,6 @@ use super::pages::{
 use super::session::{Form, Shopper, Visit};
 use crate::AppState;
 use crate::money::format_cents;
-use crate::routes::commerce::status_name;
 
 fn admin(visit: &Visit) -> Result<&Shopper, Problem> {
     match &visit.shopper {
@@ -331,38 +330,7 @@ pub async fn orders(
         @if listed.total == 0 {
             p id="no-orders" { "No orders." }
         } @else {
-            div class="table-wrap" {
-                table class="orders" {
-                    caption class="visually-hidden" { "Orders" }
-                    thead { tr {
-                        th scope="col" { "Order" }
-                        th scope="col" class="num" { "User" }
-                        th scope="col" { "Placed" }
-                        th scope="col" class="num" { "Total" }
-                        th scope="col" { "Status" }
-                        th scope="col" { span class="visually-hidden" { "Action" } }
-                    } }
-                    tbody {
-                        @for o in &listed.items {
-                            tr data-order-id=(o.order_id) {
-                                td { (short_id(&o.order_id)) }
-                                td class="num" { (o.user_id) }
-                                td { (day(o.created_at)) }
-                                td class="num" { (price(o.total_cents)) }
-                                td { span class={ "status " (status_name(o)) } { (status_name(o)) } }
-                                td {
-                                    @if status_name(o) == OrderStatus::Pending.as_str() {
-                                        form action={ "/shop/admin/orders/" (o.order_id) "/mark-paid" } method="post" {
-                                            (csrf(&visit))
-                                            button id={ "mark-paid-" (o.order_id) } type="submit" { "Mark paid" }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            (orders_table(&listed.items, Reader::Admin(&visit)))
             (pager(listed.page, listed.page_size, listed.total, href))
         }
     };

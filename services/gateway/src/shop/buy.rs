@@ -416,7 +416,7 @@ pub async fn orders(
         @if listed.total == 0 {
             p id="no-orders" { "You have not ordered anything yet." }
         } @else {
-            (orders_table(&listed.items, |o| format!("/shop/orders/{}", o.order_id)))
+            (orders_table(&listed.items, Reader::Shopper))
             (pager(listed.page, listed.page_size, listed.total, |p| format!("/shop/orders?page={p}")))
         }
     };
@@ -428,32 +428,67 @@ pub fn day(unix: i64) -> String {
     rfc3339(unix).get(..10).unwrap_or_default().to_owned()
 }
 
-/// Orders as a table; `href` links each to its page.
-pub fn orders_table(orders: &[order::Order], href: impl Fn(&order::Order) -> String) -> Markup {
+/// Who a table of orders is for.
+pub enum Reader<'a> {
+    /// The shopper whose orders they are: each links to its page.
+    Shopper,
+    /// An admin: each with its shopper, and a button that marks an unpaid order paid.
+    Admin(&'a Visit),
+}
+
+/// Orders as a table.
+pub fn orders_table(orders: &[order::Order], reader: Reader<'_>) -> Markup {
+    let admin = match reader {
+        Reader::Admin(visit) => Some(visit),
+        Reader::Shopper => None,
+    };
     html! {
         div class="table-wrap" {
             table class="orders" {
                 caption class="visually-hidden" { "Orders" }
                 thead { tr {
                     th scope="col" { "Order" }
+                    @if admin.is_some() { th scope="col" class="num" { "User" } }
                     th scope="col" { "Placed" }
                     th scope="col" { "Items" }
                     th scope="col" class="num" { "Total" }
                     th scope="col" { "Status" }
+                    @if admin.is_some() { th scope="col" { span class="visually-hidden" { "Action" } } }
                 } }
                 tbody {
                     @for o in orders {
                         tr data-order-id=(o.order_id) {
-                            td { a class="order-link" href=(href(o)) { (short_id(&o.order_id)) } }
-                            td { (day(o.created_at)) }
-                            td { (o.items.iter().map(|i| i.quantity).sum::<i64>()) }
-                            td class="num" { (price(o.total_cents)) }
-                            td { span class={ "status " (status_name(o)) } { (status_name(o)) } }
+                            @if let Some(visit) = admin {
+                                td { (short_id(&o.order_id)) }
+                                td class="num" { (o.user_id) }
+                                (order_cells(o))
+                                td {
+                                    @if status_name(o) == OrderStatus::Pending.as_str() {
+                                        form action={ "/shop/admin/orders/" (o.order_id) "/mark-paid" } method="post" {
+                                            (csrf(visit))
+                                            button id={ "mark-paid-" (o.order_id) } type="submit" { "Mark paid" }
+                                        }
+                                    }
+                                }
+                            } @else {
+                                td { a class="order-link" href={ "/shop/orders/" (o.order_id) } { (short_id(&o.order_id)) } }
+                                (order_cells(o))
+                            }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// An order's date, item count, total and status.
+fn order_cells(o: &order::Order) -> Markup {
+    html! {
+        td { (day(o.created_at)) }
+        td { (o.items.iter().map(|i| i.quantity).sum::<i64>()) }
+        td class="num" { (price(o.total_cents)) }
+        td { span class={ "status " (status_name(o)) } { (status_name(o)) } }
     }
 }
 
