@@ -55,6 +55,22 @@ pub enum Command {
         #[arg(long, env = "MALL_DATABASE_ADMIN_URL", hide_env_values = true)]
         admin_url: String,
     },
+    /// Check a backup before a restore loads it (what the operator's restore Job runs first, as an init
+    /// container): its manifest, every dump's size and sha256, that this image knows every migration
+    /// it records, and that every database it holds is empty on the server of --admin-url; then write
+    /// the plan (`<database> <file>` a line) and print `{"restoreChecked":…}`. Exit 0: checked; 2:
+    /// refused (`refused: …` on stderr and in /dev/termination-log); 1: any other failure.
+    RestoreCheck {
+        /// The backup's directory (`/backups/20261206T053000Z`).
+        #[arg(long, value_name = "DIR")]
+        backup: PathBuf,
+        /// Where to write the plan the loading container follows.
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+        /// An administrator who may read every database's tables (`mysql://root:pass@host:3306`).
+        #[arg(long, env = "MALL_DATABASE_ADMIN_URL", hide_env_values = true)]
+        admin_url: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -380,6 +396,28 @@ mod tests {
             panic!("provision parses as Provision")
         };
         assert_eq!(admin_url, "mysql://root:pw@db:3306");
+        let cli = Cli::try_parse_from([
+            "mall",
+            "restore-check",
+            "--backup",
+            "/backups/20261206T053000Z",
+            "--plan",
+            "/plan/plan.txt",
+            "--admin-url",
+            "mysql://root:pw@db:3306",
+        ])
+        .unwrap();
+        let Command::RestoreCheck { backup, plan, admin_url } = cli.command else {
+            panic!("restore-check parses as RestoreCheck")
+        };
+        assert_eq!(backup, Path::new("/backups/20261206T053000Z"));
+        assert_eq!(plan, Path::new("/plan/plan.txt"));
+        assert_eq!(admin_url, "mysql://root:pw@db:3306");
+        assert!(
+            Cli::try_parse_from(["mall", "restore-check", "--plan", "/plan/plan.txt", "--admin-url", "x"])
+                .is_err(),
+            "the backup is required"
+        );
         assert!(Cli::try_parse_from(["mall", "serve", "nosuch"]).is_err());
         assert!(Cli::try_parse_from(["mall", "up", "--token-ttl", "0"]).is_err());
         let Command::Up(up) = Cli::try_parse_from(["mall", "up", "--request-timeout", "3s"]).unwrap().command

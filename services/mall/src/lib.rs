@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod database;
+pub mod restore;
 
 use std::collections::HashMap;
 use std::future::Future;

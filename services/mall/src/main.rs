@@ -1,8 +1,13 @@
-//! `mall`: run the whole mall (`up`), one service (`serve`), one service's migrations (`migrate`), or
-//! create one service's MySQL database and user (`provision`).
+//! `mall`: run the whole mall (`up`), one service (`serve`), one service's migrations (`migrate`),
+//! create one service's MySQL database and user (`provision`), or check a backup before a restore
+//! (`restore-check`).
+
+use std::path::Path;
+use std::process::ExitCode;
 
 use clap::Parser;
 use mall::config::{Cli, Command};
+use mall::restore::{self, RestoreError};
 use mall_user::AdminSeed;
 
 /// jemalloc, because it gives memory back. Measured on `mall up` (debug build, 2 CPUs) through the burst
@@ -24,7 +29,7 @@ use mall_user::AdminSeed;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     mall_runtime::init_tracing();
     let cli = Cli::parse();
     let result = run(cli).await;
@@ -33,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => {
             let options = mall::StartOptions {
@@ -65,14 +70,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("  Ctrl-C stops it.");
             println!();
-            mall.run_until_signal().await
+            mall.run_until_signal().await?
         }
         Command::Serve { service, shared, listen, gateway_listen, identity } => {
-            mall::serve(service, &shared, &listen, &gateway_listen, &identity).await
+            mall::serve(service, &shared, &listen, &gateway_listen, &identity).await?
         }
-        Command::Migrate { service, shared } => mall::migrate(service, &shared).await,
+        Command::Migrate { service, shared } => mall::migrate(service, &shared).await?,
         Command::Provision { service, shared, admin_url } => {
-            mall::provision(service, &shared, &admin_url).await
+            mall::provision(service, &shared, &admin_url).await?
+        }
+        Command::RestoreCheck { backup, plan, admin_url } => {
+            return restore_check(&backup, &plan, &admin_url).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mall restore-check`: exit 0 with the plan written and the summary line on stdout; 2
+/// ([`restore::EXIT_REFUSED`]) when the backup or the target database is refused, with `refused: …`
+/// on stderr; 1 on any other failure (an unreachable database, an unreadable file). Whichever line is
+/// the outcome is also the container's termination message, which the operator quotes.
+async fn restore_check(backup: &Path, plan: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
+    match restore::check(backup, plan, admin_url, mall::database::PATIENCE).await {
+        Ok(checked) => {
+            let line = checked.summary_line();
+            println!("{line}");
+            restore::write_termination_message(&line);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(RestoreError::Refused(refusal)) => {
+            let line = format!("refused: {refusal}");
+            eprintln!("{line}");
+            restore::write_termination_message(&line);
+            Ok(ExitCode::from(restore::EXIT_REFUSED))
+        }
+        Err(e) => {
+            let e = anyhow::Error::new(e).context(format!("checking backup {}", backup.display()));
+            restore::write_termination_message(&format!("{e:#}"));
+            Err(e)
         }
     }
 }

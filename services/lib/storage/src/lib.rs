@@ -21,7 +21,7 @@ mod error;
 pub mod telemetry;
 
 pub use cache::{Cache, MemoryCache, RedisCache};
-pub use db::account::{DatabaseAccount, Provisioned, provision_account};
+pub use db::account::{DatabaseAccount, Provisioned, as_admin, provision_account};
 pub use db::url::{database_url_with_name, redact_url, service_database_url, sqlite_url_in};
 pub use db::{Backend, DEFAULT_POOL_SIZE, Db, Migrations, is_deadlock, is_transient, is_unique_violation};
 pub use error::StorageError;

@@ -13,6 +13,7 @@ mod metrics;
 mod ops;
 mod owasp;
 mod process;
+mod restore;
 mod shop;
 mod tokens;
 mod traces;

@@ -130,36 +130,24 @@ pub async fn provision_account(
     admin_url: &str,
     account: &DatabaseAccount,
 ) -> Result<Provisioned, StorageError> {
-    if Backend::from_url(admin_url)? != Backend::MySql {
-        return Err(StorageError::InvalidUrl {
-            url: redact_url(admin_url),
-            reason: "the administrator's URL must be a MySQL URL".into(),
-        });
-    }
-    let run = async {
-        let mut conn = MySqlConnection::connect(admin_url).await?;
+    let provisioned = as_admin(admin_url, PROVISION_TIMEOUT, async |conn: &mut MySqlConnection| {
         let databases: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = ?")
                 .bind(&account.database)
-                .fetch_one(&mut conn)
+                .fetch_one(&mut *conn)
                 .await?;
         let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mysql.user WHERE user = ? AND host = ?")
             .bind(&account.user)
             .bind(ACCOUNT_HOST)
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *conn)
             .await?;
         for statement in account.statements() {
             // Checked by `DatabaseAccount::new`: only safe characters were spliced in.
-            sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut conn).await?;
+            sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut *conn).await?;
         }
-        conn.close().await?;
-        Ok::<_, sqlx::Error>(Provisioned { created_database: databases == 0, created_user: users == 0 })
-    };
-    let provisioned =
-        tokio::time::timeout(PROVISION_TIMEOUT, run).await.map_err(|_| StorageError::Timeout {
-            what: format!("MySQL server at {}", redact_url(admin_url)),
-            after: PROVISION_TIMEOUT,
-        })??;
+        Ok(Provisioned { created_database: databases == 0, created_user: users == 0 })
+    })
+    .await?;
     tracing::info!(
         user = %account.user,
         database = %account.database,
@@ -168,6 +156,31 @@ pub async fn provision_account(
         "service account ready"
     );
     Ok(provisioned)
+}
+
+/// Runs `work` on one connection as the administrator of `admin_url` (a MySQL URL), closing it after,
+/// all within `limit`.
+pub async fn as_admin<T>(
+    admin_url: &str,
+    limit: Duration,
+    work: impl AsyncFnOnce(&mut MySqlConnection) -> Result<T, sqlx::Error>,
+) -> Result<T, StorageError> {
+    if Backend::from_url(admin_url)? != Backend::MySql {
+        return Err(StorageError::InvalidUrl {
+            url: redact_url(admin_url),
+            reason: "the administrator's URL must be a MySQL URL".into(),
+        });
+    }
+    let run = async {
+        let mut conn = MySqlConnection::connect(admin_url).await?;
+        let out = work(&mut conn).await?;
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(out)
+    };
+    Ok(tokio::time::timeout(limit, run).await.map_err(|_| StorageError::Timeout {
+        what: format!("MySQL server at {}", redact_url(admin_url)),
+        after: limit,
+    })??)
 }
 
 #[cfg(test)]
