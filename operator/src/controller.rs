@@ -190,7 +190,11 @@ async fn apply_children(
     if !database_ready {
         tracing::info!(stack = %stack.name_any(), "waiting for the database before running migrations");
     }
-    for (service, job, deployment) in &desired.migrations {
+    let restored = keep_restore(stack, ctx, ns, desired.restore.as_ref(), database_ready, observed).await?;
+    // Until the restore is done nothing else writes to the database: no migration, no service, no
+    // backup (whose retention could prune good backups for dumps of a half-loaded database).
+    let migrations = if restored { &desired.migrations[..] } else { &[] };
+    for (service, job, deployment) in migrations {
         let state = if database_ready {
             let job = apply(client, ns, job).await?;
             let state = MigrationState::of(Some(&job));
@@ -214,7 +218,8 @@ async fn apply_children(
     apply_all(client, ns, &desired.autoscalers).await?;
     apply_all(client, ns, &desired.network_policies).await?;
     apply_all(client, ns, &desired.persistent_volume_claims).await?;
-    for cron_job in apply_all(client, ns, &desired.cron_jobs).await? {
+    let cron_jobs = if restored { &desired.cron_jobs[..] } else { &[] };
+    for cron_job in apply_all(client, ns, cron_jobs).await? {
         if let Some(token) = builders::pending_backup_request(stack) {
             let job = request_backup(stack, ctx, ns, &cron_job, &token).await?;
             observed.backup_request = Some((token, job.name_any()));
@@ -224,6 +229,47 @@ async fn apply_children(
     }
     observed.service_monitors = keep_service_monitors(stack, client, ns, &desired, monitors).await?;
     prune(stack, client, ns, &desired, observed).await
+}
+
+/// Whether the restore `spec.restore` asks for is done (or none is asked for). Makes its Job once the
+/// database takes connections, and tells about it in an event; a Job already there is left as it is
+/// (its outcome is the status's business). Once `status.restore` says it succeeded, nothing waits for
+/// it any more, even if its Job is deleted.
+async fn keep_restore(
+    stack: &MallStack,
+    ctx: &Context,
+    ns: &str,
+    job: Option<&Job>,
+    database_ready: bool,
+    observed: &mut Observed,
+) -> Result<bool> {
+    let Some(job) = job else { return Ok(true) };
+    if builders::restore_done(stack) {
+        return Ok(true);
+    }
+    let name = job.name_any();
+    if let Some(found) = observed.jobs.get(&name) {
+        return Ok(MigrationState::of(Some(found)) == MigrationState::Succeeded);
+    }
+    if !database_ready {
+        tracing::info!(stack = %stack.name_any(), "waiting for the database before restoring");
+        return Ok(false);
+    }
+    let made = apply(&ctx.client, ns, job).await?;
+    let from = stack.spec.restore.as_ref().map(|r| r.from.clone()).unwrap_or_default();
+    tracing::info!(stack = %stack.name_any(), job = %name, backup = %from, "restore Job made");
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "RestoreStarted".to_owned(),
+        note: Some(format!("restore Job {name} made for backup {from}").chars().take(1000).collect()),
+        action: "Restore".to_owned(),
+        secondary: Some(made.object_ref(&())),
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &stack.object_ref(&())).await {
+        tracing::warn!(error = %e, reason = %event.reason, "cannot publish an event");
+    }
+    observed.jobs.insert(name, made);
+    Ok(false)
 }
 
 /// Makes the Job of the on-demand backup `token` (`mall.example.com/backup-now`) from the CronJob's
@@ -397,6 +443,7 @@ async fn prune(
             .filter(|job| {
                 !current.contains(&job.name_any())
                     && !status::is_backup_job(job)
+                    && desired.restore.as_ref().is_none_or(|r| r.metadata.name != job.metadata.name)
                     && controlled_by(stack, *job)
             })
             .cloned()
@@ -532,7 +579,10 @@ async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
     // Settled: Ready and nothing awaited on any component (a rollout whose new pods fail changes no
     // status the controller watches, so it is looked at again soon).
     let settled = next.condition(status::READY).is_some_and(|c| c.status == "True")
-        && next.components.values().all(|c| c.message.is_none());
+        && next
+            .components
+            .values()
+            .all(|c| c.message.is_none() || c.reason.as_deref() == Some(status::PAUSED));
     let wait = if settled { Duration::from_secs(300) } else { Duration::from_secs(15) };
     // The next phase of a key rotation comes on time.
     let wait = signing_keys.and_then(|k| k.requeue_after).map_or(wait, |due| due.min(wait));
@@ -622,6 +672,7 @@ fn event_for(condition: &Condition) -> Option<Event> {
         (status::SERVICE_MONITORS, false) => (EventType::Warning, condition.reason.clone()),
         (status::BACKUP_FAILING, true) => (EventType::Warning, "BackupFailed".to_owned()),
         (status::BACKUP_FAILING, false) => (EventType::Normal, "BackupSucceeded".to_owned()),
+        (status::RESTORED, true) => (EventType::Normal, "Restored".to_owned()),
         _ => return None,
     };
     Some(Event {

@@ -34,7 +34,9 @@ pub const GROUP: &str = "mall.example.com";
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!has(self.backup) || has(self.database.managed)",
-     "message": "backup is only for the managed database: set database.managed"}
+     "message": "backup is only for the managed database: set database.managed"},
+    {"rule": "!has(self.restore) || has(self.database.managed)",
+     "message": "restore is only into the managed database: set database.managed"}
 ]))]
 pub struct MallStackSpec {
     /// The `mall` container image every component runs.
@@ -71,6 +73,11 @@ pub struct MallStackSpec {
     /// manifest) by a CronJob `<stack>-backup`. Unset: no backups. Only with `database.managed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+    /// Start the stack from a backup: before any migration runs or any service starts, a Job restores
+    /// every service's database from the backup named here, into the managed MySQL, which must be
+    /// empty. Set it when creating a stack; a restore already done (`status.restore`) is not done again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
     /// Stop touching the children (status is still reported).
     #[serde(default)]
     pub paused: bool,
@@ -207,11 +214,28 @@ pub struct ServiceSpec {
     /// Scale on CPU between bounds (then `replicas` is ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+    /// Take the service down for maintenance: its Deployment is scaled to zero (its autoscaler and
+    /// disruption budget are removed meanwhile) and its status says `Paused`. The rest of the stack
+    /// runs on; calls to this service fail until it is unpaused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 impl Default for ServiceSpec {
     fn default() -> Self {
-        ServiceSpec { replicas: 1, resources: None, autoscaling: None }
+        ServiceSpec { replicas: 1, resources: None, autoscaling: None, paused: false }
+    }
+}
+
+impl ServiceSpec {
+    /// The replicas it runs with when not autoscaled: none while paused.
+    pub fn replicas(&self) -> i32 {
+        if self.paused { 0 } else { self.replicas }
+    }
+
+    /// Its autoscaling, unless paused.
+    pub fn autoscaling(&self) -> Option<&AutoscalingSpec> {
+        if self.paused { None } else { self.autoscaling.as_ref() }
     }
 }
 
@@ -567,6 +591,32 @@ fn schedule_problem(schedule: &str) -> Option<&'static str> {
     None
 }
 
+/// Where a stack's databases come from when it is created.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// The backup's name: its directory on the claim, as `status.backup.lastSuccess.name` of the stack
+    /// that made it tells, e.g. `20261206T053000Z`.
+    #[schemars(regex(pattern = r"^[0-9]{8}T[0-9]{6}Z$"))]
+    pub from: String,
+    /// The claim holding the backups (unset: `<stack>-backups`, the claim this stack's own backups go
+    /// to, which outlives a deleted stack whose database has `retainOnDelete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: Option<String>,
+}
+
+/// Whether `name` is a backup's name: `YYYYMMDDTHHMMSSZ`.
+fn is_backup_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 16
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 => *c == b'T',
+            15 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
 /// The seeded admin account.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -616,6 +666,40 @@ pub struct MallStackStatus {
     /// Backups (with `spec.backup`): the last that succeeded, the last that failed, the last request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// The restore asked for by `spec.restore`: where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// Where the restore of `spec.restore` stands.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The backup restored from.
+    pub from: String,
+    pub phase: RestorePhase,
+    /// The restore Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// When it succeeded or ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// What happened, or why the restore was refused.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `Pending`: waiting for the database; `Running`; `Succeeded`: migrations and services go on;
+/// `Refused`: the backup or the database is not fit (the message says why) and nothing was written;
+/// `Failed`: loading failed (the message says where). Neither of the last two is retried: change
+/// `spec.restore` (another backup, or remove it to start without one).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestorePhase {
+    Pending,
+    Running,
+    Succeeded,
+    Refused,
+    Failed,
 }
 
 /// Where backups stand, from the backup Jobs the cluster still holds (the CronJob keeps the last three
@@ -831,6 +915,23 @@ impl MallStackSpec {
             }
             if backup.image.as_deref().is_some_and(str::is_empty) {
                 return Err(spec_error("spec.backup.image", "must not be empty"));
+            }
+        }
+        if let Some(restore) = &self.restore {
+            if self.database.managed.is_none() {
+                return Err(spec_error(
+                    "spec.restore",
+                    "a restore goes into the managed MySQL: set database.managed, or restore the external database where it runs",
+                ));
+            }
+            if !is_backup_name(&restore.from) {
+                return Err(spec_error(
+                    "spec.restore.from",
+                    "a backup's name, YYYYMMDDTHHMMSSZ (status.backup.lastSuccess.name), e.g. 20261206T053000Z",
+                ));
+            }
+            if restore.claim_name.as_deref().is_some_and(|c| c.is_empty() || c.len() > 253) {
+                return Err(spec_error("spec.restore.claimName", "a claim's name, 1-253 characters"));
             }
         }
         if let Some(observability) = &self.observability {

@@ -41,6 +41,7 @@ pub fn minimal_stack() -> MallStack {
             network_policies: true,
             observability: None,
             backup: None,
+            restore: None,
             paused: false,
         },
     );
@@ -95,6 +96,7 @@ pub fn full_stack() -> MallStack {
             max_replicas: 10,
             target_cpu_utilization_percentage: 70,
         }),
+        paused: false,
     };
     spec.services.order.replicas = 2;
     spec.services.payment.replicas = 0;

@@ -10,11 +10,12 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim, Pod,
 use k8s_openapi::jiff::Timestamp;
 
 use crate::builders::{
-    BACKUP_COMPONENT, GATEWAY_PORT, MigrationState, child_name, migration_job_name, namespace, restarted,
+    BACKUP_COMPONENT, GATEWAY_PORT, MigrationState, REFUSAL_EXIT_CODE, RESTORE_CHECK_CONTAINER, child_name,
+    migration_job_name, namespace, restarted, restore_job_name,
 };
 use crate::crd::{
     BackupFailure, BackupStatus, BackupSuccess, ComponentStatus, Condition, MallStack, MallStackStatus,
-    Service, ServiceType,
+    RestorePhase, RestoreStatus, Service, ServiceType,
 };
 use crate::diagnosis::{self, Diagnosis, LogTail};
 
@@ -67,6 +68,8 @@ pub const MIGRATIONS_COMPLETE: &str = "MigrationsComplete";
 pub const PAUSED: &str = "Paused";
 /// Only with `spec.backup`: whether the newest finished backup Job failed.
 pub const BACKUP_FAILING: &str = "BackupFailing";
+/// Only with `spec.restore`: whether the stack's databases were restored from the backup named there.
+pub const RESTORED: &str = "Restored";
 /// Only while `spec.observability.serviceMonitor` is on: whether the ServiceMonitors were made.
 pub const SERVICE_MONITORS: &str = "ServiceMonitors";
 /// Its message when the Prometheus Operator's CRD is missing (reason `CRDNotInstalled`).
@@ -101,16 +104,25 @@ fn components(
         }
     };
     let mut out = BTreeMap::new();
-    let mut mall = vec![("gateway", stack.spec.gateway.replicas, stack.spec.gateway.autoscaling.as_ref())];
-    mall.extend(stack.spec.services.iter().map(|(n, s)| (n, s.replicas, s.autoscaling.as_ref())));
-    for (component, replicas, autoscaling) in mall {
+    let mut mall =
+        vec![("gateway", stack.spec.gateway.replicas, stack.spec.gateway.autoscaling.as_ref(), false)];
+    mall.extend(stack.spec.services.iter().map(|(n, s)| (n, s.replicas(), s.autoscaling(), s.paused)));
+    for (component, replicas, autoscaling, paused) in mall {
         let (ready, observed_replicas) = deployment_status(observed, &child_name(stack, component));
         let desired = match autoscaling {
             // The autoscaler decides; until it has, its minimum.
             Some(a) => observed_replicas.unwrap_or(a.min_replicas).max(a.min_replicas),
             None => replicas,
         };
-        out.insert(component.to_owned(), status(component, ready, desired));
+        let mut component_status = status(component, ready, desired);
+        if paused && !diagnosis.of(component).is_some_and(|f| f.degraded) {
+            component_status.reason = Some(PAUSED.to_owned());
+            component_status.message = Some(match observed_replicas {
+                Some(0) => format!("spec.services.{component}.paused: scaled to zero"),
+                _ => format!("spec.services.{component}.paused: scaling to zero, {ready} pods ready"),
+            });
+        }
+        out.insert(component.to_owned(), component_status);
     }
     if stack.spec.database.managed.is_some() {
         out.insert("mysql".to_owned(), status("mysql", mysql_ready(stack, observed), 1));
@@ -209,9 +221,18 @@ pub fn compute(
         )
     };
 
+    let restore = restore_status(stack, observed, previous);
+    let restoring = restore.as_ref().filter(|r| r.phase != RestorePhase::Succeeded);
+    let restore_problem = restoring
+        .filter(|r| matches!(r.phase, RestorePhase::Refused | RestorePhase::Failed))
+        .map(|r| (format!("Restore{:?}", r.phase), format!("backup {}: {}", r.from, r.message)));
+    let restore_wait = restoring.filter(|_| restore_problem.is_none()).map(|r| r.message.clone());
+
     let migrated = pending.is_empty();
     let migration_condition = if migrated {
         (true, "Succeeded", "every service's migrations ran for this image".to_owned())
+    } else if let Some(r) = restoring {
+        (false, "Pending", format!("migrations wait for the restore of backup {}", r.from))
     } else if !failed.is_empty() {
         (false, "MigrationFailed", format!("migration Jobs failed: {}", failed.join(", ")))
     } else {
@@ -221,6 +242,10 @@ pub fn compute(
     // The operator's own failure first (nothing else is current then), then the first cause found.
     let degraded = match (failure, diagnosis.degraded(), failed.is_empty()) {
         (Some(f), _, _) => (true, f.reason.clone(), f.message.clone()),
+        (None, _, _) if restore_problem.is_some() => {
+            let (reason, message) = restore_problem.clone().unwrap_or_default();
+            (true, reason, message)
+        }
         (None, Some((reason, message)), _) => (true, reason, message),
         (None, None, false) => (true, "MigrationFailed".to_owned(), migration_condition.2.clone()),
         (None, None, true) => (false, "AsExpected".to_owned(), String::new()),
@@ -229,9 +254,18 @@ pub fn compute(
     let not_ready: Vec<&str> =
         components.iter().filter(|(_, c)| c.ready < c.desired).map(|(n, _)| n.as_str()).collect();
     let ready_condition = if ready {
-        (true, "AllComponentsReady", format!("{ready_count}/{} components ready", components.len()))
+        let paused: Vec<&str> = components
+            .iter()
+            .filter(|(_, c)| c.reason.as_deref() == Some(PAUSED))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let also =
+            if paused.is_empty() { String::new() } else { format!(" (paused: {})", paused.join(", ")) };
+        (true, "AllComponentsReady", format!("{ready_count}/{} components ready{also}", components.len()))
     } else if degraded.0 {
         (false, degraded.1.as_str(), degraded.2.clone())
+    } else if let Some(wait) = &restore_wait {
+        (false, "Restoring", wait.clone())
     } else if !not_ready.is_empty() {
         (false, "ComponentsNotReady", format!("not ready: {}", not_ready.join(", ")))
     } else {
@@ -239,7 +273,7 @@ pub fn compute(
     };
     let paused = stack.spec.paused;
     let progressing = !ready && !degraded.0 && !paused;
-    let waiting = diagnosis.waiting();
+    let waiting = restore_wait.clone().or_else(|| diagnosis.waiting());
     let problem = if degraded.0 {
         Some(format!("{}: {}", degraded.1, degraded.2))
     } else if progressing {
@@ -304,6 +338,10 @@ pub fn compute(
             None => conditions.extend(previous.and_then(|p| p.condition(SERVICE_MONITORS)).cloned()),
         }
     }
+    if let Some(r) = &restore {
+        let done = r.phase == RestorePhase::Succeeded;
+        conditions.push(condition(RESTORED, done, &format!("{:?}", r.phase), r.message.clone()));
+    }
     let backup = stack.spec.backup.as_ref().map(|_| backup_status(observed, previous));
     if let Some(backup) = &backup {
         let (failing, reason, message) = backup_failing(backup);
@@ -319,7 +357,132 @@ pub fn compute(
         // Kept as it was unless the reconciler kept the signing keys this time (see `rotation`).
         auth: previous.and_then(|p| p.auth.clone()),
         backup,
+        restore,
     }
+}
+
+/// The terminated states of the containers (init containers included) of `job`'s pods, newest pod
+/// first, with each container's name.
+fn terminated<'a>(
+    observed: &'a Observed,
+    job: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a k8s_openapi::api::core::v1::ContainerStateTerminated)> + 'a {
+    let mut pods: Vec<&Pod> = observed
+        .pods
+        .iter()
+        .filter(move |p| {
+            let labels = p.metadata.labels.as_ref();
+            labels
+                .and_then(|l| l.get("batch.kubernetes.io/job-name").or_else(|| l.get("job-name")))
+                .map(String::as_str)
+                == Some(job)
+        })
+        .collect();
+    pods.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone()));
+    pods.into_iter()
+        .flat_map(|p| {
+            p.status.iter().flat_map(|s| {
+                s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten())
+            })
+        })
+        .filter_map(|c| Some((c.name.as_str(), c.state.as_ref()?.terminated.as_ref()?)))
+}
+
+/// A termination message in one line (a log tail falls back to its last lines), at most 500 chars.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let start = lines.len().saturating_sub(3);
+    let text = lines[start..].join(" | ");
+    if text.chars().count() > 500 { text.chars().take(497).chain("...".chars()).collect() } else { text }
+}
+
+/// `status.restore` from the restore Job and its pod (the check's refusal, the load's report) and what
+/// `previous` remembered: a restore that succeeded stays so once its Job is gone.
+fn restore_status(
+    stack: &MallStack,
+    observed: &Observed,
+    previous: Option<&MallStackStatus>,
+) -> Option<RestoreStatus> {
+    let restore = stack.spec.restore.as_ref()?;
+    let before = previous.and_then(|p| p.restore.as_ref()).filter(|r| r.from == restore.from);
+    let name = restore_job_name(stack, restore);
+    let status = |phase, finished: Option<String>, message: String| RestoreStatus {
+        from: restore.from.clone(),
+        phase,
+        job: Some(name.clone()),
+        finished,
+        message,
+    };
+    let Some(job) = observed.jobs.get(&name) else {
+        if let Some(done) = before.filter(|r| r.phase == RestorePhase::Succeeded) {
+            return Some(done.clone());
+        }
+        let message = if database_ready(stack, observed) {
+            format!("making the restore Job {name}")
+        } else {
+            "waiting for the managed MySQL before restoring".to_owned()
+        };
+        return Some(RestoreStatus { job: None, ..status(RestorePhase::Pending, None, message) });
+    };
+    let time = |type_: &str| finished(job, type_).and_then(|(t, _)| t).map(|t| t.to_string());
+    Some(match MigrationState::of(Some(job)) {
+        MigrationState::Succeeded => {
+            let report = terminated(observed, &name).find_map(|(_, t)| {
+                let line: serde_json::Value = serde_json::from_str(t.message.as_deref()?.trim()).ok()?;
+                line.get("restored")?;
+                Some((line.get("databases")?.as_u64()?, line.get("bytes")?.as_u64()?))
+            });
+            let message = match report {
+                Some((n, bytes)) => format!("restored {n} databases ({bytes} bytes compressed)"),
+                None => "restored".to_owned(),
+            };
+            match before.filter(|r| r.phase == RestorePhase::Succeeded) {
+                Some(done) => done.clone(),
+                None => status(RestorePhase::Succeeded, time("Complete"), message),
+            }
+        }
+        MigrationState::Failed => {
+            let failed = terminated(observed, &name).find(|(_, t)| t.exit_code != 0);
+            let said = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| {
+                t.message.as_deref().map(one_line).filter(|m| !m.is_empty())
+            };
+            match failed {
+                Some((container, t))
+                    if container == RESTORE_CHECK_CONTAINER && t.exit_code == REFUSAL_EXIT_CODE =>
+                {
+                    let why = said(t).unwrap_or_else(|| "refused (no reason left in the pod)".to_owned());
+                    let why = why.strip_prefix("refused: ").unwrap_or(&why).to_owned();
+                    status(
+                        RestorePhase::Refused,
+                        time("Failed"),
+                        format!("{why}; nothing was written (name another backup, or remove spec.restore)"),
+                    )
+                }
+                Some((container, t)) => {
+                    let why = said(t).unwrap_or_else(|| format!("exit code {}", t.exit_code));
+                    status(
+                        RestorePhase::Failed,
+                        time("Failed"),
+                        format!("{container} failed: {why}; delete Job {name} to try again"),
+                    )
+                }
+                None => {
+                    let why = finished(job, "Failed").map(|(_, m)| m).unwrap_or_default();
+                    status(
+                        RestorePhase::Failed,
+                        time("Failed"),
+                        format!("{why}; delete Job {name} to try again"),
+                    )
+                }
+            }
+        }
+        MigrationState::Running | MigrationState::Missing => {
+            let checked =
+                terminated(observed, &name).any(|(c, t)| c == RESTORE_CHECK_CONTAINER && t.exit_code == 0);
+            let doing = if checked { "loading the dumps" } else { "checking the backup and the database" };
+            status(RestorePhase::Running, None, format!("{doing} (Job {name})"))
+        }
+    })
 }
 
 /// Whether `job` is a backup Job (the CronJob's or an on-demand one).

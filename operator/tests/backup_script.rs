@@ -1,13 +1,13 @@
-//! The backup script the CronJob's pods run (`mall_operator::builders::BACKUP_SCRIPT`), run here with
-//! `bash -c` exactly as the pod runs it, against the real test MariaDB (`MALL_TEST_DATABASE_URL`) and a
-//! temp dir in place of the claim. Skipped with a note without the server or the client programs, except
+//! The backup script the CronJob's pods run (`mall_operator::builders::BACKUP_SCRIPT`) and the restore
+//! Job's load step (`RESTORE_SCRIPT`), run here with `bash -c` exactly as the pods run them, against the
+//! real test MariaDB (`MALL_TEST_DATABASE_URL`) and a temp dir in place of the claim. Skipped with a note without the server or the client programs, except
 //! in CI (`CI=true`), where either missing fails.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mall_operator::builders::BACKUP_SCRIPT;
+use mall_operator::builders::{BACKUP_SCRIPT, RESTORE_SCRIPT};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -106,6 +106,28 @@ impl Setup {
             command.env("BACKUP_MAX_AGE_DAYS", days.to_string());
         }
         command.output().expect("bash runs")
+    }
+
+    /// Runs the restore Job's load step as its pod does: the backup `dir`, the `plan` the check wrote.
+    fn restore(&self, dir: &Path, plan: &Path) -> Output {
+        Command::new("bash")
+            .args(["-c", RESTORE_SCRIPT, "restore"])
+            .env("RESTORE_DIR", dir)
+            .env("RESTORE_PLAN", plan)
+            .env("BACKUP_HOST", &self.server.host)
+            .env("BACKUP_PORT", &self.server.port)
+            .env("BACKUP_USER", &self.server.user)
+            .env("BACKUP_PASSWORD", &self.server.password)
+            .env("BACKUP_MYSQL", &self.mysql)
+            .output()
+            .expect("bash runs")
+    }
+
+    fn exists(&self, db: &str) -> bool {
+        let found = self
+            .sql(&format!("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = '{db}'"))
+            .unwrap();
+        found.trim() == "1"
     }
 }
 
@@ -268,6 +290,93 @@ async fn the_backup_script_dumps_verifies_records_and_prunes() {
         // Nothing to dump into: refused before anything is made.
         let out = setup.backup(&root.join("nowhere"), &[&first], 2, None);
         assert!(!out.status.success());
+    });
+    let outcome = futures::FutureExt::catch_unwind(result).await;
+    mall_testkit::drop_databases(&mall_testkit::database_url().unwrap(), &prefix).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The plan `mall restore-check` writes for the backup in `dir`: `<database> <file>` per line, in the
+/// manifest's order.
+fn plan_of(dir: &Path, at: &Path) {
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let lines: Vec<String> = manifest["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{} {}", d["name"].as_str().unwrap(), d["file"].as_str().unwrap()))
+        .collect();
+    std::fs::write(at, lines.join("\n") + "\n").unwrap();
+}
+
+#[tokio::test]
+async fn the_restore_script_loads_a_backup_and_undoes_a_failed_load() {
+    let Some(setup) = setup() else { return };
+    let prefix = mall_testkit::unique_name("mall_t");
+    let (first, second) = (format!("{prefix}_order"), format!("{prefix}_product"));
+    for db in [&first, &second] {
+        setup
+            .sql(&format!(
+                "CREATE DATABASE `{db}`; USE `{db}`;
+                 CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL, stock BIGINT, raw BLOB);
+                 INSERT INTO items VALUES (1, 'lamp in {db}', 5, x'00FF'), (2, 'it''s \\\\ \\n odd', 7, NULL);"
+            ))
+            .expect("test databases are made");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let result = std::panic::AssertUnwindSafe(async {
+        let before: Vec<String> = [&first, &second]
+            .iter()
+            .map(|db| {
+                setup.sql(&format!("SELECT id, name, stock, HEX(raw) FROM `{db}`.items ORDER BY id")).unwrap()
+            })
+            .collect();
+        let out = ok(setup.backup(root, &[&first, &second], 2, None));
+        let name = last_line(&out)["backup"].as_str().unwrap().to_owned();
+        let backup = root.join(&name);
+        let plan = root.join("plan");
+
+        // No plan, no restore: the check must have run.
+        setup.sql(&format!("DROP DATABASE `{first}`; DROP DATABASE `{second}`")).unwrap();
+        let out = setup.restore(&backup, &plan);
+        assert!(!out.status.success(), "no plan");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("restore-check must run first"));
+        assert!(!setup.exists(&first));
+
+        // The stack's data is gone; the backup brings every row back, byte for byte.
+        plan_of(&backup, &plan);
+        let out = ok(setup.restore(&backup, &plan));
+        let line = last_line(&out);
+        assert_eq!(line["restored"], name.as_str());
+        assert_eq!(line["databases"], 2);
+        assert!(line["bytes"].as_u64().unwrap() > 0);
+        let after: Vec<String> = [&first, &second]
+            .iter()
+            .map(|db| {
+                setup.sql(&format!("SELECT id, name, stock, HEX(raw) FROM `{db}`.items ORDER BY id")).unwrap()
+            })
+            .collect();
+        assert_eq!(after, before);
+
+        // A dump that breaks halfway (the second is not gzip): the first, loaded already, is dropped
+        // again, so nothing half-written is left and the restore can be tried once more.
+        setup.sql(&format!("DROP DATABASE `{first}`; DROP DATABASE `{second}`")).unwrap();
+        std::fs::write(backup.join(format!("{second}.sql.gz")), b"not gzip at all").unwrap();
+        let out = setup.restore(&backup, &plan);
+        assert!(!out.status.success(), "a broken dump fails the load");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("loading {second}")), "{stderr}");
+        assert!(!setup.exists(&first), "the database loaded before the failure is dropped again");
+        assert!(!setup.exists(&second));
+
+        // A plan line that tries to leave the backup's directory is refused.
+        std::fs::write(&plan, format!("{first} ../../etc/passwd\n")).unwrap();
+        let out = setup.restore(&backup, &plan);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected file name"));
     });
     let outcome = futures::FutureExt::catch_unwind(result).await;
     mall_testkit::drop_databases(&mall_testkit::database_url().unwrap(), &prefix).await;

@@ -25,7 +25,7 @@ use super::{child_name, labels, metadata, short_hash};
 use crate::crd::{BackupSpec, MallStack, ManagedDatabase, Service};
 
 /// The script each backup pod runs (`bash -c`).
-pub const BACKUP_SCRIPT: &str = include_str!("backup.sh");
+pub const BACKUP_SCRIPT: &str = concat!(include_str!("mysql_client.sh"), include_str!("backup.sh"));
 /// The pods' component label (admitted by the MySQL NetworkPolicy).
 pub const BACKUP_COMPONENT: &str = "backup";
 /// On the MallStack: a token (any string, e.g. a time); a new one asks for a backup now.
@@ -35,7 +35,7 @@ pub const BACKUP_REQUEST_ANNOTATION: &str = "mall.example.com/backup-request";
 /// Where the claim is mounted in the pods.
 pub const BACKUP_MOUNT_PATH: &str = "/backups";
 /// The uid of the `mysql` user in the official MySQL image.
-const BACKUP_UID: i64 = 999;
+pub(crate) const BACKUP_UID: i64 = 999;
 /// A run not started within this long after its time is skipped (the next one comes).
 pub const STARTING_DEADLINE_SECONDS: i64 = 600;
 /// A run taking longer is stopped and counts as failed.

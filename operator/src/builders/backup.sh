@@ -1,4 +1,3 @@
-#!/usr/bin/env bash
 # One backup of the managed MySQL, run by the CronJob `<stack>-backup` (see backup.rs), written as
 #   $BACKUP_DIR/<UTC time, e.g. 20261206T053000Z>/<database>.sql.gz  (mysqldump --databases, gzipped)
 #   $BACKUP_DIR/<name>/manifest.json  (format 1: each file's bytes, sha256 and migration versions)
@@ -27,26 +26,12 @@ die() {
 
 : "${BACKUP_DATABASES:?BACKUP_DATABASES lists the databases to dump}"
 : "${BACKUP_HOST:?BACKUP_HOST names the MySQL server}"
-port="${BACKUP_PORT:-3306}"
-user="${BACKUP_USER:-root}"
 root="${BACKUP_DIR:-/backups}"
 count="${BACKUP_RETENTION_COUNT:-7}"
 max_age="${BACKUP_MAX_AGE_DAYS:-}"
 image_tag="${BACKUP_IMAGE_TAG:-}"
-if [ -n "${BACKUP_MYSQL:-}" ]; then
-  mysql="$BACKUP_MYSQL"
-elif command -v mysql >/dev/null 2>&1; then
-  mysql=mysql
-else
-  mysql=mariadb
-fi
-if [ -n "${BACKUP_MYSQLDUMP:-}" ]; then
-  mysqldump="$BACKUP_MYSQLDUMP"
-elif command -v mysqldump >/dev/null 2>&1; then
-  mysqldump=mysqldump
-else
-  mysqldump=mariadb-dump
-fi
+mysql="$(mysql_program mysql mariadb)"
+mysqldump="$(mysql_program mysqldump mariadb-dump)"
 case "$count" in '' | *[!0-9]*) die "BACKUP_RETENTION_COUNT must be a number, not '$count'" ;; esac
 [ "$count" -ge 1 ] || die "BACKUP_RETENTION_COUNT must be at least 1"
 case "$max_age" in *[!0-9]*) die "BACKUP_MAX_AGE_DAYS must be a number of days, not '$max_age'" ;; esac
@@ -68,17 +53,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 options="$work/client.cnf"
-{
-  echo "[client]"
-  echo "host=$BACKUP_HOST"
-  echo "port=$port"
-  echo "user=$user"
-  if [ -n "${BACKUP_PASSWORD:-}" ]; then
-    escaped="${BACKUP_PASSWORD//\\/\\\\}"
-    escaped="${escaped//\"/\\\"}"
-    echo "password=\"$escaped\""
-  fi
-} >"$options"
+write_client_options "$options"
 
 # A JSON string of $1 (names and tags here: backslashes and quotes are all that need escaping).
 json_string() {

@@ -9,6 +9,7 @@ mod jobs;
 mod observability;
 mod policy;
 mod restart;
+mod restore;
 mod secrets;
 mod workloads;
 
@@ -49,6 +50,10 @@ pub use observability::{
     otel_env, otel_service_name, service_monitor_resource,
 };
 pub use restart::{RESTART_ANNOTATION, RESTARTED_ANNOTATION, restart_token, restarted};
+pub use restore::{
+    REFUSAL_EXIT_CODE, RESTORE_CHECK_CONTAINER, RESTORE_COMPONENT, RESTORE_LOAD_CONTAINER, RESTORE_SCRIPT,
+    restore_claim_name, restore_done, restore_job, restore_job_name,
+};
 pub use secrets::{
     ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, PASSWORD_KEY,
     SIGNING_KEY_KEY, URL_KEY, admin_secret_name, database_secret_name, database_user, generated_secrets,
@@ -82,6 +87,8 @@ pub struct Desired {
     pub persistent_volume_claims: Vec<PersistentVolumeClaim>,
     /// With `spec.backup`: the backup CronJob.
     pub cron_jobs: Vec<CronJob>,
+    /// With `spec.restore`: the Job that restores the databases before the migrations run.
+    pub restore: Option<Job>,
 }
 
 /// Builds every desired object of `stack`. `existing` holds the data of the generated Secrets already in
@@ -137,6 +144,7 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
         d.persistent_volume_claims.push(claim);
         d.cron_jobs.push(cron_job);
     }
+    d.restore = restore_job(stack);
     d
 }
 
@@ -221,3 +229,5 @@ mod tests_backup;
 mod tests_keys;
 #[cfg(test)]
 mod tests_observability;
+#[cfg(test)]
+mod tests_restore;

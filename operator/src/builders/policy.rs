@@ -20,7 +20,7 @@ use crate::crd::{AutoscalingSpec, MallStack, Service};
 /// The mall's own components with their scaling: the gateway, then the services.
 fn scaled(stack: &MallStack) -> Vec<(&'static str, i32, Option<&AutoscalingSpec>)> {
     let mut all = vec![("gateway", stack.spec.gateway.replicas, stack.spec.gateway.autoscaling.as_ref())];
-    all.extend(stack.spec.services.iter().map(|(name, s)| (name, s.replicas, s.autoscaling.as_ref())));
+    all.extend(stack.spec.services.iter().map(|(name, s)| (name, s.replicas(), s.autoscaling())));
     all
 }
 
@@ -78,10 +78,10 @@ fn tcp(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), end_port: None }
 }
 
-/// The components that talk to MySQL: the services, their migration Jobs and the backup Jobs (the
-/// gateway has no database).
-const MYSQL_CLIENTS: [&str; 9] =
-    ["auth", "user", "product", "cart", "order", "payment", "checkout", "migrate", "backup"];
+/// The components that talk to MySQL: the services, their migration Jobs, the backup Jobs and the
+/// restore Job (the gateway has no database).
+const MYSQL_CLIENTS: [&str; 10] =
+    ["auth", "user", "product", "cart", "order", "payment", "checkout", "migrate", "backup", "restore"];
 /// The components that talk to Redis: the gateway and the services (migrations do not).
 const REDIS_CLIENTS: [&str; 8] =
     ["gateway", "auth", "user", "product", "cart", "order", "payment", "checkout"];

@@ -29,6 +29,7 @@ pub(super) fn all_metadata(d: &Desired) -> Vec<&ObjectMeta> {
     all.extend(d.service_monitors.iter().map(|o| &o.metadata));
     all.extend(d.persistent_volume_claims.iter().map(|o| &o.metadata));
     all.extend(d.cron_jobs.iter().map(|o| &o.metadata));
+    all.extend(d.restore.iter().map(|o| &o.metadata));
     all
 }
 
@@ -622,6 +623,7 @@ fn network_policies_are_on_by_default_and_admit_exactly_the_callers() {
     let mut mysql_clients = services.to_vec();
     mysql_clients.push("migrate");
     mysql_clients.push("backup");
+    mysql_clients.push("restore");
     assert_eq!(admitted(&d, "shop-mysql"), (Some(set_of(&mysql_clients)), 3306));
     let mut redis_clients = services.to_vec();
     redis_clients.push("gateway");

@@ -367,7 +367,7 @@ pub(crate) fn service_deployment(stack: &MallStack, service: Service) -> Deploym
         ..Probe::default()
     });
     container.resources = spec.resources.clone();
-    deployment(stack, service.name(), container, spec.replicas, spec.autoscaling.is_some())
+    deployment(stack, service.name(), container, spec.replicas(), spec.autoscaling().is_some())
 }
 
 /// Headless, so clients resolve every pod and balance across them.

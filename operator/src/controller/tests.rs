@@ -721,3 +721,4 @@ mod backup;
 mod diagnosis;
 mod keys;
 mod observability;
+mod restore;

@@ -1,0 +1,86 @@
+//! A stack started from a backup, through whole reconciles: the restore Job is made once MySQL is
+//! ready and before any migration Job; nothing of the services rolls out while it runs; once it
+//! completed, the migrations and the services follow, and the status says it was restored.
+
+use super::*;
+use crate::builders::restore_job_name;
+use crate::crd::RestoreSpec;
+
+/// The reads every reconcile starts with, with these `jobs`.
+async fn restore_reads(server: &mut ApiServerVerifier, jobs: Vec<Value>) {
+    server.list(SECRETS, "Secret", with_identity(vec![])).await;
+    server.list(JOBS, "Job", jobs).await;
+    server.list(DEPLOYMENTS, "Deployment", vec![]).await;
+    server.list(STATEFULSETS, "StatefulSet", vec![]).await;
+    server.list(MONITORS, "ServiceMonitor", vec![]).await;
+    server.list(PODS, "Pod", vec![]).await;
+    server.list(CLAIMS, "PersistentVolumeClaim", vec![]).await;
+}
+
+#[tokio::test]
+async fn the_restore_runs_first_and_holds_migrations_and_services_back_until_it_completed() {
+    let mut stack = minimal_stack();
+    stack.spec.restore = Some(RestoreSpec { from: "20261206T053000Z".into(), claim_name: None });
+    let wanted = desired(&stack, &cluster_secrets());
+    let job = wanted.restore.clone().unwrap();
+    let job_name = restore_job_name(&stack, stack.spec.restore.as_ref().unwrap());
+    assert_eq!(job.metadata.name.as_deref(), Some(job_name.as_str()));
+
+    // Everything up to the Deployments that need no migration, then (MySQL being ready) the restore
+    // Job; no migration Job, no service Deployment; then the policies.
+    let all = expected_applies(&wanted, true);
+    let first_migration = all.iter().position(|(p, _)| p.starts_with(JOBS)).unwrap();
+    let policies = all.iter().position(|(p, _)| p.starts_with(POLICIES)).unwrap();
+    let before: Vec<(String, Value)> = all[..first_migration].to_vec();
+    let after: Vec<(String, Value)> = all[policies..].to_vec();
+
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let script = {
+        let (stack, job, job_name) = (stack.clone(), job.clone(), job_name.clone());
+        async move {
+            restore_reads(&mut server, vec![]).await;
+            applies(&mut server, &before, |b| settled(&stored(b))).await;
+            let made = applies(&mut server, &[entry(&job)], stored).await;
+            let told = event(&mut server, "Normal", "RestoreStarted").await;
+            assert!(told["note"].as_str().unwrap().contains("20261206T053000Z"), "{told}");
+            applies(&mut server, &after, |b| settled(&stored(b))).await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
+            let status = status_patch(&mut server, &stack).await;
+            assert_eq!(status["restore"]["phase"], "Running");
+            assert_eq!(status["restore"]["job"], job_name.as_str());
+            assert_eq!(condition(&status, "Restored")["status"], "False");
+            let ready = condition(&status, "Ready");
+            assert_eq!(
+                (ready["status"].as_str(), ready["reason"].as_str()),
+                (Some("False"), Some("Restoring"))
+            );
+            assert_eq!(condition(&status, "MigrationsComplete")["status"], "False");
+            tx.send((status, made[0].clone(), server)).ok();
+        }
+    };
+    run(stack.clone(), ctx.clone(), script).await.unwrap();
+    let (status, made, mut server) = rx.await.unwrap();
+
+    // The Job completed: the migrations and services follow; the Job is kept (it is the record).
+    let mut restoring = stack.clone();
+    restoring.status = Some(serde_json::from_value(status).unwrap());
+    let script = {
+        let stack = restoring.clone();
+        async move {
+            restore_reads(&mut server, vec![settled(&made)]).await;
+            applies(&mut server, &all, |b| settled(&stored(b))).await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
+            // No DELETE of the restore Job came before the status.
+            let status = status_patch(&mut server, &stack).await;
+            assert_eq!(status["restore"]["phase"], "Succeeded");
+            assert_eq!(condition(&status, "Restored")["status"], "True");
+            assert_eq!(condition(&status, "Ready")["status"], "True", "{status}");
+            event(&mut server, "Normal", "Ready").await;
+            event(&mut server, "Normal", "Migrated").await;
+            event(&mut server, "Normal", "Restored").await;
+        }
+    };
+    run(restoring, ctx, script).await.unwrap();
+}
