@@ -520,6 +520,12 @@ where
 }
 
 async fn reconcile_stack(stack: &MallStack, ctx: &Context) -> Result<Action> {
+    // Being deleted (`kubectl delete --cascade=foreground` keeps it until its children are gone): the
+    // garbage collector removes the children; making them again would keep the deletion waiting forever.
+    if stack.metadata.deletion_timestamp.is_some() {
+        tracing::info!(stack = %stack.name_any(), "being deleted: its children are left to the garbage collector");
+        return Ok(Action::await_change());
+    }
     let client = &ctx.client;
     let ns = stack.namespace().ok_or(Error::MissingField("namespace"))?;
     let selector = stack_selector(stack);

@@ -455,7 +455,7 @@ fn restore_status(
                     status(
                         RestorePhase::Refused,
                         time("Failed"),
-                        format!("{why}; nothing was written (name another backup, or remove spec.restore)"),
+                        format!("{why}; to go on, name another backup or remove spec.restore"),
                     )
                 }
                 Some((container, t)) => {

@@ -84,3 +84,16 @@ async fn the_restore_runs_first_and_holds_migrations_and_services_back_until_it_
     };
     run(restoring, ctx, script).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stack_being_deleted_is_left_to_the_garbage_collector() {
+    // `kubectl delete --cascade=foreground`: the stack stays, marked, until its children are gone. A
+    // reconcile that applied them again would hold the deletion up for ever: it sends no request.
+    let mut stack = minimal_stack();
+    stack.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-12-06T07:46:52Z".parse().unwrap()));
+    stack.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
+    let (client, _server) = mock_client();
+    let action = run(stack, context(client), async {}).await.unwrap();
+    assert_eq!(action, Action::await_change());
+}
