@@ -71,6 +71,40 @@ pub enum Command {
         #[arg(long, env = "MALL_DATABASE_ADMIN_URL", hide_env_values = true)]
         admin_url: String,
     },
+    /// Upload a backup the backup script wrote (`<DIR>/<NAME>/`) to the S3-compatible bucket named by
+    /// MALL_S3_ENDPOINT, MALL_S3_BUCKET, MALL_S3_ACCESS_KEY_ID, MALL_S3_SECRET_ACCESS_KEY (and optionally
+    /// MALL_S3_REGION, MALL_S3_PREFIX), as `<prefix><NAME>/<file>`, its manifest last; then prune the
+    /// bucket's backups and print `{"backup":…,"bytes":…,"databases":…,"pruned":…}`. Exit 0: pushed; 2:
+    /// refused, not a complete backup (`refused: …` on stderr and in /dev/termination-log); 1: any
+    /// other failure.
+    BackupPush {
+        /// The directory the backup is in (`/backups`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The backup's name: its directory's in DIR (`20261206T053000Z`). Unset: the one complete
+        /// backup in DIR (as in a backup pod, whose scratch volume holds the dump just made).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Complete backups kept in the bucket, newest first (the one just pushed always is).
+        #[arg(long, value_name = "N", default_value_t = crate::objects::DEFAULT_KEEP,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        keep: u32,
+        /// Also drop complete backups older than this many days (their names are their UTC times).
+        #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=36500))]
+        max_age_days: Option<u32>,
+    },
+    /// Download the complete backup NAME from the bucket of the MALL_S3_* variables (see backup-push)
+    /// into `<DIR>/<NAME>/`, for `mall restore-check`; print `{"pulled":…,"bytes":…,"databases":…}`.
+    /// Exit 0: pulled; 2: refused, no such complete backup in the bucket (`refused: …` naming the
+    /// newest that are there); 1: any other failure.
+    BackupPull {
+        /// The backup's name (`20261206T053000Z`).
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// The directory to put it in (`/backups`: it lands in `/backups/20261206T053000Z`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

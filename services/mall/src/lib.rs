@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod database;
+pub mod objects;
 pub mod restore;
 
 use std::collections::HashMap;

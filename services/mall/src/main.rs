@@ -1,12 +1,14 @@
 //! `mall`: run the whole mall (`up`), one service (`serve`), one service's migrations (`migrate`),
-//! create one service's MySQL database and user (`provision`), or check a backup before a restore
-//! (`restore-check`).
+//! create one service's MySQL database and user (`provision`), check a backup before a restore
+//! (`restore-check`), or keep backups in an S3-compatible bucket (`backup-push`, `backup-pull`).
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use clap::Parser;
 use mall::config::{Cli, Command};
+use mall::objects::{Bucket, BucketSettings, ObjectsError, Retention};
 use mall::restore::{self, RestoreError};
 use mall_user::AdminSeed;
 
@@ -82,6 +84,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RestoreCheck { backup, plan, admin_url } => {
             return restore_check(&backup, &plan, &admin_url).await;
         }
+        Command::BackupPush { dir, name, keep, max_age_days } => {
+            let retention = Retention { keep, max_age_days };
+            let name = name.map_or_else(|| mall::objects::only_backup(&dir), Ok);
+            let what = format!("pushing backup {}", name.as_deref().unwrap_or("?"));
+            let pushed = async {
+                let name = name?;
+                let bucket = Bucket::open(&BucketSettings::from_env()?)?;
+                bucket.push(&dir, &name, &retention, SystemTime::now()).await
+            };
+            return report(pushed.await.map(|p| p.summary_line()), || what);
+        }
+        Command::BackupPull { name, dir } => {
+            let pulled = async { Bucket::open(&BucketSettings::from_env()?)?.pull(&name, &dir).await };
+            return report(pulled.await.map(|p| p.summary_line()), || format!("pulling backup {name}"));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -106,6 +123,33 @@ async fn restore_check(backup: &Path, plan: &Path, admin_url: &str) -> anyhow::R
         }
         Err(e) => {
             let e = anyhow::Error::new(e).context(format!("checking backup {}", backup.display()));
+            restore::write_termination_message(&format!("{e:#}"));
+            Err(e)
+        }
+    }
+}
+
+/// How `mall backup-push` and `mall backup-pull` end, as `mall restore-check` does: exit 0 with the
+/// summary line on stdout; 2 ([`restore::EXIT_REFUSED`]) with `refused: …` on stderr; 1 on any other
+/// failure. The line that is the outcome is also the container's termination message.
+fn report(
+    outcome: Result<String, ObjectsError>,
+    context: impl FnOnce() -> String,
+) -> anyhow::Result<ExitCode> {
+    match outcome {
+        Ok(line) => {
+            println!("{line}");
+            restore::write_termination_message(&line);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ObjectsError::Refused(refusal)) => {
+            let line = format!("refused: {refusal}");
+            eprintln!("{line}");
+            restore::write_termination_message(&line);
+            Ok(ExitCode::from(restore::EXIT_REFUSED))
+        }
+        Err(e) => {
+            let e = anyhow::Error::new(e).context(context());
             restore::write_termination_message(&format!("{e:#}"));
             Err(e)
         }

@@ -10,6 +10,7 @@ mod identity;
 mod keys;
 mod limits;
 mod metrics;
+mod objects;
 mod ops;
 mod owasp;
 mod process;
