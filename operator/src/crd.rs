@@ -517,17 +517,18 @@ fn default_backup_count() -> i32 {
     7
 }
 
-/// Where backups go: a volume claim (the default), or (not implemented yet) an S3 bucket.
+/// Where backups go: a volume claim (the default), or an S3-compatible bucket.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!has(self.s3)", "message": "backups to S3 are not implemented yet: use pvc"}
+    {"rule": "!(has(self.pvc) && has(self.s3))", "message": "set one of pvc or s3"}
 ]))]
 pub struct BackupTarget {
     /// The claim `<stack>-backups` (ReadWriteOnce), made by the operator. Used when `s3` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<BackupPvc>,
-    /// Not implemented yet: a stack that sets it is refused.
+    /// An S3-compatible bucket: each backup is dumped to the pod's scratch volume, then uploaded
+    /// (`mall backup-push`), and the bucket is pruned to the retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<BackupS3>,
 }
@@ -560,12 +561,14 @@ fn default_backup_size() -> String {
     "5Gi".to_owned()
 }
 
-/// An S3-compatible bucket (not implemented yet).
+/// An S3-compatible bucket.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupS3 {
-    /// A Secret in the stack's namespace with the keys `endpoint`, `bucket`, `accessKeyId` and
-    /// `secretAccessKey`.
+    /// A Secret in the stack's namespace with the keys `endpoint` (e.g. `https://s3.eu-west-1.amazonaws.com`
+    /// or `http://minio.storage:9000`), `bucket`, `accessKeyId`, `secretAccessKey`, and optionally
+    /// `region` (default `us-east-1`) and `prefix` (a folder in the bucket, e.g. `shop/`).
+    #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }
 
@@ -594,16 +597,23 @@ fn schedule_problem(schedule: &str) -> Option<&'static str> {
 /// Where a stack's databases come from when it is created.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.claimName) && has(self.s3))", "message": "set one of claimName or s3"}
+]))]
 pub struct RestoreSpec {
     /// The backup's name: its directory on the claim, as `status.backup.lastSuccess.name` of the stack
     /// that made it tells, e.g. `20261206T053000Z`.
     #[schemars(regex(pattern = r"^[0-9]{8}T[0-9]{6}Z$"))]
     pub from: String,
     /// The claim holding the backups (unset: `<stack>-backups`, the claim this stack's own backups go
-    /// to, which outlives a deleted stack whose database has `retainOnDelete`).
+    /// to, which outlives a deleted stack whose database has `retainOnDelete`; or, when
+    /// `backup.target.s3` is set, that bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub claim_name: Option<String>,
+    /// The bucket holding the backups (unset: `backup.target.s3`, if set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<BackupS3>,
 }
 
 /// Whether `name` is a backup's name: `YYYYMMDDTHHMMSSZ`.
@@ -907,11 +917,11 @@ impl MallStackSpec {
             if backup.retention.max_age_days.is_some_and(|d| !(1..=36500).contains(&d)) {
                 return Err(spec_error("spec.backup.retention.maxAgeDays", "must be within 1-36500"));
             }
-            if backup.target.s3.is_some() {
-                return Err(spec_error(
-                    "spec.backup.target.s3",
-                    "backups to S3 are not implemented yet: use target.pvc",
-                ));
+            if backup.target.s3.is_some() && backup.target.pvc.is_some() {
+                return Err(spec_error("spec.backup.target", "set one of pvc or s3"));
+            }
+            if backup.target.s3.as_ref().is_some_and(|s3| s3.secret_name.is_empty()) {
+                return Err(spec_error("spec.backup.target.s3.secretName", "must not be empty"));
             }
             if backup.image.as_deref().is_some_and(str::is_empty) {
                 return Err(spec_error("spec.backup.image", "must not be empty"));
@@ -932,6 +942,12 @@ impl MallStackSpec {
             }
             if restore.claim_name.as_deref().is_some_and(|c| c.is_empty() || c.len() > 253) {
                 return Err(spec_error("spec.restore.claimName", "a claim's name, 1-253 characters"));
+            }
+            if restore.claim_name.is_some() && restore.s3.is_some() {
+                return Err(spec_error("spec.restore", "set one of claimName or s3"));
+            }
+            if restore.s3.as_ref().is_some_and(|s3| s3.secret_name.is_empty()) {
+                return Err(spec_error("spec.restore.s3.secretName", "must not be empty"));
             }
         }
         if let Some(observability) = &self.observability {

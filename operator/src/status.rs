@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, PersistentVolumeClaim, Pod,
 use k8s_openapi::jiff::Timestamp;
 
 use crate::builders::{
-    BACKUP_COMPONENT, GATEWAY_PORT, MigrationState, REFUSAL_EXIT_CODE, RESTORE_CHECK_CONTAINER, child_name,
-    migration_job_name, namespace, restarted, restore_job_name,
+    BACKUP_COMPONENT, GATEWAY_PORT, MigrationState, REFUSAL_EXIT_CODE, RESTORE_CHECK_CONTAINER,
+    RESTORE_PULL_CONTAINER, RestoreSource, child_name, migration_job_name, namespace, restarted,
+    restore_job_name, restore_source,
 };
 use crate::crd::{
     BackupFailure, BackupStatus, BackupSuccess, ComponentStatus, Condition, MallStack, MallStackStatus,
@@ -448,7 +449,8 @@ fn restore_status(
             };
             match failed {
                 Some((container, t))
-                    if container == RESTORE_CHECK_CONTAINER && t.exit_code == REFUSAL_EXIT_CODE =>
+                    if [RESTORE_PULL_CONTAINER, RESTORE_CHECK_CONTAINER].contains(&container)
+                        && t.exit_code == REFUSAL_EXIT_CODE =>
                 {
                     let why = said(t).unwrap_or_else(|| "refused (no reason left in the pod)".to_owned());
                     let why = why.strip_prefix("refused: ").unwrap_or(&why).to_owned();
@@ -477,9 +479,15 @@ fn restore_status(
             }
         }
         MigrationState::Running | MigrationState::Missing => {
-            let checked =
-                terminated(observed, &name).any(|(c, t)| c == RESTORE_CHECK_CONTAINER && t.exit_code == 0);
-            let doing = if checked { "loading the dumps" } else { "checking the backup and the database" };
+            let done = |step: &str| terminated(observed, &name).any(|(c, t)| c == step && t.exit_code == 0);
+            let bucket = matches!(restore_source(stack, restore), RestoreSource::Bucket(_));
+            let doing = if done(RESTORE_CHECK_CONTAINER) {
+                "loading the dumps"
+            } else if bucket && !done(RESTORE_PULL_CONTAINER) {
+                "downloading the backup"
+            } else {
+                "checking the backup and the database"
+            };
             status(RestorePhase::Running, None, format!("{doing} (Job {name})"))
         }
     })

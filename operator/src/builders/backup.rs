@@ -11,18 +11,20 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Container, EmptyDirVolumeSource, EnvVar, LocalObjectReference, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use super::secrets::{DB_ROOT_PASSWORD_KEY, database_user, mysql_secret_name};
-use super::workloads::{MYSQL_PORT, container_security, from_secret, pod_security, service_host, value};
+use super::workloads::{
+    MYSQL_PORT, container_security, from_secret, mall_container, pod_security, service_host, value,
+};
 use super::{child_name, labels, metadata, short_hash};
-use crate::crd::{BackupSpec, MallStack, ManagedDatabase, Service};
+use crate::crd::{BackupS3, BackupSpec, MallStack, ManagedDatabase, Service};
 
 /// The script each backup pod runs (`bash -c`).
 pub const BACKUP_SCRIPT: &str = concat!(include_str!("mysql_client.sh"), include_str!("backup.sh"));
@@ -63,12 +65,52 @@ pub fn backup_databases() -> Vec<String> {
     Service::ALL.into_iter().map(database_user).collect()
 }
 
-/// The claim and the CronJob of `stack`'s backups; none without `spec.backup` (or without a managed
-/// database, which the spec's validation refuses anyway).
-pub(crate) fn backups(stack: &MallStack) -> Option<(PersistentVolumeClaim, CronJob)> {
+/// The claim (none when backups go to a bucket) and the CronJob of `stack`'s backups; none without
+/// `spec.backup` (or without a managed database, which the spec's validation refuses anyway).
+pub(crate) fn backups(stack: &MallStack) -> Option<(Option<PersistentVolumeClaim>, CronJob)> {
     let backup = stack.spec.backup.as_ref()?;
     let db = stack.spec.database.managed.as_ref()?;
-    Some((backup_claim(stack, backup, db), backup_cron_job(stack, backup, db)))
+    let claim = backup.target.s3.is_none().then(|| backup_claim(stack, backup, db));
+    Some((claim, backup_cron_job(stack, backup, db)))
+}
+
+/// The bucket settings `mall backup-push` and `mall backup-pull` read, from the keys of the Secret
+/// `secret` (`region` and `prefix` may be left out).
+pub(crate) fn s3_env(secret: &BackupS3) -> Vec<EnvVar> {
+    let key = |name: &str, key: &str, optional: bool| {
+        let mut var = from_secret(name, &secret.secret_name, key);
+        if let Some(selector) = var.value_from.as_mut().and_then(|v| v.secret_key_ref.as_mut()) {
+            selector.optional = Some(optional);
+        }
+        var
+    };
+    vec![
+        key("MALL_S3_ENDPOINT", "endpoint", false),
+        key("MALL_S3_BUCKET", "bucket", false),
+        key("MALL_S3_ACCESS_KEY_ID", "accessKeyId", false),
+        key("MALL_S3_SECRET_ACCESS_KEY", "secretAccessKey", false),
+        key("MALL_S3_REGION", "region", true),
+        key("MALL_S3_PREFIX", "prefix", true),
+    ]
+}
+
+/// The volume backups are written to (or read from): the claim `claim`, else (a bucket) scratch space.
+pub(crate) fn backups_volume(claim: Option<String>, read_only: bool) -> Volume {
+    match claim {
+        Some(claim_name) => Volume {
+            name: "backups".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name,
+                read_only: Some(read_only),
+            }),
+            ..Volume::default()
+        },
+        None => Volume {
+            name: "backups".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    }
 }
 
 /// The claim: kept when the stack is deleted as long as the database's volume is (`retainOnDelete`).
@@ -111,7 +153,7 @@ fn backup_env(stack: &MallStack, backup: &BackupSpec) -> Vec<EnvVar> {
 }
 
 fn backup_cron_job(stack: &MallStack, backup: &BackupSpec, db: &ManagedDatabase) -> CronJob {
-    let container = Container {
+    let dump = Container {
         name: BACKUP_COMPONENT.into(),
         image: Some(backup.image.clone().unwrap_or_else(|| db.image.clone())),
         command: Some(vec!["bash".into(), "-c".into(), BACKUP_SCRIPT.into(), "backup".into()]),
@@ -128,21 +170,40 @@ fn backup_cron_job(stack: &MallStack, backup: &BackupSpec, db: &ManagedDatabase)
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
+    // To a bucket: the dump goes to scratch space in an init container, then `mall backup-push` (the
+    // pod's container, whose last line names the backup) uploads it and prunes the bucket.
+    let (init_containers, containers, claim) = match &backup.target.s3 {
+        None => (None, vec![dump], Some(backup_claim_name(stack))),
+        Some(s3) => {
+            let mut args = vec!["backup-push".to_owned(), "--dir".into(), BACKUP_MOUNT_PATH.into()];
+            args.extend(["--keep".to_owned(), backup.retention.count.to_string()]);
+            if let Some(days) = backup.retention.max_age_days {
+                args.extend(["--max-age-days".to_owned(), days.to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut push = mall_container(stack, "push", &args, s3_env(s3));
+            push.volume_mounts.get_or_insert_default().push(VolumeMount {
+                name: "backups".into(),
+                mount_path: BACKUP_MOUNT_PATH.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            push.termination_message_policy = Some("FallbackToLogsOnError".into());
+            (Some(vec![dump]), vec![push], None)
+        }
+    };
+    let pull_secrets = &stack.spec.image.pull_secrets;
     let pod = PodSpec {
-        containers: vec![container],
+        init_containers,
+        containers,
         restart_policy: Some("Never".into()),
         security_context: Some(pod_security(BACKUP_UID)),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
+        image_pull_secrets: (backup.target.s3.is_some() && !pull_secrets.is_empty())
+            .then(|| pull_secrets.iter().map(|n| LocalObjectReference { name: n.clone() }).collect()),
         volumes: Some(vec![
-            Volume {
-                name: "backups".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: backup_claim_name(stack),
-                    read_only: Some(false),
-                }),
-                ..Volume::default()
-            },
+            backups_volume(claim, false),
             Volume {
                 name: "tmp".into(),
                 empty_dir: Some(EmptyDirVolumeSource::default()),

@@ -51,8 +51,9 @@ pub use observability::{
 };
 pub use restart::{RESTART_ANNOTATION, RESTARTED_ANNOTATION, restart_token, restarted};
 pub use restore::{
-    REFUSAL_EXIT_CODE, RESTORE_CHECK_CONTAINER, RESTORE_COMPONENT, RESTORE_LOAD_CONTAINER, RESTORE_SCRIPT,
-    restore_claim_name, restore_done, restore_job, restore_job_name,
+    REFUSAL_EXIT_CODE, RESTORE_CHECK_CONTAINER, RESTORE_COMPONENT, RESTORE_LOAD_CONTAINER,
+    RESTORE_PULL_CONTAINER, RESTORE_SCRIPT, RestoreSource, restore_done, restore_job, restore_job_name,
+    restore_source,
 };
 pub use secrets::{
     ADMIN_PASSWORD_KEY, DB_PASSWORD_KEY, DB_ROOT_PASSWORD_KEY, ExistingSecrets, PASSWORD_KEY,
@@ -141,7 +142,7 @@ pub fn desired(stack: &MallStack, existing: &ExistingSecrets) -> Desired {
     }
     d.service_monitors = observability::service_monitors(stack);
     if let Some((claim, cron_job)) = backup::backups(stack) {
-        d.persistent_volume_claims.push(claim);
+        d.persistent_volume_claims.extend(claim);
         d.cron_jobs.push(cron_job);
     }
     d.restore = restore_job(stack);

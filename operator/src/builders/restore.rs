@@ -8,23 +8,25 @@
 //! 2. [`RESTORE_SCRIPT`] (the MySQL image, which has the client): loads each dump of the plan; on a
 //!    failure drops what it loaded.
 //!
+//! From a bucket (`spec.restore.s3`, or the stack's `backup.target.s3`), an init container runs `mall
+//! backup-pull` first, into scratch space that the two steps then read.
+//!
 //! One attempt (`backoffLimit: 0`): a refusal is not cured by trying again, and a failed load has been
 //! undone; deleting the Job (or naming another backup) tries again. The claim is mounted read-only.
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, LocalObjectReference, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, LocalObjectReference, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::backup::{BACKUP_MOUNT_PATH, BACKUP_UID, backup_claim_name};
+use super::backup::{BACKUP_MOUNT_PATH, BACKUP_UID, backup_claim_name, backups_volume, s3_env};
 use super::secrets::{DB_ROOT_PASSWORD_KEY, mysql_secret_name};
 use super::workloads::{
     MYSQL_PORT, container_security, from_secret, mall_container, pod_security, service_host, value,
 };
 use super::{child_name, labels, metadata, short_hash};
-use crate::crd::{MallStack, RestorePhase, RestoreSpec};
+use crate::crd::{BackupS3, MallStack, RestorePhase, RestoreSpec};
 
 /// The script of the load step (`bash -c`).
 pub const RESTORE_SCRIPT: &str = concat!(include_str!("mysql_client.sh"), include_str!("restore.sh"));
@@ -32,6 +34,8 @@ pub const RESTORE_SCRIPT: &str = concat!(include_str!("mysql_client.sh"), includ
 pub const RESTORE_COMPONENT: &str = "restore";
 /// The init container that checks the backup and the database.
 pub const RESTORE_CHECK_CONTAINER: &str = "check";
+/// From a bucket: the init container that downloads the backup first.
+pub const RESTORE_PULL_CONTAINER: &str = "pull";
 /// The container that loads the dumps.
 pub const RESTORE_LOAD_CONTAINER: &str = "load";
 /// `mall restore-check`'s exit code for a refusal.
@@ -41,14 +45,35 @@ const WORK_PATH: &str = "/work";
 /// A restore taking longer is stopped and counts as failed.
 pub const RESTORE_DEADLINE_SECONDS: i64 = 6 * 3600;
 
-/// The claim a restore reads: `spec.restore.claimName`, else the stack's own backup claim.
-pub fn restore_claim_name(stack: &MallStack, restore: &RestoreSpec) -> String {
-    restore.claim_name.clone().unwrap_or_else(|| backup_claim_name(stack))
+/// Where a restore reads the backup from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// A claim.
+    Claim(String),
+    /// A bucket (its Secret): the backup is downloaded first.
+    Bucket(BackupS3),
 }
 
-/// `<stack>-restore-<hash of the claim and backup>`: another backup asked for is another Job.
+/// Where `restore` reads: `spec.restore.claimName` or `spec.restore.s3`, else where this stack's own
+/// backups go (`backup.target.s3`, or the claim `<stack>-backups`).
+pub fn restore_source(stack: &MallStack, restore: &RestoreSpec) -> RestoreSource {
+    if let Some(claim) = &restore.claim_name {
+        return RestoreSource::Claim(claim.clone());
+    }
+    let own_bucket = stack.spec.backup.as_ref().and_then(|b| b.target.s3.clone());
+    match restore.s3.clone().or(own_bucket) {
+        Some(bucket) => RestoreSource::Bucket(bucket),
+        None => RestoreSource::Claim(backup_claim_name(stack)),
+    }
+}
+
+/// `<stack>-restore-<hash of the source and backup>`: another backup asked for is another Job.
 pub fn restore_job_name(stack: &MallStack, restore: &RestoreSpec) -> String {
-    let key = format!("{}/{}", restore_claim_name(stack, restore), restore.from);
+    let source = match restore_source(stack, restore) {
+        RestoreSource::Claim(claim) => claim,
+        RestoreSource::Bucket(s3) => format!("s3:{}", s3.secret_name),
+    };
+    let key = format!("{source}/{}", restore.from);
     child_name(stack, &format!("restore-{}", &short_hash(key.as_bytes())[..10]))
 }
 
@@ -101,6 +126,20 @@ pub fn restore_job(stack: &MallStack) -> Option<Job> {
         .get_or_insert_default()
         .extend([mount("backups", BACKUP_MOUNT_PATH, true), mount("work", WORK_PATH, false)]);
     check.termination_message_policy = Some("FallbackToLogsOnError".into());
+    let source = restore_source(stack, restore);
+    let mut init_containers = Vec::new();
+    if let RestoreSource::Bucket(s3) = &source {
+        let mut pull = mall_container(
+            stack,
+            RESTORE_PULL_CONTAINER,
+            &["backup-pull", "--name", &restore.from, "--dir", BACKUP_MOUNT_PATH],
+            s3_env(s3),
+        );
+        pull.volume_mounts.get_or_insert_default().push(mount("backups", BACKUP_MOUNT_PATH, false));
+        pull.termination_message_policy = Some("FallbackToLogsOnError".into());
+        init_containers.push(pull);
+    }
+    init_containers.push(check);
 
     let image = stack.spec.backup.as_ref().and_then(|b| b.image.clone()).unwrap_or_else(|| db.image.clone());
     let load = Container {
@@ -127,7 +166,7 @@ pub fn restore_job(stack: &MallStack) -> Option<Job> {
 
     let pull_secrets = &stack.spec.image.pull_secrets;
     let pod = PodSpec {
-        init_containers: Some(vec![check]),
+        init_containers: Some(init_containers),
         containers: vec![load],
         restart_policy: Some("Never".into()),
         // The dumps are the backup's user's alone (umask 077): the same uid reads them.
@@ -137,14 +176,13 @@ pub fn restore_job(stack: &MallStack) -> Option<Job> {
         image_pull_secrets: (!pull_secrets.is_empty())
             .then(|| pull_secrets.iter().map(|n| LocalObjectReference { name: n.clone() }).collect()),
         volumes: Some(vec![
-            Volume {
-                name: "backups".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: restore_claim_name(stack, restore),
-                    read_only: Some(true),
-                }),
-                ..Volume::default()
-            },
+            backups_volume(
+                match source {
+                    RestoreSource::Claim(claim) => Some(claim),
+                    RestoreSource::Bucket(_) => None,
+                },
+                true,
+            ),
             empty_dir("work"),
             empty_dir("tmp"),
         ]),

@@ -248,7 +248,7 @@ fn a_backup_is_pending_while_the_annotation_differs_from_the_last_request() {
 }
 
 #[test]
-fn the_spec_is_refused_without_a_managed_database_a_schedule_or_with_s3() {
+fn the_spec_is_refused_without_a_managed_database_a_schedule_or_with_two_targets() {
     backed_up().spec.validate().unwrap();
     let check = |edit: &dyn Fn(&mut MallStack), field: &str, says: &str| {
         let mut stack = backed_up();
@@ -282,8 +282,16 @@ fn the_spec_is_refused_without_a_managed_database_a_schedule_or_with_s3() {
     );
     check(
         &|s| s.spec.backup.as_mut().unwrap().target.s3 = Some(BackupS3 { secret_name: "bucket".into() }),
-        "spec.backup.target.s3",
-        "not implemented yet",
+        "spec.backup.target",
+        "one of pvc or s3",
+    );
+    check(
+        &|s| {
+            s.spec.backup.as_mut().unwrap().target =
+                BackupTarget { pvc: None, s3: Some(BackupS3 { secret_name: String::new() }) }
+        },
+        "spec.backup.target.s3.secretName",
+        "empty",
     );
     check(&|s| s.spec.backup.as_mut().unwrap().image = Some(String::new()), "spec.backup.image", "empty");
 
@@ -295,7 +303,68 @@ fn the_spec_is_refused_without_a_managed_database_a_schedule_or_with_s3() {
     external.spec.database.external =
         Some(ExternalSpec { secret_ref: SecretKeyRef { name: "db".into(), key: "url".into() } });
     assert!(validate_cel(&external).is_err());
+    let mut both = backed_up();
+    both.spec.backup.as_mut().unwrap().target.s3 = Some(BackupS3 { secret_name: "bucket".into() });
+    assert!(validate_cel(&both).is_err());
     let mut s3 = backed_up();
-    s3.spec.backup.as_mut().unwrap().target.s3 = Some(BackupS3 { secret_name: "bucket".into() });
-    assert!(validate_cel(&s3).is_err());
+    s3.spec.backup.as_mut().unwrap().target =
+        BackupTarget { pvc: None, s3: Some(BackupS3 { secret_name: "bucket".into() }) };
+    s3.spec.validate().unwrap();
+    assert!(validate_cel(&s3).is_ok());
+}
+
+fn to_bucket() -> MallStack {
+    let mut stack = backed_up();
+    stack.spec.backup.as_mut().unwrap().target =
+        BackupTarget { pvc: None, s3: Some(BackupS3 { secret_name: "shop-bucket".into() }) };
+    stack
+}
+
+#[test]
+fn to_a_bucket_the_dump_goes_to_scratch_space_and_mall_backup_push_uploads_and_prunes() {
+    let stack = to_bucket();
+    let d = desired(&stack, &ExistingSecrets::new());
+    assert!(d.persistent_volume_claims.is_empty(), "no claim for a bucket");
+    let pod = pod_of(&d.cron_jobs[0]);
+    let dump = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(dump.image.as_deref(), Some("mysql:8.4"));
+    assert_eq!(dump.command.as_ref().unwrap()[2], BACKUP_SCRIPT);
+    assert_eq!(env_map(dump)["BACKUP_DIR"].value.as_deref(), Some(BACKUP_MOUNT_PATH));
+    let push = &pod.containers[0];
+    assert_eq!(push.name, "push");
+    assert_eq!(push.image.as_deref(), Some("ghcr.io/example/mall:0.1.0"));
+    assert_eq!(
+        push.args.as_deref().unwrap(),
+        ["backup-push", "--dir", "/backups", "--keep", "4", "--max-age-days", "30"],
+        "the retention is the bucket's; the one backup in the scratch volume is pushed"
+    );
+    let env = env_map(push);
+    for (var, key, optional) in [
+        ("MALL_S3_ENDPOINT", "endpoint", false),
+        ("MALL_S3_BUCKET", "bucket", false),
+        ("MALL_S3_ACCESS_KEY_ID", "accessKeyId", false),
+        ("MALL_S3_SECRET_ACCESS_KEY", "secretAccessKey", false),
+        ("MALL_S3_REGION", "region", true),
+        ("MALL_S3_PREFIX", "prefix", true),
+    ] {
+        let r = env[var].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str(), r.optional),
+            ("shop-bucket", key, Some(optional)),
+            "{var}"
+        );
+    }
+    assert!(
+        !env_map(dump).contains_key("MALL_S3_SECRET_ACCESS_KEY"),
+        "the dump never sees the bucket's keys"
+    );
+    let backups = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "backups").unwrap();
+    assert!(backups.empty_dir.is_some() && backups.persistent_volume_claim.is_none());
+    let mount = push.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "backups").unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(push.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
+
+    // An on-demand backup is the same pod.
+    let job = backup_job(&stack, &d.cron_jobs[0], "t1");
+    assert_eq!(job.spec.unwrap().template.spec.as_ref(), Some(pod));
 }

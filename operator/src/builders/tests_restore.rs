@@ -18,7 +18,7 @@ const FROM: &str = "20261206T053000Z";
 
 fn restoring() -> MallStack {
     let mut stack = minimal_stack();
-    stack.spec.restore = Some(RestoreSpec { from: FROM.into(), claim_name: None });
+    stack.spec.restore = Some(RestoreSpec { from: FROM.into(), claim_name: None, s3: None });
     stack
 }
 
@@ -378,4 +378,58 @@ fn a_paused_service_scales_to_zero_without_autoscaler_or_budget_and_says_so() {
     let status =
         status::compute(&stack, &all_ready(&desired(&stack, &ExistingSecrets::new())), None, None, "t0");
     assert!(status.components["payment"].reason.is_none());
+}
+
+#[test]
+fn from_a_bucket_the_backup_is_pulled_first() {
+    use crate::crd::{BackupRetention, BackupS3, BackupSpec, BackupTarget};
+    let mut stack = restoring();
+    let claim_job = job_of(&stack).metadata.name;
+    stack.spec.backup = Some(BackupSpec {
+        schedule: "30 5 * * *".into(),
+        retention: BackupRetention::default(),
+        target: BackupTarget { pvc: None, s3: Some(BackupS3 { secret_name: "shop-bucket".into() }) },
+        image: None,
+    });
+    let job = job_of(&stack);
+    assert_ne!(job.metadata.name, claim_job, "another source, another Job");
+    let pod = pod_spec(&job);
+    let init = pod.init_containers.as_ref().unwrap();
+    let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, [RESTORE_PULL_CONTAINER, RESTORE_CHECK_CONTAINER], "pulled, then checked");
+    assert_eq!(init[0].args.as_deref().unwrap(), ["backup-pull", "--name", FROM, "--dir", "/backups"]);
+    let bucket = env_map(&init[0])["MALL_S3_BUCKET"].value_from.clone().unwrap().secret_key_ref.unwrap();
+    assert_eq!(bucket.name, "shop-bucket");
+    let backups = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "backups").unwrap();
+    assert!(backups.empty_dir.is_some(), "scratch space, no claim");
+    let pull_mount = init[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "backups").unwrap();
+    assert_eq!(pull_mount.read_only, None, "the pull writes");
+
+    // Another bucket named in spec.restore wins; a claim and a bucket together are refused.
+    stack.spec.restore.as_mut().unwrap().s3 = Some(BackupS3 { secret_name: "old-bucket".into() });
+    assert_eq!(
+        restore_source(&stack, stack.spec.restore.as_ref().unwrap()),
+        RestoreSource::Bucket(BackupS3 { secret_name: "old-bucket".into() })
+    );
+    stack.spec.restore.as_mut().unwrap().claim_name = Some("old-shop-backups".into());
+    assert_eq!(stack.spec.validate().unwrap_err().field, "spec.restore");
+}
+
+#[test]
+fn a_missing_backup_in_the_bucket_is_a_refusal() {
+    use crate::crd::BackupS3;
+    let mut stack = restoring();
+    stack.spec.restore.as_mut().unwrap().s3 = Some(BackupS3 { secret_name: "shop-bucket".into() });
+    let mut observed = mysql_up(&stack);
+    let job = failed(&job_of(&stack));
+    let refusal = "refused: no backup 20261206T053000Z in bucket shop (there: 20261205T053000Z)";
+    observed.pods.push(pod_of(
+        &job,
+        vec![terminated(RESTORE_PULL_CONTAINER, REFUSAL_EXIT_CODE, refusal)],
+        vec![],
+    ));
+    observed.jobs.insert(job.metadata.name.clone().unwrap(), job);
+    let (restore, _) = restore_of(&stack, &observed);
+    assert_eq!(restore.phase, RestorePhase::Refused);
+    assert!(restore.message.starts_with("no backup 20261206T053000Z in bucket shop"), "{}", restore.message);
 }

@@ -20,7 +20,7 @@ async fn restore_reads(server: &mut ApiServerVerifier, jobs: Vec<Value>) {
 #[tokio::test]
 async fn the_restore_runs_first_and_holds_migrations_and_services_back_until_it_completed() {
     let mut stack = minimal_stack();
-    stack.spec.restore = Some(RestoreSpec { from: "20261206T053000Z".into(), claim_name: None });
+    stack.spec.restore = Some(RestoreSpec { from: "20261206T053000Z".into(), claim_name: None, s3: None });
     let wanted = desired(&stack, &cluster_secrets());
     let job = wanted.restore.clone().unwrap();
     let job_name = restore_job_name(&stack, stack.spec.restore.as_ref().unwrap());
