@@ -12,6 +12,9 @@
 //! 7. one service paused (`spec.services.payment.paused`) is scaled to zero and says so, the stack stays
 //!    Ready; unpaused, it comes back.
 //!
+//! `a_deleted_stack_comes_back_from_its_bucket` runs the same drill with the backups in an
+//! S3-compatible bucket (`MALL_E2E_S3_*`, see there) instead of the claim.
+//!
 //! It prints the timings the drill is judged by: the backup, the restore, the restored stack's Ready,
 //! and the backup's size. Without `KUBECONFIG` and `MALL_E2E_IMAGE` it says why and passes (unless
 //! `MALL_E2E_REQUIRE=1`).
@@ -33,8 +36,62 @@ use serde_json::{Value, json};
 async fn a_deleted_stack_comes_back_from_its_backup() {
     let Some(cluster) = Cluster::for_test("restore drill").await else { return };
     let mut run = Run::new(&cluster, "mall-restore");
-    let result = steps(&mut run).await;
+    let result = steps(&mut run, None).await;
     run.finish(result).await;
+}
+
+/// The same drill with the backups in an S3-compatible bucket: `MALL_E2E_S3_ENDPOINT` (reachable from
+/// the pods and from here, e.g. `http://10.244.0.1:9000`), `MALL_E2E_S3_BUCKET` (default `mall-e2e`,
+/// made if missing), `MALL_E2E_S3_ACCESS_KEY_ID` and `MALL_E2E_S3_SECRET_ACCESS_KEY` (default `test`, as
+/// moto takes). Each run writes under a prefix of its own. Unset: it says so and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stack_comes_back_from_its_bucket() {
+    let Ok(endpoint) = std::env::var("MALL_E2E_S3_ENDPOINT") else {
+        eprintln!("e2e: MALL_E2E_S3_ENDPOINT is not set: the restore drill from a bucket is skipped");
+        return;
+    };
+    let Some(cluster) = Cluster::for_test("restore drill from a bucket").await else { return };
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let bucket = Bucket {
+        endpoint,
+        bucket: var("MALL_E2E_S3_BUCKET", "mall-e2e"),
+        access_key_id: var("MALL_E2E_S3_ACCESS_KEY_ID", "test"),
+        secret_access_key: var("MALL_E2E_S3_SECRET_ACCESS_KEY", "test"),
+    };
+    let mut run = Run::new(&cluster, "mall-restore-s3");
+    let result = steps(&mut run, Some(&bucket)).await;
+    run.finish(result).await;
+}
+
+/// Where the bucket drill keeps its backups.
+struct Bucket {
+    endpoint: String,
+    bucket: String,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+const BUCKET_SECRET: &str = "mall-e2e-bucket";
+
+/// Makes the bucket if it is not there (an S3-compatible test server takes an unsigned PUT), and the
+/// Secret the stack names, with a prefix of this run's own.
+async fn prepare_bucket(run: &Run<'_>, bucket: &Bucket) -> Result<()> {
+    let url = format!("{}/{}", bucket.endpoint.trim_end_matches('/'), bucket.bucket);
+    let made = reqwest::Client::new().put(&url).send().await.with_context(|| format!("PUT {url}"))?;
+    eprintln!("e2e: bucket {url}: {}", made.status());
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": BUCKET_SECRET},
+        "stringData": {
+            "endpoint": bucket.endpoint, "bucket": bucket.bucket, "accessKeyId": bucket.access_key_id,
+            "secretAccessKey": bucket.secret_access_key, "prefix": format!("{}/", run.ns),
+        }
+    }))?;
+    run.api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .context("creating the bucket's Secret")?;
+    Ok(())
 }
 
 const PASSWORD: &str = "correct horse battery";
@@ -125,7 +182,7 @@ async fn wait_gone(run: &Run<'_>) -> Result<()> {
     .context("waiting for the stack and its pods to go")
 }
 
-async fn steps(run: &mut Run<'_>) -> Result<()> {
+async fn steps(run: &mut Run<'_>, bucket: Option<&Bucket>) -> Result<()> {
     run.step("create the namespace, the CRD, helm install the operator chart");
     run.create_namespace().await?;
     run.crd_upgrade_path().await?;
@@ -138,8 +195,14 @@ async fn steps(run: &mut Run<'_>) -> Result<()> {
         stack["spec"]["database"]["managed"]["retainOnDelete"] != json!(false),
         "the backup claim outlives the stack only with retainOnDelete"
     );
-    stack["spec"]["backup"] =
-        json!({"schedule": "17 3 1 1 *", "retention": {"count": 3}, "target": {"pvc": {"size": "1Gi"}}});
+    let target = match bucket {
+        None => json!({"pvc": {"size": "1Gi"}}),
+        Some(bucket) => {
+            prepare_bucket(run, bucket).await?;
+            json!({"s3": {"secretName": BUCKET_SECRET}})
+        }
+    };
+    stack["spec"]["backup"] = json!({"schedule": "17 3 1 1 *", "retention": {"count": 3}, "target": target});
     if run.c.hostpath_pv_dir.is_some() {
         bail!("the restore drill needs a volume provisioner (MALL_E2E_HOSTPATH_PV_DIR is set)");
     }
@@ -181,8 +244,10 @@ async fn steps(run: &mut Run<'_>) -> Result<()> {
     })
     .await
     .context("waiting for the MySQL claim to go")?;
-    let kept = claims.get_opt(&format!("{STACK}-backups")).await?;
-    ensure!(kept.is_some(), "the backup claim was kept");
+    if bucket.is_none() {
+        let kept = claims.get_opt(&format!("{STACK}-backups")).await?;
+        ensure!(kept.is_some(), "the backup claim was kept");
+    }
     eprintln!("e2e: stack and data gone in {:.1} s", started.elapsed().as_secs_f64());
 
     run.step("a new stack restores from the backup, then migrates and starts");
