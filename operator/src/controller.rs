@@ -443,7 +443,9 @@ async fn prune(
             .filter(|job| {
                 !current.contains(&job.name_any())
                     && !status::is_backup_job(job)
-                    && desired.restore.as_ref().is_none_or(|r| r.metadata.name != job.metadata.name)
+                    // The record of the restore, while `spec.restore` is there (its name may change
+                    // with where backups go, after it ran).
+                    && (stack.spec.restore.is_none() || !status::is_restore_job(job))
                     && controlled_by(stack, *job)
             })
             .cloned()

@@ -11,8 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::builders::{
     BACKUP_COMPONENT, GATEWAY_PORT, MigrationState, REFUSAL_EXIT_CODE, RESTORE_CHECK_CONTAINER,
-    RESTORE_PULL_CONTAINER, RestoreSource, child_name, migration_job_name, namespace, restarted,
-    restore_job_name, restore_source,
+    RESTORE_COMPONENT, RESTORE_PULL_CONTAINER, RestoreSource, child_name, migration_job_name, namespace,
+    restarted, restore_job_name, restore_source,
 };
 use crate::crd::{
     BackupFailure, BackupStatus, BackupSuccess, ComponentStatus, Condition, MallStack, MallStackStatus,
@@ -493,10 +493,18 @@ fn restore_status(
     })
 }
 
+fn component_of(job: &Job) -> Option<&str> {
+    job.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/component")).map(String::as_str)
+}
+
 /// Whether `job` is a backup Job (the CronJob's or an on-demand one).
 pub fn is_backup_job(job: &Job) -> bool {
-    job.metadata.labels.as_ref().and_then(|l| l.get("app.kubernetes.io/component")).map(String::as_str)
-        == Some(BACKUP_COMPONENT)
+    component_of(job) == Some(BACKUP_COMPONENT)
+}
+
+/// Whether `job` is a restore Job.
+pub fn is_restore_job(job: &Job) -> bool {
+    component_of(job) == Some(RESTORE_COMPONENT)
 }
 
 /// The time and message of `job`'s condition `type_` when it is True.

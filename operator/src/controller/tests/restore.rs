@@ -97,3 +97,70 @@ async fn a_stack_being_deleted_is_left_to_the_garbage_collector() {
     let action = run(stack, context(client), async {}).await.unwrap();
     assert_eq!(action, Action::await_change());
 }
+
+#[tokio::test]
+async fn the_restore_job_is_kept_while_spec_restore_is_there_and_pruned_once_it_is_gone() {
+    // Restored earlier from the claim; backups have moved to a bucket since, so the restore Job that
+    // would be made now has another name. The one that ran is the record: kept.
+    let mut stack = minimal_stack();
+    stack.spec.restore = Some(RestoreSpec { from: "20261206T053000Z".into(), claim_name: None, s3: None });
+    let ran = settled(&stored(&desired(&stack, &cluster_secrets()).restore.unwrap()));
+    stack.spec.backup = Some(crate::crd::BackupSpec {
+        schedule: "30 5 * * *".into(),
+        retention: crate::crd::BackupRetention::default(),
+        target: crate::crd::BackupTarget {
+            pvc: None,
+            s3: Some(crate::crd::BackupS3 { secret_name: "bucket".into() }),
+        },
+        image: None,
+    });
+    let wanted = desired(&stack, &cluster_secrets());
+    assert_ne!(wanted.restore.as_ref().unwrap().metadata.name.as_deref(), ran["metadata"]["name"].as_str());
+    stack.status = Some(MallStackStatus {
+        restore: Some(crate::crd::RestoreStatus {
+            from: "20261206T053000Z".into(),
+            phase: crate::crd::RestorePhase::Succeeded,
+            job: ran["metadata"]["name"].as_str().map(str::to_owned),
+            finished: Some("2026-12-06T06:00:00Z".into()),
+            message: "restored 7 databases (9731 bytes compressed)".into(),
+        }),
+        ..MallStackStatus::default()
+    });
+    let mut expected = expected_applies(&wanted, true);
+    expected.extend(wanted.cron_jobs.iter().map(entry));
+    let (client, mut server) = mock_client();
+    let ctx = context(client);
+    let script = {
+        let (stack, ran) = (stack.clone(), ran.clone());
+        async move {
+            restore_reads(&mut server, vec![ran]).await;
+            applies(&mut server, &expected, |b| settled(&stored(b))).await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
+            // No DELETE of the Job that ran: the status is next.
+            let status = status_patch(&mut server, &stack).await;
+            assert_eq!(status["restore"]["phase"], "Succeeded");
+        }
+    };
+    run(stack.clone(), ctx.clone(), script).await.unwrap();
+
+    // spec.restore removed: the record goes.
+    let mut done = stack.clone();
+    done.spec.restore = None;
+    let wanted = desired(&done, &cluster_secrets());
+    let mut expected = expected_applies(&wanted, true);
+    expected.extend(wanted.cron_jobs.iter().map(entry));
+    let (client, mut server) = mock_client();
+    let script = {
+        let ran = ran.clone();
+        async move {
+            restore_reads(&mut server, vec![ran.clone()]).await;
+            applies(&mut server, &expected, |b| settled(&stored(b))).await;
+            nothing_pruned(&mut server, vec![], vec![], vec![]).await;
+            let path = format!("{JOBS}/{}", ran["metadata"]["name"].as_str().unwrap());
+            deleted(deletion(&mut server, &path, &uid(&ran)).await);
+            // The rest of the reconcile (its status) is not this test's business.
+            let _ = server.apply(STATUS).await;
+        }
+    };
+    let _ = run(done, context(client), script).await;
+}
