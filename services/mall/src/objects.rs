@@ -501,15 +501,7 @@ fn local_backup(root: &Path, name: &str) -> Result<LocalBackup, ObjectsError> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing().into()),
             Err(source) => return Err(ObjectsError::Read { path, source }),
         };
-        if metadata.len() != dump.bytes {
-            return Err(Refusal::WrongSize {
-                backup: name.to_owned(),
-                file: dump.file.clone(),
-                expected: dump.bytes,
-                actual: metadata.len(),
-            }
-            .into());
-        }
+        dump.check_size(name, metadata.len()).map_err(BucketRefusal::from)?;
     }
     let read_error = |source| ObjectsError::Read { path: dir.clone(), source };
     let mut files = Vec::new();

@@ -86,6 +86,21 @@ pub struct DatabaseDump {
     pub migrations: Vec<i64>,
 }
 
+impl DatabaseDump {
+    /// Refused unless the file is `len` bytes, as the manifest of backup `name` says.
+    pub fn check_size(&self, name: &str, len: u64) -> Result<(), Refusal> {
+        if len == self.bytes {
+            return Ok(());
+        }
+        Err(Refusal::WrongSize {
+            backup: name.to_owned(),
+            file: self.file.clone(),
+            expected: self.bytes,
+            actual: len,
+        })
+    }
+}
+
 /// Why a backup may not be restored (or not into this server): nothing was loaded, and running the
 /// check again without a change gives the same answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -380,15 +395,7 @@ fn check_dumps(backup: &Path, name: &str, manifest: &Manifest) -> Result<(), Res
         if !metadata.is_file() {
             return Err(missing().into());
         }
-        if metadata.len() != dump.bytes {
-            return Err(Refusal::WrongSize {
-                backup: name.to_owned(),
-                file: dump.file.clone(),
-                expected: dump.bytes,
-                actual: metadata.len(),
-            }
-            .into());
-        }
+        dump.check_size(name, metadata.len())?;
         let actual = sha256_hex(file).map_err(read_error)?;
         if !actual.eq_ignore_ascii_case(dump.sha256.trim()) {
             return Err(Refusal::WrongChecksum {

@@ -199,6 +199,14 @@ fn small_backup(root: &Path, name: &str) -> PathBuf {
     write_backup(root, name, &[("mall_user", random_bytes(100)), ("mall_order", random_bytes(200))])
 }
 
+/// Every key in `store`, sorted.
+async fn keys_in(store: &(impl ObjectStore + ?Sized)) -> Vec<String> {
+    let listed = futures::TryStreamExt::try_collect::<Vec<ObjectMeta>>(store.list(None)).await.unwrap();
+    let mut keys: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
+    keys.sort();
+    keys
+}
+
 fn keep(keep: u32) -> Retention {
     Retention { keep, max_age_days: None }
 }
@@ -229,13 +237,7 @@ async fn push_then_pull_round_trips_every_byte() {
     );
 
     let store = s3.store();
-    let mut keys: Vec<String> = futures::TryStreamExt::try_collect::<Vec<ObjectMeta>>(store.list(None))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .collect();
-    keys.sort();
+    let keys = keys_in(&store).await;
     let expected: Vec<String> =
         ["mall_order.sql.gz", "mall_product.sql.gz", "mall_user.sql.gz", "manifest.json", "notes.txt"]
             .iter()
@@ -497,13 +499,7 @@ async fn pruning_keeps_the_newest_complete_backups_and_drops_the_too_old() {
     let pushed = bucket.push(root.path(), "20200101T000000Z", &keep(1), now).await.unwrap();
     assert_eq!(pushed.pruned, [current.as_str()]);
 
-    let mut keys: Vec<String> = futures::TryStreamExt::try_collect::<Vec<ObjectMeta>>(store.list(None))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.location.to_string())
-        .collect();
-    keys.sort();
+    let keys = keys_in(&store).await;
     assert_eq!(
         keys,
         [
