@@ -104,52 +104,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `mall restore-check`: exit 0 with the plan written and the summary line on stdout; 2
-/// ([`restore::EXIT_REFUSED`]) when the backup or the target database is refused, with `refused: …`
-/// on stderr; 1 on any other failure (an unreachable database, an unreadable file). Whichever line is
-/// the outcome is also the container's termination message, which the operator quotes.
+/// ([`restore::EXIT_REFUSED`]) when the backup or the target database is refused; 1 on any other
+/// failure (an unreachable database, an unreadable file). See [`end`].
 async fn restore_check(backup: &Path, plan: &Path, admin_url: &str) -> anyhow::Result<ExitCode> {
-    match restore::check(backup, plan, admin_url, mall::database::PATIENCE).await {
-        Ok(checked) => {
-            let line = checked.summary_line();
-            println!("{line}");
-            restore::write_termination_message(&line);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(RestoreError::Refused(refusal)) => {
-            let line = format!("refused: {refusal}");
-            eprintln!("{line}");
-            restore::write_termination_message(&line);
-            Ok(ExitCode::from(restore::EXIT_REFUSED))
-        }
+    end(match restore::check(backup, plan, admin_url, mall::database::PATIENCE).await {
+        Ok(checked) => Ending::Done(checked.summary_line()),
+        Err(RestoreError::Refused(refusal)) => Ending::Refused(refusal.to_string()),
         Err(e) => {
-            let e = anyhow::Error::new(e).context(format!("checking backup {}", backup.display()));
-            restore::write_termination_message(&format!("{e:#}"));
-            Err(e)
+            Ending::Failed(anyhow::Error::new(e).context(format!("checking backup {}", backup.display())))
         }
-    }
+    })
 }
 
-/// How `mall backup-push` and `mall backup-pull` end, as `mall restore-check` does: exit 0 with the
-/// summary line on stdout; 2 ([`restore::EXIT_REFUSED`]) with `refused: …` on stderr; 1 on any other
-/// failure. The line that is the outcome is also the container's termination message.
+/// How `mall backup-push` and `mall backup-pull` end, as `mall restore-check` does (see [`end`]).
 fn report(
     outcome: Result<String, ObjectsError>,
     context: impl FnOnce() -> String,
 ) -> anyhow::Result<ExitCode> {
-    match outcome {
-        Ok(line) => {
+    end(match outcome {
+        Ok(line) => Ending::Done(line),
+        Err(ObjectsError::Refused(refusal)) => Ending::Refused(refusal.to_string()),
+        Err(e) => Ending::Failed(anyhow::Error::new(e).context(context())),
+    })
+}
+
+/// How a backup or restore step ended.
+enum Ending {
+    /// The summary line.
+    Done(String),
+    /// Why the backup or the database is not fit.
+    Refused(String),
+    Failed(anyhow::Error),
+}
+
+/// Exit 0 with the summary line on stdout; 2 ([`restore::EXIT_REFUSED`]) with `refused: …` on stderr;
+/// 1 on any other failure. The line that is the outcome is also the container's termination message,
+/// which the operator quotes in the stack's status.
+fn end(ending: Ending) -> anyhow::Result<ExitCode> {
+    match ending {
+        Ending::Done(line) => {
             println!("{line}");
             restore::write_termination_message(&line);
             Ok(ExitCode::SUCCESS)
         }
-        Err(ObjectsError::Refused(refusal)) => {
-            let line = format!("refused: {refusal}");
+        Ending::Refused(why) => {
+            let line = format!("refused: {why}");
             eprintln!("{line}");
             restore::write_termination_message(&line);
             Ok(ExitCode::from(restore::EXIT_REFUSED))
         }
-        Err(e) => {
-            let e = anyhow::Error::new(e).context(context());
+        Ending::Failed(e) => {
             restore::write_termination_message(&format!("{e:#}"));
             Err(e)
         }
