@@ -89,6 +89,15 @@ for chart in mall-operator mall; do
     fi
   done
 done
+# A stack restored from a bucket, backing up to it, one service paused.
+"$helm" lint --strict charts/mall -f charts/mall/ci/restore-values.yaml
+"$helm" template mall charts/mall --namespace mall-system -f charts/mall/ci/restore-values.yaml \
+  >"$out/mall-restore.yaml"
+if "$helm" template mall charts/mall --set backup.schedule="30 5 * * *" --set database.mode=external \
+  --set database.external.secretName=db >/dev/null 2>&1; then
+  log "FAIL: mall accepted backups of an external database"
+  exit 1
+fi
 if "$helm" template mall charts/mall --set database.mode=external >/dev/null 2>&1; then
   log "FAIL: mall accepted database.mode=external without a Secret name"
   exit 1

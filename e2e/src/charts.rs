@@ -1,6 +1,6 @@
 //! The rendered Helm charts: `ci/chart-checks.sh OUT_DIR` writes `<chart>-default.yaml` and
-//! `<chart>-full.yaml` for both charts; the tests read them from `MALL_RENDERED_CHARTS`, or run that
-//! script themselves when a `helm` binary is at hand.
+//! `<chart>-full.yaml` for both charts, and `mall-restore.yaml`; the tests read them from
+//! `MALL_RENDERED_CHARTS`, or run that script themselves when a `helm` binary is at hand.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +8,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// The charts and values sets `ci/chart-checks.sh` renders, as file stems.
-pub const RENDERED: [&str; 4] = ["mall-operator-default", "mall-operator-full", "mall-default", "mall-full"];
+pub const RENDERED: [&str; 5] =
+    ["mall-operator-default", "mall-operator-full", "mall-default", "mall-full", "mall-restore"];
 
 /// Where `ci/chart-checks.sh` keeps the helm it installs (`MALL_TOOLS_DIR`, else ~/.cache/mall-tools).
 pub fn tools_dir() -> Option<PathBuf> {

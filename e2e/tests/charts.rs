@@ -436,6 +436,33 @@ fn mall_chart_with_every_value_set() {
     assert!(spec.service_monitor());
 }
 
+#[test]
+fn mall_chart_restoring_from_a_bucket_with_backups_and_a_paused_service() {
+    let Some(rendered) = charts() else { return };
+    let stack = mall_stack(&rendered, "mall-restore");
+    let spec = &stack.spec;
+    spec.validate().unwrap();
+    let backup = spec.backup.as_ref().expect("spec.backup");
+    assert_eq!(backup.schedule, "30 5 * * *");
+    assert_eq!((backup.retention.count, backup.retention.max_age_days), (14, Some(30)));
+    assert_eq!(backup.target.s3.as_ref().map(|s| s.secret_name.as_str()), Some("shop-bucket"));
+    assert!(backup.target.pvc.is_none(), "a bucket instead of the claim");
+    let restore = spec.restore.as_ref().expect("spec.restore");
+    assert_eq!(restore.from, "20261206T053000Z");
+    assert_eq!(
+        (restore.claim_name.as_deref(), restore.s3.as_ref()),
+        (None, None),
+        "from the stack's own bucket"
+    );
+    assert!(spec.services.payment.paused);
+    assert!(spec.services.iter().filter(|(n, _)| *n != "payment").all(|(_, s)| !s.paused));
+
+    // The defaults ask for none of it.
+    let default = mall_stack(&rendered, "mall-default");
+    assert!(default.spec.backup.is_none() && default.spec.restore.is_none());
+    assert!(default.spec.services.iter().all(|(_, s)| !s.paused));
+}
+
 // Dashboards and alerts ----------------------------------------------------------------------------
 
 /// What kind of series a metric is, which decides the PromQL that may read it.
