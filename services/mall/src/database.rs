@@ -25,12 +25,16 @@ pub fn retry_delay(attempt: u32) -> Duration {
     (FIRST_DELAY * 2u32.pow(doublings)).min(MAX_DELAY)
 }
 
-/// Whether `e` says the database is not there yet (refused, unresolvable, reset, timed out, shutting
-/// down) rather than that something is wrong with what we asked (a bad password, an invalid URL).
+/// Whether `e` says the database (or the cache) is not there yet (refused, unresolvable, reset, timed
+/// out, shutting down) rather than that something is wrong with what we asked (a bad password, an
+/// invalid URL).
 pub fn is_unreachable(e: &StorageError) -> bool {
     match e {
         StorageError::Timeout { .. } => true,
         StorageError::Database(e) => mall_storage::is_transient(e),
+        StorageError::Redis(e) => {
+            e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout()
+        }
         _ => false,
     }
 }
@@ -179,6 +183,7 @@ mod tests {
 
     use super::*;
     use crate::config::{Cli, Command};
+    use mall_storage::Cache;
 
     fn shared(args: &[&str]) -> Shared {
         let cli = Cli::try_parse_from([&["mall", "migrate", "cart"][..], args].concat()).unwrap();
@@ -359,5 +364,64 @@ mod tests {
         assert!(format!("{e:#}").contains("run `mall migrate auth` first"), "{e:#}");
         crate::migrate(Service::Auth, &shared).await.unwrap();
         connect_migrated(Service::Auth, &shared).await.unwrap().close().await;
+    }
+
+    /// `redis-server`, or `None` (a note, or a failure under `CI=true`) when it is not installed.
+    fn redis_server() -> Option<&'static str> {
+        let found = std::process::Command::new("redis-server").arg("--version").output().is_ok();
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(found || !ci, "CI=true but redis-server is not installed");
+        if !found {
+            eprintln!("note: no redis-server; skipping");
+        }
+        found.then_some("redis-server")
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_is_not_up_yet_is_waited_for_and_a_wrong_password_is_not() {
+        let Some(redis_server) = redis_server() else { return };
+        let port = closed_port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let refused = Cache::redis(&url, "t").await.unwrap_err();
+        assert!(is_unreachable(&refused), "{refused}");
+
+        // Redis comes up a second after the pod: the pod waits for it instead of exiting.
+        let started = std::time::Instant::now();
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            std::process::Command::new(redis_server)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server starts")
+        });
+        let with = shared(&["--redis-url", &url]);
+        let opened = crate::open_cache_within(&with, Duration::from_secs(15)).await;
+        let mut child = server.join().unwrap();
+        let waited = started.elapsed();
+        child.kill().ok();
+        child.wait().ok();
+        let cache = opened.unwrap();
+        assert_eq!(cache.kind(), "redis");
+        assert!(waited >= Duration::from_secs(1), "it waited for the server: {waited:?}");
+
+        // A server that refuses the password is not waited for: that will not change by itself.
+        if let Some(test_url) = mall_testkit::redis_url() {
+            let wrong = test_url.replacen("redis://", "redis://:not-the-password@", 1);
+            let started = std::time::Instant::now();
+            let e = crate::open_cache_within(&shared(&["--redis-url", &wrong]), Duration::from_secs(15))
+                .await
+                .unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(5), "refused at once: {e:#}");
+        }
     }
 }

@@ -98,10 +98,20 @@ pub async fn open_database(service: Service, shared: &Shared) -> anyhow::Result<
     Ok(db)
 }
 
+/// The cache of `shared` (Redis when a URL is given), waiting up to [`database::PATIENCE`] while Redis
+/// is unreachable: a pod that starts while Redis restarts (a rollout, a lost node) comes up once it is
+/// back instead of exiting and being restarted with a growing back-off.
 pub async fn open_cache(shared: &Shared) -> anyhow::Result<Cache> {
-    let cache = Cache::from_config(shared.redis_url.as_deref(), &shared.cache_namespace)
-        .await
-        .context("cannot reach the cache")?;
+    open_cache_within(shared, database::PATIENCE).await
+}
+
+/// [`open_cache`] with another patience.
+pub async fn open_cache_within(shared: &Shared, patience: std::time::Duration) -> anyhow::Result<Cache> {
+    let cache = database::retry_while_unreachable("cache", patience, || {
+        Cache::from_config(shared.redis_url.as_deref(), &shared.cache_namespace)
+    })
+    .await
+    .context("cannot reach the cache")?;
     tracing::info!(kind = cache.kind(), "cache ready");
     Ok(cache)
 }
