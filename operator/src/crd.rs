@@ -829,8 +829,8 @@ pub struct ComponentStatus {
     /// The cause in one line, e.g. `exits at start (exit code 1): …` or `pod starting for 20s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// The restart token (`mall.example.com/restart[-<component>]`) its pod template carries: a restart
-    /// asked for is acknowledged once this shows its token.
+    /// The restart token (`mall.example.com/restart[-<component>]`) its pods run with: a restart asked
+    /// for is acknowledged once this shows its token, that is once the rollout it started is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted: Option<String>,
 }

@@ -84,24 +84,50 @@ fn deployment_status(observed: &Observed, name: &str) -> (i32, Option<i32>) {
     (ready, spec_replicas)
 }
 
+/// Whether every pod of `d` runs its current template: the controller saw this generation, and all its
+/// replicas (old ones gone) are updated and available.
+fn deployment_rolled_out(d: &Deployment) -> bool {
+    let Some(status) = d.status.as_ref() else { return false };
+    let seen = d.metadata.generation.is_none_or(|g| status.observed_generation.is_some_and(|o| o >= g));
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    seen && updated >= want
+        && status.replicas.unwrap_or(0) == updated
+        && status.available_replicas.unwrap_or(0) >= want
+}
+
+/// [`deployment_rolled_out`] for the MySQL StatefulSet: its pods are of the update revision.
+fn stateful_set_rolled_out(s: &StatefulSet) -> bool {
+    let Some(status) = s.status.as_ref() else { return false };
+    let seen = s.metadata.generation.is_none_or(|g| status.observed_generation.is_some_and(|o| o >= g));
+    seen && status.current_revision == status.update_revision && status.ready_replicas.unwrap_or(0) >= 1
+}
+
 fn components(
     stack: &MallStack,
     observed: &Observed,
     diagnosis: &Diagnosis,
+    previous: Option<&MallStackStatus>,
 ) -> BTreeMap<String, ComponentStatus> {
     let status = |component: &str, ready: i32, desired: i32| {
         let finding = diagnosis.of(component);
         let name = child_name(stack, component);
-        let template = match observed.deployments.get(&name) {
-            Some(d) => d.spec.as_ref().map(|s| &s.template),
-            None => observed.stateful_sets.get(&name).and_then(|s| s.spec.as_ref()).map(|s| &s.template),
+        // A restart is acknowledged once the pods run the template that carries its token; until the
+        // rollout is done, what was acknowledged before stays.
+        let (template, rolled_out) = match observed.deployments.get(&name) {
+            Some(d) => (d.spec.as_ref().map(|s| &s.template), deployment_rolled_out(d)),
+            None => match observed.stateful_sets.get(&name) {
+                Some(s) => (s.spec.as_ref().map(|s| &s.template), stateful_set_rolled_out(s)),
+                None => (None, false),
+            },
         };
+        let before = || previous.and_then(|p| p.components.get(component)).and_then(|c| c.restarted.clone());
         ComponentStatus {
             ready,
             desired,
             reason: finding.map(|f| f.reason.clone()),
             message: finding.map(|f| f.text.clone()),
-            restarted: restarted(template),
+            restarted: if rolled_out { restarted(template) } else { before() },
         }
     };
     let mut out = BTreeMap::new();
@@ -196,7 +222,7 @@ pub fn compute(
 ) -> MallStackStatus {
     let generation = stack.metadata.generation;
     let diagnosis = diagnosis::diagnose(stack, observed, previous);
-    let components = components(stack, observed, &diagnosis);
+    let components = components(stack, observed, &diagnosis, previous);
     let ready_count = components.values().filter(|c| c.ready >= c.desired).count();
     let all_ready = ready_count == components.len();
 

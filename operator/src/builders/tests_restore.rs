@@ -433,3 +433,31 @@ fn a_missing_backup_in_the_bucket_is_a_refusal() {
     assert_eq!(restore.phase, RestorePhase::Refused);
     assert!(restore.message.starts_with("no backup 20261206T053000Z in bucket shop"), "{}", restore.message);
 }
+
+#[test]
+fn a_restart_is_acknowledged_once_its_rollout_is_done() {
+    let mut stack = minimal_stack();
+    stack.metadata.annotations = Some([(format!("{RESTART_ANNOTATION}-gateway"), "t1".to_owned())].into());
+    let d = desired(&stack, &ExistingSecrets::new());
+    let mut observed = all_ready(&d);
+    // The new template is applied; one new pod is up, the old one not gone yet.
+    let name = "shop-gateway".to_owned();
+    let mut rolling = observed.deployments[&name].clone();
+    let status = rolling.status.as_mut().unwrap();
+    status.replicas = Some(2);
+    status.updated_replicas = Some(1);
+    observed.deployments.insert(name.clone(), rolling);
+    let mut previous = crate::crd::MallStackStatus::default();
+    previous.components.insert(
+        "gateway".into(),
+        crate::crd::ComponentStatus { restarted: Some("t0".into()), ..Default::default() },
+    );
+    let during = status::compute(&stack, &observed, None, Some(&previous), "t1");
+    assert_eq!(during.components["gateway"].restarted.as_deref(), Some("t0"), "not yet: what was before");
+    let first = status::compute(&stack, &observed, None, None, "t1");
+    assert_eq!(first.components["gateway"].restarted, None);
+
+    let done = status::compute(&stack, &all_ready(&d), None, Some(&during), "t2");
+    assert_eq!(done.components["gateway"].restarted.as_deref(), Some("t1"));
+    assert_eq!(done.components["cart"].restarted, None, "only the gateway was asked");
+}
