@@ -34,7 +34,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, Write
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::restore::{FORMAT_VERSION, MANIFEST, Manifest, PARTIAL_SUFFIX, Refusal};
+use crate::restore::{MANIFEST, Manifest, PARTIAL_SUFFIX, Refusal, parse_manifest};
 
 /// The bucket's S3 endpoint (`http://minio.storage:9000`; plain http is allowed).
 pub const ENDPOINT_VAR: &str = "MALL_S3_ENDPOINT";
@@ -344,41 +344,6 @@ pub fn is_backup_name(name: &str) -> bool {
         && b[8] == b'T'
         && b[9..15].iter().all(u8::is_ascii_digit)
         && b[15] == b'Z'
-}
-
-/// Whether `file` is a plain name in a backup's directory (the rule of `restore-check`): what a
-/// manifest names is fetched only when it cannot leave the directory it is pulled into.
-fn is_plain_file_name(file: &str) -> bool {
-    !file.is_empty()
-        && !file.starts_with(['.', '-'])
-        && !file.contains("..")
-        && file.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-/// The manifest `text` of backup `name`, as `restore-check` reads it: format 1 (checked first), at least
-/// one database, each dump a plain file name.
-fn parse_manifest(name: &str, text: &[u8]) -> Result<Manifest, Refusal> {
-    let bad = |reason: String| Refusal::BadManifest { backup: name.to_owned(), reason };
-    let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
-    let found = value
-        .get("formatVersion")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| bad("it has no formatVersion".to_owned()))?;
-    if found != FORMAT_VERSION {
-        return Err(Refusal::UnsupportedFormat { backup: name.to_owned(), found });
-    }
-    let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-    if manifest.databases.is_empty() {
-        return Err(bad("it lists no database".to_owned()));
-    }
-    if let Some(dump) = manifest.databases.iter().find(|d| !is_plain_file_name(&d.file)) {
-        return Err(Refusal::UnsafeFileName {
-            backup: name.to_owned(),
-            database: dump.name.clone(),
-            file: dump.file.clone(),
-        });
-    }
-    Ok(manifest)
 }
 
 /// The part size of a multipart upload of `size` bytes: [`PART_SIZE`], or more when that would take

@@ -327,26 +327,40 @@ fn read_manifest(backup: &Path, name: &str) -> Result<Manifest, RestoreError> {
         }
         Err(source) => return Err(RestoreError::Read { path, source }),
     };
+    let manifest = parse_manifest(name, text.as_bytes())?;
+    if manifest.name != name {
+        tracing::warn!(backup = name, manifest = %manifest.name, "the manifest names another backup");
+    }
+    Ok(manifest)
+}
+
+/// The manifest `text` of backup `name`: format 1 (checked first: a later format may not parse as
+/// this one), at least one database, none twice, each dump a plain file name in the backup's
+/// directory. `mall backup-push` and `backup-pull` read manifests the same way.
+pub fn parse_manifest(name: &str, text: &[u8]) -> Result<Manifest, Refusal> {
     let bad = |reason: String| Refusal::BadManifest { backup: name.to_owned(), reason };
-    // The version first: a later format may not parse as this one.
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
     let found = value
         .get("formatVersion")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| bad("it has no formatVersion".to_owned()))?;
     if found != FORMAT_VERSION {
-        return Err(Refusal::UnsupportedFormat { backup: name.to_owned(), found }.into());
+        return Err(Refusal::UnsupportedFormat { backup: name.to_owned(), found });
     }
     let manifest: Manifest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     if manifest.databases.is_empty() {
-        return Err(bad("it lists no database".to_owned()).into());
+        return Err(bad("it lists no database".to_owned()));
     }
     let mut seen = HashSet::new();
     if let Some(twice) = manifest.databases.iter().find(|d| !seen.insert(d.name.as_str())) {
-        return Err(bad(format!("it lists {} twice", twice.name)).into());
+        return Err(bad(format!("it lists {} twice", twice.name)));
     }
-    if manifest.name != name {
-        tracing::warn!(backup = name, manifest = %manifest.name, "the manifest names another backup");
+    if let Some(dump) = manifest.databases.iter().find(|d| !is_plain_file_name(&d.file)) {
+        return Err(Refusal::UnsafeFileName {
+            backup: name.to_owned(),
+            database: dump.name.clone(),
+            file: dump.file.clone(),
+        });
     }
     Ok(manifest)
 }
@@ -380,9 +394,6 @@ fn is_plain_file_name(file: &str) -> bool {
 fn check_dumps(backup: &Path, name: &str, manifest: &Manifest) -> Result<(), RestoreError> {
     for dump in &manifest.databases {
         let (backup_name, database, file) = (name.to_owned(), dump.name.clone(), dump.file.clone());
-        if !is_plain_file_name(&dump.file) {
-            return Err(Refusal::UnsafeFileName { backup: backup_name, database, file }.into());
-        }
         let missing = || Refusal::MissingFile { backup: backup_name.clone(), database, file };
         let path = backup.join(&dump.file);
         let file = match File::open(&path) {
