@@ -548,26 +548,12 @@ fn finished(job: &Job, type_: &str) -> Option<(Option<Timestamp>, String)> {
 /// The backup's name its pod told in its termination message (the script's last line,
 /// `{"backup":"<name>",...}`), if a pod of `job` is still there to tell it.
 fn backup_name(observed: &Observed, job: &str) -> Option<String> {
-    observed
-        .pods
-        .iter()
-        .filter(|p| {
-            let labels = p.metadata.labels.as_ref();
-            labels
-                .and_then(|l| l.get("batch.kubernetes.io/job-name").or_else(|| l.get("job-name")))
-                .map(String::as_str)
-                == Some(job)
+    terminated(observed, job).filter(|(_, t)| t.exit_code == 0).find_map(|(_, t)| {
+        t.message.as_deref()?.lines().rev().find_map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l.trim()).ok()?;
+            line.get("backup")?.as_str().map(str::to_owned)
         })
-        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-        .filter(|t| t.exit_code == 0)
-        .filter_map(|t| {
-            t.message.as_deref()?.lines().rev().find_map(|l| {
-                let line: serde_json::Value = serde_json::from_str(l.trim()).ok()?;
-                line.get("backup")?.as_str().map(str::to_owned)
-            })
-        })
-        .next()
+    })
 }
 
 /// `status.backup` from the backup Jobs observed (the CronJob keeps only its last few) and what
